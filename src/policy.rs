@@ -1,0 +1,438 @@
+//! The policy: what the engine does to a pod. Read from a YAML file (`--config`, what a
+//! ConfigMap mounts), then overridden by flags and `GOMEMLIMIT_INJECTOR_<NAME>` variables.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::quantity::Quantity;
+
+/// What to set `GOGC` to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gogc {
+    /// `GOGC=off`: the GC runs only when the heap nears `GOMEMLIMIT`.
+    Off,
+    /// Do not add `GOGC`.
+    Keep,
+    /// `GOGC=<n>`.
+    Percent(u32),
+}
+
+impl fmt::Display for Gogc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Gogc::Off => f.write_str("off"),
+            Gogc::Keep => f.write_str("keep"),
+            Gogc::Percent(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl FromStr for Gogc {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(Gogc::Off),
+            "keep" => Ok(Gogc::Keep),
+            // Digits only: Go reads GOGC with strconv.Atoi, and a sign or spaces would be
+            // a different (or no) setting.
+            _ if !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(Gogc::Percent(s.parse().map_err(|_| gogc_error(s))?))
+            }
+            _ => Err(gogc_error(s)),
+        }
+    }
+}
+
+fn gogc_error(s: &str) -> String {
+    format!("{s:?} is not a GOGC setting: expected \"off\", \"keep\" or an integer 0..999999")
+}
+
+/// What to do with a container that has neither a memory request nor a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MissingLimit {
+    /// Leave the container alone and warn.
+    Skip,
+    /// Reject the pod.
+    Deny,
+    /// Set request and limit to `defaultMemory`.
+    Default,
+}
+
+/// Whether changes are applied or only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    Audit,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub percent: u8,
+    pub gogc: Gogc,
+    pub missing_limit: MissingLimit,
+    pub default_memory: Option<Quantity>,
+    pub min_percent: u8,
+    pub max_percent: u8,
+    pub exclude_containers: BTreeSet<String>,
+    pub mode: Mode,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            percent: 100,
+            gogc: Gogc::Off,
+            missing_limit: MissingLimit::Skip,
+            default_memory: None,
+            min_percent: 50,
+            max_percent: 100,
+            exclude_containers: BTreeSet::new(),
+            mode: Mode::Enforce,
+        }
+    }
+}
+
+/// Errors loading or validating a policy. Each names the file, flag or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("failed to read policy file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to parse policy file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid policy{origin}: {setting}: {message}")]
+    Invalid {
+        origin: String,
+        setting: &'static str,
+        message: String,
+    },
+}
+
+/// The policy as written in the YAML file; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyFile {
+    pub percent: Option<u8>,
+    pub gogc: Option<GogcValue>,
+    pub missing_limit: Option<MissingLimit>,
+    pub default_memory: Option<String>,
+    pub min_percent: Option<u8>,
+    pub max_percent: Option<u8>,
+    pub exclude_containers: Option<Vec<String>>,
+    pub mode: Option<Mode>,
+}
+
+/// `gogc:` may be written as `off`, `keep`, `100` or `"100"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum GogcValue {
+    Int(u32),
+    Text(String),
+}
+
+/// Policy flags, shared by `serve`, `mutate` and `audit` so that offline results match the
+/// webhook's. Each also reads `GOMEMLIMIT_INJECTOR_<NAME>`; flags beat variables beat the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PolicyArgs {
+    /// Policy YAML file (keys: percent, gogc, missingLimit, defaultMemory, minPercent,
+    /// maxPercent, excludeContainers, mode).
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// GOMEMLIMIT as a percentage of the memory limit; 100 uses the downward API.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub percent: Option<u8>,
+    /// GOGC to add: off, keep (add nothing) or an integer.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_GOGC", value_parser = parse_gogc)]
+    pub gogc: Option<Gogc>,
+    /// Containers with neither memory request nor limit: skip, deny or default.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MISSING_LIMIT", value_enum)]
+    pub missing_limit: Option<MissingLimit>,
+    /// Memory request and limit for `--missing-limit default`, e.g. 512Mi.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_DEFAULT_MEMORY", value_parser = parse_memory)]
+    pub default_memory: Option<Quantity>,
+    /// Lowest `gomemlimit.io/percent` a pod may ask for.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MIN_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub min_percent: Option<u8>,
+    /// Highest `gomemlimit.io/percent` a pod may ask for.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MAX_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub max_percent: Option<u8>,
+    /// Container names never to touch (comma-separated).
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_EXCLUDE_CONTAINERS", value_delimiter = ',')]
+    pub exclude_containers: Option<Vec<String>>,
+    /// enforce (patch pods) or audit (report only).
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MODE", value_enum)]
+    pub mode: Option<Mode>,
+}
+
+fn parse_gogc(s: &str) -> Result<Gogc, String> {
+    s.parse()
+}
+
+fn parse_memory(s: &str) -> Result<Quantity, String> {
+    let q = Quantity::parse(s).map_err(|e| e.to_string())?;
+    if q.is_zero() {
+        return Err("memory must be greater than zero".to_owned());
+    }
+    Ok(q)
+}
+
+impl PolicyArgs {
+    /// The config file, if one is set (the server watches it for changes).
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+
+    /// Reads the file (if any), applies the flags over it and validates the result.
+    pub fn load(&self) -> Result<Policy, PolicyError> {
+        let (file, origin) = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                (
+                    PolicyFile::from_yaml(&text).map_err(|message| PolicyError::Parse {
+                        path: path.clone(),
+                        message,
+                    })?,
+                    format!(" (file {} and flags)", path.display()),
+                )
+            }
+            None => (PolicyFile::default(), String::new()),
+        };
+        let invalid = |setting, message: String| PolicyError::Invalid {
+            origin: origin.clone(),
+            setting,
+            message,
+        };
+        let defaults = Policy::default();
+        let gogc = match (&self.gogc, &file.gogc) {
+            (Some(g), _) => *g,
+            (None, Some(GogcValue::Int(n))) => n
+                .to_string()
+                .parse()
+                .map_err(|e| invalid("gogc", e))?,
+            (None, Some(GogcValue::Text(t))) => t.parse().map_err(|e| invalid("gogc", e))?,
+            (None, None) => defaults.gogc,
+        };
+        let default_memory = match (&self.default_memory, &file.default_memory) {
+            (Some(q), _) => Some(q.clone()),
+            (None, Some(text)) => {
+                Some(parse_memory(text).map_err(|e| invalid("defaultMemory", e))?)
+            }
+            (None, None) => None,
+        };
+        let policy = Policy {
+            percent: self.percent.or(file.percent).unwrap_or(defaults.percent),
+            gogc,
+            missing_limit: self
+                .missing_limit
+                .or(file.missing_limit)
+                .unwrap_or(defaults.missing_limit),
+            default_memory,
+            min_percent: self
+                .min_percent
+                .or(file.min_percent)
+                .unwrap_or(defaults.min_percent),
+            max_percent: self
+                .max_percent
+                .or(file.max_percent)
+                .unwrap_or(defaults.max_percent),
+            exclude_containers: self
+                .exclude_containers
+                .clone()
+                .or(file.exclude_containers)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            mode: self.mode.or(file.mode).unwrap_or(defaults.mode),
+        };
+        policy.validate().map_err(|(setting, message)| invalid(setting, message))?;
+        Ok(policy)
+    }
+}
+
+impl PolicyFile {
+    /// Parses the YAML text of a policy file. Unknown keys are errors, so a typo is caught.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(PolicyFile::default());
+        }
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+impl Policy {
+    /// Checks the cross-setting rules; returns the setting at fault and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (setting, value) in [
+            ("percent", self.percent),
+            ("minPercent", self.min_percent),
+            ("maxPercent", self.max_percent),
+        ] {
+            if !(1..=100).contains(&value) {
+                return Err((setting, format!("{value} is not within 1..100")));
+            }
+        }
+        if self.min_percent > self.max_percent {
+            return Err((
+                "minPercent",
+                format!(
+                    "{} is greater than maxPercent {}",
+                    self.min_percent, self.max_percent
+                ),
+            ));
+        }
+        if !(self.min_percent..=self.max_percent).contains(&self.percent) {
+            return Err((
+                "percent",
+                format!(
+                    "{} is outside [minPercent {}, maxPercent {}]",
+                    self.percent, self.min_percent, self.max_percent
+                ),
+            ));
+        }
+        if self.missing_limit == MissingLimit::Default && self.default_memory.is_none() {
+            return Err((
+                "defaultMemory",
+                "must be set when missingLimit is \"default\"".to_owned(),
+            ));
+        }
+        if let Some(q) = &self.default_memory
+            && q.is_zero()
+        {
+            return Err(("defaultMemory", "must be greater than zero".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let p = PolicyArgs::default().load().unwrap();
+        assert_eq!(p.percent, 100);
+        assert_eq!(p.gogc, Gogc::Off);
+        assert_eq!(p.missing_limit, MissingLimit::Skip);
+        assert_eq!((p.min_percent, p.max_percent), (50, 100));
+        assert_eq!(p.mode, Mode::Enforce);
+        assert!(p.exclude_containers.is_empty());
+    }
+
+    #[test]
+    fn reads_every_key_from_the_file() {
+        let f = file(
+            "percent: 90\ngogc: 100\nmissingLimit: default\ndefaultMemory: 256Mi\n\
+             minPercent: 60\nmaxPercent: 95\nexcludeContainers: [istio-proxy, linkerd-proxy]\nmode: audit\n",
+        );
+        let p = PolicyArgs {
+            config: Some(f.path().to_owned()),
+            ..Default::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(p.percent, 90);
+        assert_eq!(p.gogc, Gogc::Percent(100));
+        assert_eq!(p.missing_limit, MissingLimit::Default);
+        assert_eq!(p.default_memory.unwrap().bytes(), 256 << 20);
+        assert_eq!((p.min_percent, p.max_percent), (60, 95));
+        assert_eq!(p.mode, Mode::Audit);
+        assert!(p.exclude_containers.contains("istio-proxy"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = file("percent: 90\ngogc: keep\n");
+        let p = PolicyArgs {
+            config: Some(f.path().to_owned()),
+            percent: Some(80),
+            ..Default::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(p.percent, 80);
+        assert_eq!(p.gogc, Gogc::Keep);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_file() {
+        let f = file("percnt: 90\n");
+        let err = PolicyArgs {
+            config: Some(f.path().to_owned()),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains("percnt"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        let err = PolicyArgs {
+            config: Some("/nonexistent/policy.yaml".into()),
+            ..Default::default()
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/policy.yaml"), "{err}");
+    }
+
+    #[test]
+    fn rejects_inconsistent_settings() {
+        let cases: &[(&str, &str)] = &[
+            ("missingLimit: default\n", "defaultMemory"),
+            ("defaultMemory: 1.5.5\n", "defaultMemory"),
+            ("minPercent: 90\nmaxPercent: 80\npercent: 85\n", "minPercent"),
+            ("percent: 40\n", "percent"),
+            ("percent: 0\n", "percent"),
+            ("gogc: fast\n", "gogc"),
+            ("gogc: -5\n", "gogc"),
+        ];
+        for (yaml, setting) in cases {
+            let f = file(yaml);
+            let err = PolicyArgs {
+                config: Some(f.path().to_owned()),
+                ..Default::default()
+            }
+            .load()
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(setting), "{yaml:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn parses_gogc_values() {
+        assert_eq!("off".parse::<Gogc>(), Ok(Gogc::Off));
+        assert_eq!("keep".parse::<Gogc>(), Ok(Gogc::Keep));
+        assert_eq!("100".parse::<Gogc>(), Ok(Gogc::Percent(100)));
+        for bad in ["", "-1", "+5", "1e3", "OFF", " 100", "1234567"] {
+            assert!(bad.parse::<Gogc>().is_err(), "{bad:?}");
+        }
+    }
+}
