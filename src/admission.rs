@@ -1,8 +1,13 @@
 //! AdmissionReview wire handling: validate the request, run the engine, build the response.
 //! Pure: no I/O, no logging; the server records metrics and logs from the returned report.
 
-use crate::policy::Policy;
 use http::StatusCode;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::Value;
+
+use crate::engine::{self, Change, Decision, Evaluation, SkipReason};
+use crate::policy::Policy;
 
 /// The endpoint a review arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +77,14 @@ pub struct ReviewReport {
     pub message: Option<String>,
 }
 
+/// Largest AdmissionReview body accepted; the server answers 413 above it.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+const API_VERSION: &str = "admission.k8s.io/v1";
+const KIND: &str = "AdmissionReview";
+/// Cap on the audit summary annotation, which lands in every audit event.
+const MAX_SUMMARY_LEN: usize = 1024;
+
 /// Handles one AdmissionReview body. Never panics on input; every malformed request gets
 /// a 4xx reply with a one-line reason.
 pub fn handle(
@@ -80,6 +93,193 @@ pub fn handle(
     body: &[u8],
     policy: &Policy,
 ) -> (HttpReply, ReviewReport) {
-    let _ = (endpoint, content_type, body, policy);
-    todo!()
+    let mut report = ReviewReport::default();
+    let reply = match review(endpoint, content_type, body, policy, &mut report) {
+        Ok(reply) => reply,
+        Err(reason) => {
+            report.outcome = Some(Outcome::Error);
+            report.message = Some(reason.clone());
+            bad_request(reason)
+        }
+    };
+    (reply, report)
+}
+
+/// A 400 answer with a one-line reason.
+pub fn bad_request(reason: String) -> HttpReply {
+    let mut body = reason.replace('\n', " ").into_bytes();
+    body.push(b'\n');
+    HttpReply {
+        status: StatusCode::BAD_REQUEST,
+        content_type: "text/plain; charset=utf-8",
+        body,
+    }
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn review(
+    endpoint: Endpoint,
+    content_type: Option<&str>,
+    body: &[u8],
+    policy: &Policy,
+    report: &mut ReviewReport,
+) -> Result<HttpReply, String> {
+    if !is_json(content_type) {
+        return Err(format!(
+            "unsupported content type {:?}: expected application/json",
+            content_type.unwrap_or("")
+        ));
+    }
+    let mut root: Value =
+        serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+    let api_version = root.get("apiVersion").and_then(Value::as_str);
+    if api_version != Some(API_VERSION) {
+        return Err(format!(
+            "unsupported apiVersion {:?}: only {API_VERSION} is served",
+            api_version.unwrap_or("")
+        ));
+    }
+    let kind = root.get("kind").and_then(Value::as_str);
+    if kind != Some(KIND) {
+        return Err(format!(
+            "unsupported kind {:?}: expected {KIND}",
+            kind.unwrap_or("")
+        ));
+    }
+    let request = root
+        .get_mut("request")
+        .filter(|r| r.is_object())
+        .ok_or("missing request")?;
+    match request.get("uid").and_then(Value::as_str) {
+        Some(uid) if !uid.is_empty() => report.uid = uid.to_owned(),
+        _ => return Err("missing request.uid".to_owned()),
+    }
+    // The object is kept as raw JSON so that no field is lost; the rest is typed.
+    let object = request
+        .get_mut("object")
+        .map(Value::take)
+        .filter(|o| !o.is_null());
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_value(root).map_err(|e| format!("malformed AdmissionReview: {e}"))?;
+    let req: AdmissionRequest<DynamicObject> = review
+        .try_into()
+        .map_err(|_| "missing request".to_owned())?;
+
+    report.namespace = req.namespace.clone().unwrap_or_default();
+    report.operation = format!("{:?}", req.operation).to_uppercase();
+    report.dry_run = req.dry_run;
+    report.pod = req.name.clone();
+    if report.pod.is_empty()
+        && let Some(generate) = object
+            .as_ref()
+            .and_then(|o| o.pointer("/metadata/generateName"))
+            .and_then(Value::as_str)
+    {
+        report.pod = generate.to_owned();
+    }
+
+    let mut response = AdmissionResponse::from(&req);
+    let is_pod_create = req.kind.group.is_empty()
+        && req.kind.kind == "Pod"
+        && req.resource.resource == "pods"
+        && req.sub_resource.as_deref().unwrap_or("").is_empty()
+        && req.operation == Operation::Create;
+    let outcome = match (is_pod_create, object) {
+        (false, _) => Outcome::Skipped,
+        (true, None) => {
+            response.warnings = Some(vec![
+                "gomemlimit-injector: the request has no object; pod admitted unchanged".into(),
+            ]);
+            Outcome::Error
+        }
+        (true, Some(pod)) => {
+            let eval = engine::evaluate(&pod, policy);
+            report.container_actions = eval.actions.clone();
+            decide(endpoint, &pod, eval, &mut response, report)?
+        }
+    };
+    report.outcome = Some(outcome);
+    let body = serde_json::to_vec(&response.into_review())
+        .map_err(|e| format!("failed to serialize the response: {e}"))?;
+    Ok(HttpReply {
+        status: StatusCode::OK,
+        content_type: "application/json",
+        body,
+    })
+}
+
+/// Turns an evaluation into the response for the endpoint.
+fn decide(
+    endpoint: Endpoint,
+    pod: &Value,
+    eval: Evaluation,
+    response: &mut AdmissionResponse,
+    report: &mut ReviewReport,
+) -> Result<Outcome, String> {
+    let audit = endpoint == Endpoint::Audit || eval.audit_only;
+    let mut warnings = eval.warnings;
+    let outcome = match eval.decision {
+        Decision::Skipped(SkipReason::Disabled | SkipReason::Mirror) => Outcome::Skipped,
+        Decision::Skipped(SkipReason::NotUnderstood(reason)) => {
+            warnings.push(engine::truncate(format!(
+                "gomemlimit-injector: cannot read the pod ({reason}); admitted unchanged"
+            )));
+            report.message = Some(reason);
+            Outcome::Error
+        }
+        Decision::Denied(message) => {
+            report.message = Some(message.clone());
+            response.allowed = false;
+            response.result.code = 403;
+            response.result.reason = "Forbidden".into();
+            response.result.message = message;
+            Outcome::Denied
+        }
+        Decision::Evaluated if eval.changes.is_empty() => Outcome::Unchanged,
+        Decision::Evaluated if audit => {
+            warnings.extend(eval.changes.iter().map(|c| c.describe(true)));
+            response
+                .audit_annotations
+                .insert("would-mutate".into(), "true".into());
+            let summary = eval
+                .changes
+                .iter()
+                .map(Change::summary)
+                .collect::<Vec<_>>()
+                .join(", ");
+            response
+                .audit_annotations
+                .insert("changes".into(), cap(summary, MAX_SUMMARY_LEN));
+            Outcome::Audited
+        }
+        Decision::Evaluated => {
+            let patch = json_patch::diff(pod, &eval.mutated);
+            let taken = std::mem::replace(response, AdmissionResponse::invalid(""));
+            *response = taken
+                .with_patch(patch)
+                .map_err(|e| format!("failed to serialize the patch: {e}"))?;
+            Outcome::Mutated
+        }
+    };
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    Ok(outcome)
+}
+
+fn cap(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max - 3;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
 }
