@@ -7,7 +7,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use serde_json::Value;
 
 use crate::engine::{self, Change, Decision, Evaluation, SkipReason};
-use crate::policy::Policy;
+use crate::policy::{Mode, Policy};
 
 /// The endpoint a review arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,13 +198,17 @@ fn review(
             Outcome::Error
         }
         (true, Some(pod)) => {
-            let eval = engine::evaluate(&pod, policy);
+            let mode = match endpoint {
+                Endpoint::Audit => Mode::Audit,
+                Endpoint::Mutate => policy.mode,
+            };
+            let eval = engine::evaluate_as(&pod, policy, mode);
             report.container_actions = eval.actions.clone();
             decide(endpoint, &pod, eval, &mut response, report)?
         }
     };
     report.outcome = Some(outcome);
-    let body = serde_json::to_vec(&response.into_review())
+    let body = serde_json::to_vec(&WireReview::from(&response))
         .map_err(|e| format!("failed to serialize the response: {e}"))?;
     Ok(HttpReply {
         status: StatusCode::OK,
@@ -282,4 +286,55 @@ fn cap(mut text: String, max: usize) -> String {
         text.push_str("...");
     }
     text
+}
+
+/// The AdmissionReview answer as the API server reads it. kube's `AdmissionResponse`
+/// serializes the patch as an array of numbers; Go's `[]byte` convention, and every other
+/// webhook, sends base64 text, which is also a third of the size.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: WireResponse<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a kube::core::Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
+    audit_annotations: &'a std::collections::HashMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a Vec<String>>,
+}
+
+impl<'a> From<&'a AdmissionResponse> for WireReview<'a> {
+    fn from(r: &'a AdmissionResponse) -> Self {
+        use base64::Engine as _;
+        let patch = r
+            .patch
+            .as_ref()
+            .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+        WireReview {
+            api_version: API_VERSION,
+            kind: KIND,
+            response: WireResponse {
+                uid: &r.uid,
+                allowed: r.allowed,
+                status: (!r.allowed).then_some(&r.result),
+                patch_type: patch.as_ref().map(|_| "JSONPatch"),
+                patch,
+                audit_annotations: &r.audit_annotations,
+                warnings: r.warnings.as_ref(),
+            },
+        }
+    }
 }

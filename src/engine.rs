@@ -242,11 +242,17 @@ struct Effective {
     audit_only: bool,
 }
 
-/// Evaluates one pod against the policy.
+/// Evaluates one pod against the policy, in the policy's mode.
 pub fn evaluate(pod: &Value, policy: &Policy) -> Evaluation {
+    evaluate_as(pod, policy, policy.mode)
+}
+
+/// Evaluates one pod in the given mode (the `/audit` endpoint audits whatever the policy
+/// says). In audit, explicit denials become warnings.
+pub fn evaluate_as(pod: &Value, policy: &Policy, mode: Mode) -> Evaluation {
     let mut eval = Evaluation {
         decision: Decision::Evaluated,
-        audit_only: policy.mode == Mode::Audit,
+        audit_only: mode == Mode::Audit,
         changes: Vec::new(),
         warnings: Vec::new(),
         actions: Vec::new(),
@@ -299,7 +305,7 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
         return Ok(());
     }
 
-    let (effective, excluded, invalid) = read_annotations(&annotations, policy);
+    let (effective, excluded, invalid) = read_annotations(&annotations, policy, eval.audit_only);
     eval.audit_only = effective.audit_only;
     if !invalid.is_empty() {
         if eval.audit_only {
@@ -400,12 +406,13 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
 fn read_annotations<'a>(
     annotations: &BTreeMap<&'a str, &'a str>,
     policy: &'a Policy,
+    audit_only: bool,
 ) -> (Effective, std::collections::BTreeSet<&'a str>, Vec<String>) {
     let mut invalid = Vec::new();
     let mut effective = Effective {
         percent: policy.percent,
         gogc: policy.gogc,
-        audit_only: policy.mode == Mode::Audit,
+        audit_only,
     };
     let mut excluded: std::collections::BTreeSet<&str> = policy
         .exclude_containers

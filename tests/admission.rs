@@ -1,0 +1,397 @@
+//! AdmissionReview fixtures through the admission handler: what the API server gets back.
+
+mod support;
+
+use gomemlimit_injector::admission::{Endpoint, Outcome};
+use gomemlimit_injector::engine::STATUS;
+use gomemlimit_injector::policy::{Mode, Policy};
+use http::StatusCode;
+use serde_json::{Value, json};
+use support::*;
+
+fn env_named<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
+
+#[test]
+fn mutate_patches_every_container_and_echoes_the_uid() {
+    let review = fixture_json("pod-create.json");
+    let (reply, report) = post(
+        Endpoint::Mutate,
+        &fixture("pod-create.json"),
+        &Policy::default(),
+    );
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.content_type, "application/json");
+    assert_eq!(report.outcome, Some(Outcome::Mutated));
+    assert_eq!(report.pod, "sales-api-7d9c8b6f5d-");
+    assert_eq!(report.namespace, "shop");
+    assert_eq!(report.operation, "CREATE");
+    let response = response_of(&reply.body);
+    assert_eq!(response["uid"], review["request"]["uid"]);
+    assert_eq!(response["allowed"], true);
+
+    let pod = apply(&review, &response);
+    let containers = pod["spec"]["containers"].as_array().unwrap();
+    let sidecar = &pod["spec"]["initContainers"][0];
+    for c in containers.iter().chain([sidecar]) {
+        assert_eq!(
+            c["resources"]["requests"]["memory"],
+            c["resources"]["limits"]["memory"]
+        );
+        assert_eq!(
+            env_named(c, "GOMEMLIMIT").unwrap()["valueFrom"]["resourceFieldRef"]["resource"],
+            "limits.memory"
+        );
+        assert_eq!(env_named(c, "GOGC").unwrap()["value"], "off");
+        // The 25 original variables are still first, in order.
+        assert_eq!(c["env"].as_array().unwrap().len(), 27);
+    }
+    // The CPU request is not ours.
+    assert_eq!(containers[0]["resources"]["requests"]["cpu"], "250m");
+    let status: Value =
+        serde_json::from_str(pod["metadata"]["annotations"][STATUS].as_str().unwrap()).unwrap();
+    assert_eq!(status["containers"]["api"]["request"], "512Mi");
+    // Nothing outside our fields changed.
+    let mut expected = review["request"]["object"].clone();
+    let mut actual = pod.clone();
+    for p in [&mut expected, &mut actual] {
+        p["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(STATUS);
+        for list in ["containers", "initContainers"] {
+            for c in p["spec"][list].as_array_mut().unwrap() {
+                c["resources"]["requests"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("memory");
+                let env = c["env"].as_array_mut().unwrap();
+                env.retain(|e| e["name"] != "GOMEMLIMIT" && e["name"] != "GOGC");
+            }
+        }
+    }
+    assert_eq!(actual, expected);
+}
+
+#[test]
+fn patch_escapes_the_status_annotation_key() {
+    let (reply, _) = post(
+        Endpoint::Mutate,
+        &fixture("pod-create.json"),
+        &Policy::default(),
+    );
+    let patch = patch_of(&response_of(&reply.body)).unwrap();
+    let text = serde_json::to_string(&patch).unwrap();
+    assert!(
+        text.contains("/metadata/annotations/gomemlimit.io~1status"),
+        "{text}"
+    );
+}
+
+#[test]
+fn audit_reports_and_never_patches() {
+    let review = fixture_json("pod-create.json");
+    for (endpoint, policy) in [
+        (Endpoint::Audit, Policy::default()),
+        (
+            Endpoint::Mutate,
+            Policy {
+                mode: Mode::Audit,
+                ..Policy::default()
+            },
+        ),
+    ] {
+        let (reply, report) = post(endpoint, &fixture("pod-create.json"), &policy);
+        assert_eq!(report.outcome, Some(Outcome::Audited));
+        let response = response_of(&reply.body);
+        assert_eq!(response["allowed"], true);
+        assert!(response.get("patch").is_none());
+        assert!(response.get("patchType").is_none());
+        assert_eq!(response["uid"], review["request"]["uid"]);
+        let warnings: Vec<&str> = response["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        assert!(
+            warnings.contains(&"container \"api\": would set requests.memory to 512Mi (was 256Mi)"),
+            "{warnings:?}"
+        );
+        assert!(warnings.iter().all(|w| w.len() <= 120));
+        // worker: request already equals limit, so 2 env changes only; 3 others: 3 changes each.
+        assert_eq!(warnings.len(), 3 * 3 + 2);
+        assert_eq!(response["auditAnnotations"]["would-mutate"], "true");
+        let summary = response["auditAnnotations"]["changes"].as_str().unwrap();
+        assert!(
+            summary.contains("api: requests.memory 256Mi->512Mi"),
+            "{summary}"
+        );
+    }
+}
+
+#[test]
+fn audit_of_a_compliant_pod_is_quiet() {
+    let (reply, report) = post(
+        Endpoint::Audit,
+        &fixture("pod-create-compliant.json"),
+        &Policy::default(),
+    );
+    assert_eq!(report.outcome, Some(Outcome::Unchanged));
+    let response = response_of(&reply.body);
+    assert!(response.get("warnings").is_none());
+    assert!(response.get("auditAnnotations").is_none());
+}
+
+#[test]
+fn pod_mode_annotation_audits_on_mutate() {
+    let mut review = fixture_json("pod-create.json");
+    review["request"]["object"]["metadata"]["annotations"]["gomemlimit.io/mode"] = json!("audit");
+    let body = serde_json::to_vec(&review).unwrap();
+    let (reply, report) = post(Endpoint::Mutate, &body, &Policy::default());
+    assert_eq!(report.outcome, Some(Outcome::Audited));
+    assert!(response_of(&reply.body).get("patch").is_none());
+}
+
+#[test]
+fn dry_run_gets_exactly_the_same_answer() {
+    let real = fixture_json("pod-create.json");
+    let mut dry = real.clone();
+    dry["request"]["dryRun"] = json!(true);
+    for endpoint in [Endpoint::Mutate, Endpoint::Audit] {
+        let (a, ra) = post(
+            endpoint,
+            &serde_json::to_vec(&real).unwrap(),
+            &Policy::default(),
+        );
+        let (b, rb) = post(
+            endpoint,
+            &serde_json::to_vec(&dry).unwrap(),
+            &Policy::default(),
+        );
+        assert_eq!(a.body, b.body);
+        assert!(!ra.dry_run && rb.dry_run);
+    }
+    let (reply, report) = post(
+        Endpoint::Mutate,
+        &fixture("pod-create-dryrun.json"),
+        &Policy::default(),
+    );
+    assert!(report.dry_run);
+    assert!(patch_of(&response_of(&reply.body)).is_some());
+}
+
+#[test]
+fn other_operations_kinds_and_subresources_pass_unchanged() {
+    for name in [
+        "pod-update.json",
+        "configmap-create.json",
+        "pod-binding-create.json",
+    ] {
+        for endpoint in [Endpoint::Mutate, Endpoint::Audit] {
+            let review = fixture_json(name);
+            let (reply, report) = post(endpoint, &fixture(name), &Policy::default());
+            assert_eq!(reply.status, StatusCode::OK, "{name}");
+            assert_eq!(report.outcome, Some(Outcome::Skipped), "{name}");
+            let response = response_of(&reply.body);
+            assert_eq!(response["allowed"], true, "{name}");
+            assert_eq!(response["uid"], review["request"]["uid"], "{name}");
+            assert!(response.get("patch").is_none(), "{name}");
+            assert!(response.get("warnings").is_none(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn invalid_annotation_is_denied_with_a_message_naming_it() {
+    let (reply, report) = post(
+        Endpoint::Mutate,
+        &fixture("pod-create-invalid-annotation.json"),
+        &Policy::default(),
+    );
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(report.outcome, Some(Outcome::Denied));
+    let response = response_of(&reply.body);
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 403);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.contains("gomemlimit.io/percent"), "{message}");
+    assert!(message.contains("50 to 100"), "{message}");
+
+    // Audit: the same pod is allowed with a warning.
+    let (reply, report) = post(
+        Endpoint::Audit,
+        &fixture("pod-create-invalid-annotation.json"),
+        &Policy::default(),
+    );
+    assert_eq!(report.outcome, Some(Outcome::Audited));
+    let response = response_of(&reply.body);
+    assert_eq!(response["allowed"], true);
+    assert!(
+        response["warnings"]
+            .to_string()
+            .contains("gomemlimit.io/percent")
+    );
+}
+
+#[test]
+fn second_review_of_the_patched_pod_yields_no_patch() {
+    let review = fixture_json("pod-create.json");
+    let (reply, _) = post(
+        Endpoint::Mutate,
+        &fixture("pod-create.json"),
+        &Policy::default(),
+    );
+    let patched = apply(&review, &response_of(&reply.body));
+    let mut again = review.clone();
+    again["request"]["object"] = patched;
+    let (reply, report) = post(
+        Endpoint::Mutate,
+        &serde_json::to_vec(&again).unwrap(),
+        &Policy::default(),
+    );
+    assert_eq!(report.outcome, Some(Outcome::Unchanged));
+    assert!(response_of(&reply.body).get("patch").is_none());
+}
+
+#[test]
+fn a_pod_it_cannot_read_is_allowed_with_a_warning() {
+    let mut review = fixture_json("pod-create.json");
+    review["request"]["object"]["spec"]["containers"] = json!({"not": "a list"});
+    let (reply, report) = post(
+        Endpoint::Mutate,
+        &serde_json::to_vec(&review).unwrap(),
+        &Policy::default(),
+    );
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(report.outcome, Some(Outcome::Error));
+    let response = response_of(&reply.body);
+    assert_eq!(response["allowed"], true);
+    assert!(response.get("patch").is_none());
+    assert!(
+        response["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("cannot read the pod")
+    );
+
+    review["request"]["object"] = Value::Null;
+    let (reply, report) = post(
+        Endpoint::Mutate,
+        &serde_json::to_vec(&review).unwrap(),
+        &Policy::default(),
+    );
+    assert_eq!(report.outcome, Some(Outcome::Error));
+    assert_eq!(response_of(&reply.body)["allowed"], true);
+}
+
+#[test]
+fn uid_is_echoed_exactly() {
+    for uid in [
+        "a",
+        "ünïcödé-✓",
+        "with \"quotes\" and \\ slashes",
+        &"x".repeat(300),
+    ] {
+        let mut review = fixture_json("configmap-create.json");
+        review["request"]["uid"] = json!(uid);
+        let (reply, _) = post(
+            Endpoint::Mutate,
+            &serde_json::to_vec(&review).unwrap(),
+            &Policy::default(),
+        );
+        assert_eq!(response_of(&reply.body)["uid"], uid);
+    }
+}
+
+#[test]
+fn malformed_requests_get_400_with_a_one_line_reason() {
+    let valid = fixture_json("pod-create.json");
+    let mut v1beta1 = valid.clone();
+    v1beta1["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    let mut wrong_kind = valid.clone();
+    wrong_kind["kind"] = json!("Pod");
+    let mut no_request = valid.clone();
+    no_request.as_object_mut().unwrap().remove("request");
+    let mut no_uid = valid.clone();
+    no_uid["request"].as_object_mut().unwrap().remove("uid");
+    let mut empty_uid = valid.clone();
+    empty_uid["request"]["uid"] = json!("");
+    let mut bad_operation = valid.clone();
+    bad_operation["request"]["operation"] = json!("EXPLODE");
+    let cases: Vec<(Option<&str>, Vec<u8>, &str)> = vec![
+        (
+            Some("application/json"),
+            b"{not json".to_vec(),
+            "malformed JSON",
+        ),
+        (Some("application/json"), b"".to_vec(), "malformed JSON"),
+        (Some("application/json"), b"[]".to_vec(), "apiVersion"),
+        (
+            Some("application/json"),
+            serde_json::to_vec(&v1beta1).unwrap(),
+            "admission.k8s.io/v1beta1",
+        ),
+        (
+            Some("application/json"),
+            serde_json::to_vec(&wrong_kind).unwrap(),
+            "kind",
+        ),
+        (
+            Some("application/json"),
+            serde_json::to_vec(&no_request).unwrap(),
+            "missing request",
+        ),
+        (
+            Some("application/json"),
+            serde_json::to_vec(&no_uid).unwrap(),
+            "missing request.uid",
+        ),
+        (
+            Some("application/json"),
+            serde_json::to_vec(&empty_uid).unwrap(),
+            "missing request.uid",
+        ),
+        (
+            Some("application/json"),
+            serde_json::to_vec(&bad_operation).unwrap(),
+            "malformed AdmissionReview",
+        ),
+        (
+            Some("text/plain"),
+            fixture("pod-create.json"),
+            "content type",
+        ),
+        (None, fixture("pod-create.json"), "content type"),
+        (
+            Some("application/jsonx"),
+            fixture("pod-create.json"),
+            "content type",
+        ),
+    ];
+    for (content_type, body, needle) in cases {
+        let (reply, report) = gomemlimit_injector::admission::handle(
+            Endpoint::Mutate,
+            content_type,
+            &body,
+            &Policy::default(),
+        );
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{needle}");
+        let text = String::from_utf8(reply.body).unwrap();
+        assert!(text.contains(needle), "{needle}: {text}");
+        assert_eq!(text.trim_end().lines().count(), 1, "{text}");
+        assert_eq!(report.outcome, Some(Outcome::Error));
+    }
+    // Parameters on the content type are fine.
+    let (reply, _) = gomemlimit_injector::admission::handle(
+        Endpoint::Mutate,
+        Some("Application/JSON; charset=utf-8"),
+        &fixture("pod-create.json"),
+        &Policy::default(),
+    );
+    assert_eq!(reply.status, StatusCode::OK);
+}
