@@ -167,7 +167,11 @@ pub struct PolicyArgs {
     #[arg(long, env = "GOMEMLIMIT_INJECTOR_MAX_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
     pub max_percent: Option<u8>,
     /// Container names never to touch (comma-separated).
-    #[arg(long, env = "GOMEMLIMIT_INJECTOR_EXCLUDE_CONTAINERS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_EXCLUDE_CONTAINERS",
+        value_delimiter = ','
+    )]
     pub exclude_containers: Option<Vec<String>>,
     /// enforce (patch pods) or audit (report only).
     #[arg(long, env = "GOMEMLIMIT_INJECTOR_MODE", value_enum)]
@@ -218,10 +222,9 @@ impl PolicyArgs {
         let defaults = Policy::default();
         let gogc = match (&self.gogc, &file.gogc) {
             (Some(g), _) => *g,
-            (None, Some(GogcValue::Int(n))) => n
-                .to_string()
-                .parse()
-                .map_err(|e| invalid("gogc", e))?,
+            (None, Some(GogcValue::Int(n))) => {
+                n.to_string().parse().map_err(|e| invalid("gogc", e))?
+            }
             (None, Some(GogcValue::Text(t))) => t.parse().map_err(|e| invalid("gogc", e))?,
             (None, None) => defaults.gogc,
         };
@@ -259,7 +262,9 @@ impl PolicyArgs {
                 .collect(),
             mode: self.mode.or(file.mode).unwrap_or(defaults.mode),
         };
-        policy.validate().map_err(|(setting, message)| invalid(setting, message))?;
+        policy
+            .validate()
+            .map_err(|(setting, message)| invalid(setting, message))?;
         Ok(policy)
     }
 }
@@ -407,7 +412,10 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("missingLimit: default\n", "defaultMemory"),
             ("defaultMemory: 1.5.5\n", "defaultMemory"),
-            ("minPercent: 90\nmaxPercent: 80\npercent: 85\n", "minPercent"),
+            (
+                "minPercent: 90\nmaxPercent: 80\npercent: 85\n",
+                "minPercent",
+            ),
             ("percent: 40\n", "percent"),
             ("percent: 0\n", "percent"),
             ("gogc: fast\n", "gogc"),

@@ -317,10 +317,22 @@ mod tests {
     #[test]
     fn names_the_kind_of_error() {
         assert_eq!(Quantity::parse(""), Err(QuantityError::Empty));
-        assert!(matches!(Quantity::parse("1Mb"), Err(QuantityError::Suffix(_))));
-        assert!(matches!(Quantity::parse("1 Gi"), Err(QuantityError::Format(_))));
-        assert!(matches!(Quantity::parse("1e400"), Err(QuantityError::Range(_))));
-        assert!(matches!(Quantity::parse("-1"), Err(QuantityError::Negative(_))));
+        assert!(matches!(
+            Quantity::parse("1Mb"),
+            Err(QuantityError::Suffix(_))
+        ));
+        assert!(matches!(
+            Quantity::parse("1 Gi"),
+            Err(QuantityError::Format(_))
+        ));
+        assert!(matches!(
+            Quantity::parse("1e400"),
+            Err(QuantityError::Range(_))
+        ));
+        assert!(matches!(
+            Quantity::parse("-1"),
+            Err(QuantityError::Negative(_))
+        ));
     }
 
     #[test]
