@@ -204,7 +204,7 @@ fn review(
             };
             let eval = engine::evaluate_as(&pod, policy, mode);
             report.container_actions = eval.actions.clone();
-            decide(endpoint, &pod, eval, &mut response, report)?
+            decide(endpoint, eval, &mut response, report)?
         }
     };
     report.outcome = Some(outcome);
@@ -220,7 +220,6 @@ fn review(
 /// Turns an evaluation into the response for the endpoint.
 fn decide(
     endpoint: Endpoint,
-    pod: &Value,
     eval: Evaluation,
     response: &mut AdmissionResponse,
     report: &mut ReviewReport,
@@ -262,7 +261,7 @@ fn decide(
             Outcome::Audited
         }
         Decision::Evaluated => {
-            let patch = json_patch::diff(pod, &eval.mutated);
+            let patch = eval.patch;
             let taken = std::mem::replace(response, AdmissionResponse::invalid(""));
             *response = taken
                 .with_patch(patch)
@@ -310,8 +309,9 @@ struct WireResponse<'a> {
     patch: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
-    audit_annotations: &'a std::collections::HashMap<String, String>,
+    /// Sorted, so that the same review always gets the same bytes.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    audit_annotations: std::collections::BTreeMap<&'a str, &'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     warnings: Option<&'a Vec<String>>,
 }
@@ -332,7 +332,11 @@ impl<'a> From<&'a AdmissionResponse> for WireReview<'a> {
                 status: (!r.allowed).then_some(&r.result),
                 patch_type: patch.as_ref().map(|_| "JSONPatch"),
                 patch,
-                audit_annotations: &r.audit_annotations,
+                audit_annotations: r
+                    .audit_annotations
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
                 warnings: r.warnings.as_ref(),
             },
         }

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -49,8 +51,19 @@ pub struct Evaluation {
     pub warnings: Vec<String>,
     /// One entry per container event, for metrics (e.g. `set_request`, `skipped`).
     pub actions: Vec<&'static str>,
-    /// The pod with every change applied; equal to the input when there are none.
-    pub mutated: Value,
+    /// The JSONPatch that makes `changes` (empty when there are none). Its operations only
+    /// add or replace the fields the webhook owns, so it applies to the evaluated pod and
+    /// keeps every other field, whatever its schema version.
+    pub patch: Patch,
+}
+
+impl Evaluation {
+    /// The pod with the patch applied.
+    pub fn patched(&self, pod: &Value) -> Value {
+        let mut out = pod.clone();
+        json_patch::patch(&mut out, &self.patch).expect("the engine's patch applies to its pod");
+        out
+    }
 }
 
 /// What to do with the pod.
@@ -256,13 +269,13 @@ pub fn evaluate_as(pod: &Value, policy: &Policy, mode: Mode) -> Evaluation {
         changes: Vec::new(),
         warnings: Vec::new(),
         actions: Vec::new(),
-        mutated: pod.clone(),
+        patch: Patch(Vec::new()),
     };
     if let Err(reason) = evaluate_into(pod, policy, &mut eval) {
         eval.decision = Decision::Skipped(SkipReason::NotUnderstood(reason));
         eval.changes.clear();
         eval.actions.clear();
-        eval.mutated = pod.clone();
+        eval.patch.0.clear();
     }
     eval
 }
@@ -332,12 +345,14 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
     let mut status = previous.clone();
 
     let mut work = Work {
+        pod,
         eval: &mut *eval,
         effective: &effective,
         policy,
         previous: &previous,
         status: &mut status,
         denials: Vec::new(),
+        edits: BTreeMap::new(),
     };
 
     // Pod-level resources (Kubernetes 1.34+): keep pod request = limit; the pod limit is
@@ -378,6 +393,7 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
     }
 
     let denials = std::mem::take(&mut work.denials);
+    let edits = std::mem::take(&mut work.edits);
     drop(work);
     if !denials.is_empty() {
         let message = denials.join("; ");
@@ -388,17 +404,108 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
             eval.decision = Decision::Denied(message);
             eval.changes.clear();
             eval.actions.retain(|a| *a == "denied");
-            eval.mutated = pod.clone();
             return Ok(());
         }
     }
 
+    let ops = &mut eval.patch.0;
+    for (path, edit) in &edits {
+        edit.emit(pod, path, ops)?;
+    }
     if status != previous {
-        let text = serde_json::to_string(&status).map_err(|e| e.to_string())?;
-        let meta = object_at(&mut eval.mutated, &["metadata"]);
-        child_object(meta, "annotations").insert(STATUS.to_owned(), Value::String(text));
+        let text = Value::String(serde_json::to_string(&status).map_err(|e| e.to_string())?);
+        let op = match meta {
+            None | Some(Value::Null) => add(
+                pointer(&["metadata"]),
+                json!({"annotations": {STATUS: text}}),
+            ),
+            Some(m) if m.get("annotations").is_none_or(Value::is_null) => {
+                add(pointer(&["metadata", "annotations"]), json!({STATUS: text}))
+            }
+            Some(_) => add(pointer(&["metadata", "annotations", STATUS]), text),
+        };
+        ops.push(op);
     }
     Ok(())
+}
+
+fn pointer(tokens: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+/// The fields to set on one container (or, at `spec`, the pod). Edits are planned while the
+/// pod is read and turned into patch operations only once the pod is not denied.
+#[derive(Debug, Default)]
+struct Edit {
+    limit: Option<String>,
+    request: Option<String>,
+    /// Entries to append to `env`.
+    env: Vec<Value>,
+    /// `env[index].value` to replace.
+    env_value: Option<(usize, String)>,
+}
+
+impl Edit {
+    /// Appends the operations for this edit. `path` leads to the container (or `spec`) in
+    /// `pod`; the operations create missing parents, since JSONPatch `add` does not.
+    fn emit(
+        &self,
+        pod: &Value,
+        path: &[String],
+        ops: &mut Vec<PatchOperation>,
+    ) -> Result<(), String> {
+        let at = |tail: &[&str]| {
+            PointerBuf::from_tokens(path.iter().map(String::as_str).chain(tail.iter().copied()))
+        };
+        let holder = pod
+            .pointer(at(&[]).as_str())
+            .ok_or("planned an edit outside the pod")?;
+        let memory: Vec<(&str, &String)> = [("limits", &self.limit), ("requests", &self.request)]
+            .into_iter()
+            .filter_map(|(kind, v)| v.as_ref().map(|v| (kind, v)))
+            .collect();
+        if !memory.is_empty() {
+            match holder.get("resources").filter(|r| r.is_object()) {
+                None => {
+                    let mut resources = Map::new();
+                    for (kind, v) in &memory {
+                        resources.insert((*kind).into(), json!({"memory": v}));
+                    }
+                    ops.push(add(at(&["resources"]), Value::Object(resources)));
+                }
+                Some(resources) => {
+                    for (kind, v) in &memory {
+                        if resources.get(*kind).is_some_and(Value::is_object) {
+                            ops.push(add(at(&["resources", kind, "memory"]), json!(v)));
+                        } else {
+                            ops.push(add(at(&["resources", kind]), json!({"memory": v})));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((index, value)) = &self.env_value {
+            let index = index.to_string();
+            ops.push(PatchOperation::Replace(ReplaceOperation {
+                path: at(&["env", &index, "value"]),
+                value: json!(value),
+            }));
+        }
+        if !self.env.is_empty() {
+            if holder.get("env").is_some_and(Value::is_array) {
+                for entry in &self.env {
+                    ops.push(add(at(&["env", "-"]), entry.clone()));
+                }
+            } else {
+                ops.push(add(at(&["env"]), Value::Array(self.env.clone())));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads the per-pod annotations. Returns the effective settings, the excluded container
@@ -515,12 +622,15 @@ fn memory_of(obj: &Map<String, Value>, list: &str, index: usize) -> Result<Memor
 }
 
 struct Work<'a> {
+    pod: &'a Value,
     eval: &'a mut Evaluation,
     effective: &'a Effective,
     policy: &'a Policy,
     previous: &'a Status,
     status: &'a mut Status,
     denials: Vec<String>,
+    /// Planned edits by JSON path of the container (or `spec` for the pod).
+    edits: BTreeMap<Vec<String>, Edit>,
 }
 
 impl Work<'_> {
@@ -636,7 +746,7 @@ impl Work<'_> {
                     },
                 };
                 if set {
-                    self.set_memory(target, path, "requests", limit.as_str());
+                    self.set_memory(path, "requests", limit.as_str());
                     self.change(
                         target.clone(),
                         Action::SetRequest {
@@ -657,7 +767,7 @@ impl Work<'_> {
                 None
             }
             (None, Some(request)) => {
-                self.set_memory(target, path, "limits", request.as_str());
+                self.set_memory(path, "limits", request.as_str());
                 self.change(
                     target.clone(),
                     Action::SetLimit {
@@ -672,11 +782,20 @@ impl Work<'_> {
         }
     }
 
-    fn set_memory(&mut self, target: &Target, path: &[&str], kind: &str, value: &str) {
-        let _ = target;
-        let resources = object_at(&mut self.eval.mutated, path);
-        let resources = object_at(resources, &["resources"]);
-        child_object(resources, kind).insert("memory".into(), Value::String(value.to_owned()));
+    fn edit(&mut self, path: &[&str]) -> &mut Edit {
+        self.edits
+            .entry(path.iter().map(|s| (*s).to_owned()).collect())
+            .or_default()
+    }
+
+    fn set_memory(&mut self, path: &[&str], kind: &str, value: &str) {
+        let edit = self.edit(path);
+        let slot = if kind == "limits" {
+            &mut edit.limit
+        } else {
+            &mut edit.request
+        };
+        *slot = Some(value.to_owned());
     }
 
     fn container(
@@ -731,7 +850,7 @@ impl Work<'_> {
                         .clone()
                         .ok_or("policy missingLimit is default without defaultMemory")?;
                     for kind in ["limits", "requests"] {
-                        self.set_memory(&target, &path, kind, default.as_str());
+                        self.set_memory(&path, kind, default.as_str());
                     }
                     self.change(
                         target.clone(),
@@ -764,10 +883,13 @@ impl Work<'_> {
         limit: &Quantity,
         literal_from_budget: bool,
     ) -> Result<(), String> {
-        let container = object_at(&mut self.eval.mutated, path).clone();
-        let env = match container.get("env") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items.clone(),
+        let pod = self.pod;
+        let container = pod
+            .pointer(&pointer(path).to_string())
+            .ok_or("planned an edit outside the pod")?;
+        let env: &[Value] = match container.get("env") {
+            None | Some(Value::Null) => &[],
+            Some(Value::Array(items)) => items.as_slice(),
             Some(_) => return Err(format!("{target}: env is not an array")),
         };
         let find = |name: &str| {
@@ -790,8 +912,7 @@ impl Work<'_> {
                             .iter()
                             .position(|e| e.get("name").and_then(Value::as_str) == Some(GOMEMLIMIT))
                             .unwrap_or_default();
-                        let entry = object_at(&mut self.eval.mutated, path);
-                        entry["env"][env_index]["value"] = Value::String(bytes.to_string());
+                        self.edit(path).env_value = Some((env_index, bytes.to_string()));
                         self.change(
                             target.clone(),
                             Action::UpdateGomemlimit {
@@ -875,44 +996,9 @@ impl Work<'_> {
             );
         }
 
-        let entry = object_at(&mut self.eval.mutated, path);
-        match entry.get_mut("env") {
-            Some(Value::Array(items)) => items.extend(added),
-            _ => {
-                entry
-                    .as_object_mut()
-                    .expect("container is an object")
-                    .insert("env".into(), Value::Array(added));
-            }
-        }
+        self.edit(path).env.extend(added);
         Ok(())
     }
-}
-
-/// The value at `path` (object keys or array indexes), which the caller knows exists.
-fn object_at<'v>(root: &'v mut Value, path: &[&str]) -> &'v mut Value {
-    let mut v = root;
-    for key in path {
-        v = match v {
-            Value::Array(items) => &mut items[key.parse::<usize>().expect("array index")],
-            Value::Object(_) => {
-                if v.get(*key).is_none_or(Value::is_null) {
-                    v[*key] = Value::Object(Map::new());
-                }
-                &mut v[*key]
-            }
-            _ => unreachable!("path {path:?} runs through a scalar"),
-        };
-    }
-    v
-}
-
-/// The object under `key`, created (or replacing a null) when absent.
-fn child_object<'v>(parent: &'v mut Value, key: &str) -> &'v mut Map<String, Value> {
-    if parent.get(key).is_none_or(|v| !v.is_object()) {
-        parent[key] = Value::Object(Map::new());
-    }
-    parent[key].as_object_mut().expect("just made an object")
 }
 
 #[cfg(test)]

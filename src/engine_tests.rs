@@ -27,8 +27,27 @@ fn with_annotation(mut pod: Value, key: &str, value: &str) -> Value {
     pod
 }
 
-fn run(pod: &Value) -> Evaluation {
-    evaluate(pod, &Policy::default())
+/// An evaluation with its patch applied, as the API server would.
+struct Out {
+    eval: Evaluation,
+    mutated: Value,
+}
+
+impl std::ops::Deref for Out {
+    type Target = Evaluation;
+    fn deref(&self) -> &Evaluation {
+        &self.eval
+    }
+}
+
+fn eval(pod: &Value, policy: &Policy) -> Out {
+    let eval = evaluate(pod, policy);
+    let mutated = eval.patched(pod);
+    Out { eval, mutated }
+}
+
+fn run(pod: &Value) -> Out {
+    eval(pod, &Policy::default())
 }
 
 fn env<'a>(pod: &'a Value, list: &str, i: usize) -> Vec<&'a Value> {
@@ -60,7 +79,13 @@ fn status(pod: &Value) -> Status {
 #[test]
 fn request_equals_limit_rules() {
     // (limit, request, expected limit, expected request)
-    let table: &[(Option<&str>, Option<&str>, Option<&str>, Option<&str>)] = &[
+    type Row<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let table: &[Row] = &[
         (Some("512Mi"), None, Some("512Mi"), Some("512Mi")),
         (Some("512Mi"), Some("256Mi"), Some("512Mi"), Some("512Mi")),
         (Some("512Mi"), Some("512Mi"), Some("512Mi"), Some("512Mi")),
@@ -146,7 +171,7 @@ fn literal_gomemlimit_is_floor_of_percent_in_bytes() {
             percent: *percent,
             ..Policy::default()
         };
-        let e = evaluate(&pod(vec![container("app", Some(limit), None)]), &policy);
+        let e = eval(&pod(vec![container("app", Some(limit), None)]), &policy);
         let gml = env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap();
         assert_eq!(
             gml,
@@ -213,7 +238,7 @@ fn gogc_policies() {
         if let Some(a) = annotation {
             p = with_annotation(p, GOGC_ANNOTATION, a);
         }
-        let e = evaluate(&p, &policy);
+        let e = eval(&p, &policy);
         assert_eq!(e.decision, Decision::Evaluated);
         let got =
             env_value(&e.mutated, "containers", 0, "GOGC").map(|v| v["value"].as_str().unwrap());
@@ -239,7 +264,7 @@ fn percent_annotation_overrides_policy_within_bounds() {
         PERCENT,
         "100",
     );
-    let e = evaluate(
+    let e = eval(
         &p,
         &Policy {
             percent: 90,
@@ -281,7 +306,7 @@ fn invalid_annotations_deny_in_enforce_and_warn_in_audit() {
         assert!(e.changes.is_empty());
         assert_eq!(e.mutated, p);
 
-        let audit = evaluate(
+        let audit = eval(
             &p,
             &Policy {
                 mode: Mode::Audit,
@@ -355,7 +380,7 @@ fn missing_limit_policies() {
     assert!(skip.mutated["spec"]["containers"][0].get("env").is_none());
     assert!(env_value(&skip.mutated, "containers", 1, "GOMEMLIMIT").is_some());
 
-    let deny = evaluate(
+    let deny = eval(
         &p,
         &Policy {
             missing_limit: MissingLimit::Deny,
@@ -371,7 +396,7 @@ fn missing_limit_policies() {
     }
     assert!(deny.changes.is_empty());
 
-    let audit_deny = evaluate(
+    let audit_deny = eval(
         &p,
         &Policy {
             missing_limit: MissingLimit::Deny,
@@ -387,7 +412,7 @@ fn missing_limit_policies() {
             .any(|w| w.starts_with("would deny"))
     );
 
-    let default = evaluate(
+    let default = eval(
         &p,
         &Policy {
             missing_limit: MissingLimit::Default,
@@ -438,7 +463,7 @@ fn unparseable_or_unusable_quantities_skip_the_container() {
 
 #[test]
 fn literal_of_zero_bytes_is_not_injected() {
-    let e = evaluate(
+    let e = eval(
         &pod(vec![container("app", Some("1"), None)]),
         &Policy {
             percent: 90,
@@ -473,7 +498,7 @@ fn exclusions_by_policy_and_annotation() {
         exclude_containers: ["istio-proxy".to_owned()].into(),
         ..Policy::default()
     };
-    let e = evaluate(&p, &policy);
+    let e = eval(&p, &policy);
     assert!(env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").is_some());
     assert_eq!(
         e.mutated["spec"]["containers"][1],
@@ -517,7 +542,7 @@ fn pod_level_resources_keep_request_equal_limit_and_budget_a_single_container() 
     ]);
     p["spec"]["resources"] =
         json!({"limits": {"memory": "1Gi", "cpu": "1"}, "requests": {"memory": "512Mi"}});
-    let e = evaluate(
+    let e = eval(
         &p,
         &Policy {
             percent: 90,
@@ -588,9 +613,9 @@ fn second_pass_changes_nothing() {
             ..Policy::default()
         },
     ] {
-        let first = evaluate(&p, &policy);
+        let first = eval(&p, &policy);
         assert!(!first.changes.is_empty());
-        let second = evaluate(&first.mutated, &policy);
+        let second = eval(&first.mutated, &policy);
         assert!(second.changes.is_empty(), "{:?}", second.changes);
         assert_eq!(second.mutated, first.mutated);
     }
@@ -602,7 +627,7 @@ fn reinvocation_recomputes_our_literal_for_a_changed_limit() {
         percent: 90,
         ..Policy::default()
     };
-    let first = evaluate(
+    let first = eval(
         &pod(vec![container("app", Some("512Mi"), Some("256Mi"))]),
         &policy,
     );
@@ -615,7 +640,7 @@ fn reinvocation_recomputes_our_literal_for_a_changed_limit() {
         // Another webhook changes the limit after us.
         let mut changed = first.mutated.clone();
         changed["spec"]["containers"][0]["resources"]["limits"]["memory"] = json!(new_limit);
-        let again = evaluate(&changed, &policy);
+        let again = eval(&changed, &policy);
         assert_eq!(
             env_value(&again.mutated, "containers", 0, "GOMEMLIMIT").unwrap()["value"],
             literal,
@@ -629,7 +654,7 @@ fn reinvocation_recomputes_our_literal_for_a_changed_limit() {
         assert_eq!(s.containers["app"].gomemlimit.as_deref(), Some(literal));
         assert_eq!(s.containers["app"].request.as_deref(), Some(new_limit));
         // And a further pass is quiet.
-        assert!(evaluate(&again.mutated, &policy).changes.is_empty());
+        assert!(eval(&again.mutated, &policy).changes.is_empty());
     }
 
     // A literal that is no longer the one we recorded is the user's: left alone.
@@ -639,7 +664,7 @@ fn reinvocation_recomputes_our_literal_for_a_changed_limit() {
         .as_array_mut()
         .unwrap();
     env.iter_mut().find(|e| e["name"] == "GOMEMLIMIT").unwrap()["value"] = json!("400MiB");
-    let again = evaluate(&edited, &policy);
+    let again = eval(&edited, &policy);
     assert_eq!(
         env_value(&again.mutated, "containers", 0, "GOMEMLIMIT").unwrap()["value"],
         "400MiB"

@@ -234,7 +234,7 @@ fn parse_exact(text: &str) -> Result<(bool, u128, u32), QuantityError> {
         return Ok((negative, 0, 0));
     }
     // Drop trailing zeros while the value keeps a fractional scale.
-    while scale > 0 && unscaled % 10 == 0 {
+    while scale > 0 && unscaled.is_multiple_of(10) {
         unscaled /= 10;
         scale -= 1;
     }

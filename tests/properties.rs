@@ -270,13 +270,14 @@ proptest! {
                         prop_assert!(names(c, var) <= names(before, var).max(1));
                     }
                     // A GOMEMLIMIT we add next to a container limit comes with request = limit.
-                    if names(before, "GOMEMLIMIT") == 0 && names(c, "GOMEMLIMIT") == 1 {
-                        if let (Some(l), Some(r)) = (
+                    if names(before, "GOMEMLIMIT") == 0
+                        && names(c, "GOMEMLIMIT") == 1
+                        && let (Some(l), Some(r)) = (
                             c["resources"]["limits"]["memory"].as_str(),
                             c["resources"]["requests"]["memory"].as_str(),
-                        ) {
-                            prop_assert!(Quantity::parse(l).unwrap() == Quantity::parse(r).unwrap());
-                        }
+                        )
+                    {
+                        prop_assert!(Quantity::parse(l).unwrap() == Quantity::parse(r).unwrap());
                     }
                 }
             }
