@@ -1,1 +1,367 @@
-//! TODO
+//! Command line: `serve` and `certs`. Every flag also reads `GOMEMLIMIT_INJECTOR_<NAME>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::policy::PolicyArgs;
+use crate::server::{self, ServeConfig, TlsSource};
+use crate::telemetry::{self, LogFormat};
+use crate::tls::{self, KeyPairFiles};
+
+/// Gives Go containers GOMEMLIMIT and a memory request equal to their limit.
+#[derive(Debug, Parser)]
+#[command(name = "gomemlimit-injector", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Logging flags, accepted before or after the subcommand.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Logging",
+        env = "GOMEMLIMIT_INJECTOR_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+    /// Log filter (a level such as info or debug, or tracing directives); RUST_LOG wins
+    /// when set.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Logging",
+        env = "GOMEMLIMIT_INJECTOR_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the admission webhook.
+    Serve(Box<ServeArgs>),
+    /// Write a CA and a serving certificate (ca.crt, ca.key, tls.crt, tls.key).
+    Certs(CertsArgs),
+}
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("tls_source")
+        .required(true)
+        .args(["tls_cert_file", "self_signed"])
+))]
+pub struct ServeArgs {
+    /// HTTPS address for AdmissionReviews.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_LISTEN",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub listen: SocketAddr,
+    /// Plain HTTP address for /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// PEM certificate chain (leaf first); reloaded when it changes.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate; reloaded when it changes.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// Generate a CA and a serving certificate at start-up (for local use).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_SELF_SIGNED",
+        conflicts_with_all = ["tls_cert_file", "tls_key_file"]
+    )]
+    pub self_signed: bool,
+    /// Where --self-signed writes its CA certificate.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_CA_OUT",
+        value_name = "FILE",
+        default_value = "gomemlimit-injector-ca.crt"
+    )]
+    pub ca_out: PathBuf,
+    /// Extra subject alternative name for --self-signed (repeatable or comma-separated);
+    /// localhost, 127.0.0.1 and ::1 are always included.
+    #[arg(
+        long = "dns-name",
+        env = "GOMEMLIMIT_INJECTOR_DNS_NAME",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub dns_names: Vec<String>,
+    /// How often the certificate and policy files are checked for changes (e.g. 500ms, 2s).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_TLS_RELOAD_INTERVAL",
+        value_name = "DURATION",
+        default_value = "2s",
+        value_parser = parse_duration
+    )]
+    pub tls_reload_interval: Duration,
+    /// Deadline for the TLS handshake and for an HTTP/1.1 request head.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_HEADER_READ_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "5s",
+        value_parser = parse_duration
+    )]
+    pub header_read_timeout: Duration,
+    /// Deadline for receiving a request body and answering (HTTP 408 after it).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_REQUEST_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    pub request_timeout: Duration,
+    /// How long a shutdown waits for in-flight reviews before dropping connections.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_SHUTDOWN_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "20s",
+        value_parser = parse_duration
+    )]
+    pub shutdown_timeout: Duration,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+impl ServeArgs {
+    /// The server configuration these flags describe.
+    pub fn to_config(&self) -> ServeConfig {
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => TlsSource::Files(KeyPairFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            // clap enforces: either both files or --self-signed.
+            _ => TlsSource::SelfSigned {
+                names: self.dns_names.clone(),
+                ca_out: self.ca_out.clone(),
+            },
+        };
+        ServeConfig {
+            listen: self.listen,
+            metrics_listen: self.metrics_listen,
+            tls,
+            policy: self.policy.clone(),
+            reload_interval: self.tls_reload_interval,
+            header_read_timeout: self.header_read_timeout,
+            request_timeout: self.request_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+}
+
+/// `certs` flags.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// DNS name (or IP address) of the serving certificate, e.g.
+    /// gomemlimit-injector.gomemlimit-system.svc (repeatable or comma-separated; the first
+    /// is also the common name).
+    #[arg(
+        long = "dns-name",
+        env = "GOMEMLIMIT_INJECTOR_DNS_NAME",
+        value_name = "NAME",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub dns_names: Vec<String>,
+    /// Directory to write ca.crt, ca.key, tls.crt and tls.key into.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_OUT_DIR",
+        value_name = "DIR",
+        default_value = "certs"
+    )]
+    pub out_dir: PathBuf,
+    /// Validity of the serving certificate in days (the CA is valid ten years).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_DAYS",
+        default_value_t = 365,
+        value_parser = clap::value_parser!(u32).range(1..=3650)
+    )]
+    pub days: u32,
+    /// Overwrite existing files.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_FORCE")]
+    pub force: bool,
+}
+
+/// Runs the parsed command line; the exit code is for the process on success.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    telemetry::init(cli.log.log_format, &cli.log.log_level)?;
+    // Everything here passes the ring provider explicitly; installing it as the process
+    // default as well keeps any rustls user that relies on the default off aws-lc.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Certs(args) => certs(&args),
+    }
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.to_config();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let result = runtime.block_on(server::serve_until_signalled(config));
+    // After an abort, connection tasks may still be parked; do not wait on them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn certs(args: &CertsArgs) -> anyhow::Result<ExitCode> {
+    let pki = tls::generate(&args.dns_names, args.days)?;
+    let written = tls::write_pki(&args.out_dir, &pki, args.force)?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses a duration such as `500ms`, `2s`, `1m30s` or `1h`; units `ms`, `s`, `m`, `h`,
+/// whole numbers only. Zero is refused: every duration here is a poll interval or a
+/// deadline, and zero would spin or time out at once.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("{text:?} is not a duration: expected e.g. 500ms, 2s, 1m30s");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.checked_mul(60).ok_or_else(invalid)?),
+            "h" => Duration::from_secs(number.checked_mul(3600).ok_or_else(invalid)?),
+            _ => return Err(invalid()),
+        };
+        rest = &rest[unit_len..];
+        total = total.checked_add(part).ok_or_else(invalid)?;
+    }
+    if total.is_zero() {
+        return Err(format!("{text:?}: the duration must be greater than zero"));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_durations() {
+        let cases = [
+            ("500ms", Duration::from_millis(500)),
+            ("2s", Duration::from_secs(2)),
+            ("1m30s", Duration::from_secs(90)),
+            ("1h", Duration::from_secs(3600)),
+            ("1s500ms", Duration::from_millis(1500)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["", "2", "0s", "s", "2 s", "-1s", "1.5s", "2d", "1e3ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn serve_needs_exactly_one_tls_source() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from([&["gomemlimit-injector", "serve"], args].concat());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--self-signed"]).is_ok());
+        assert!(parse(&["--tls-cert-file", "c", "--tls-key-file", "k"]).is_ok());
+        assert!(parse(&["--tls-cert-file", "c"]).is_err());
+        assert!(
+            parse(&[
+                "--self-signed",
+                "--tls-cert-file",
+                "c",
+                "--tls-key-file",
+                "k"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn serve_defaults_match_the_contract() {
+        let cli = Cli::try_parse_from(["gomemlimit-injector", "serve", "--self-signed"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let config = args.to_config();
+        assert_eq!(config.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(config.metrics_listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(config.reload_interval, Duration::from_secs(2));
+        assert_eq!(config.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(20));
+        assert!(matches!(
+            config.tls,
+            TlsSource::SelfSigned { ref ca_out, .. } if ca_out == std::path::Path::new("gomemlimit-injector-ca.crt")
+        ));
+    }
+
+    #[test]
+    fn log_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "gomemlimit-injector",
+            "serve",
+            "--self-signed",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.log.log_format, LogFormat::Json);
+    }
+}

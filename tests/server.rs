@@ -1,0 +1,674 @@
+//! The real server, in-process, over TLS on 127.0.0.1:0.
+
+mod common;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Options, TestServer, eventually, fixture, post, sample};
+use gomemlimit_injector::metrics::Metrics;
+use gomemlimit_injector::policy::{Policy, PolicyArgs};
+use gomemlimit_injector::server::{AppState, ServeConfig, Server, TlsSource, router};
+use gomemlimit_injector::tls::KeyPairFiles;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tower::ServiceExt;
+
+const JSON: &str = "application/json";
+const REVIEW_UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
+
+fn assert_review_answered(reply: &common::Reply) {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.content_type, JSON);
+    let review = reply.json();
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["kind"], "AdmissionReview");
+    assert_eq!(review["response"]["uid"], REVIEW_UID);
+    assert_eq!(review["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn answers_reviews_over_http1() {
+    let server = TestServer::start().await;
+    let reply = post(
+        &server,
+        &server.http1(),
+        "/mutate",
+        JSON,
+        fixture("pod-create.json"),
+    )
+    .await;
+    assert_eq!(reply.version, reqwest::Version::HTTP_11);
+    assert_review_answered(&reply);
+    assert_eq!(reply.json()["response"]["patchType"], "JSONPatch");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_reviews_over_http2() {
+    let server = TestServer::start().await;
+    let reply = post(
+        &server,
+        &server.http2(),
+        "/mutate",
+        JSON,
+        fixture("pod-create.json"),
+    )
+    .await;
+    assert_eq!(reply.version, reqwest::Version::HTTP_2);
+    assert_review_answered(&reply);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn audit_endpoint_reports_without_patching() {
+    let server = TestServer::start().await;
+    let reply = post(
+        &server,
+        &server.http2(),
+        "/audit",
+        JSON,
+        fixture("pod-create.json"),
+    )
+    .await;
+    assert_review_answered(&reply);
+    let response = &reply.json()["response"];
+    assert!(response.get("patch").is_none(), "{response}");
+    assert_eq!(response["auditAnnotations"]["would-mutate"], "true");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn probes_and_metrics_answer_on_both_ports() {
+    let server = TestServer::start().await;
+    for client in [server.http1(), server.http2()] {
+        for path in ["/healthz", "/readyz"] {
+            let response = client.get(server.url(path)).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+        }
+    }
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = plain.get(server.metrics_url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("gomemlimit_injector_build_info{version=\""),
+        "{metrics}"
+    );
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+    let expiry = sample(
+        &metrics,
+        "gomemlimit_injector_tls_certificate_expiry_timestamp_seconds",
+    );
+    assert!(expiry > now, "expiry {expiry} is not in the future");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rejects_malformed_reviews_with_a_one_line_400() {
+    let server = TestServer::start().await;
+    let client = server.http1();
+    let cases = [
+        ("malformed JSON", JSON, fixture("malformed.json")),
+        ("missing request", JSON, fixture("missing-request.json")),
+        ("missing uid", JSON, fixture("missing-uid.json")),
+        ("apiVersion v1beta1", JSON, fixture("v1beta1.json")),
+        ("text/plain", "text/plain", fixture("pod-create.json")),
+    ];
+    for (case, content_type, body) in cases {
+        for path in ["/mutate", "/audit"] {
+            let reply = post(&server, &client, path, content_type, body.clone()).await;
+            assert_eq!(reply.status, 400, "{case} {path}: {}", reply.text());
+            let text = reply.text();
+            assert!(
+                text.ends_with('\n') && text.trim_end().lines().count() == 1,
+                "{case}: not one line: {text:?}"
+            );
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rejects_a_9_mib_body_with_413() {
+    let server = TestServer::start().await;
+    let body = vec![b' '; 9 * 1024 * 1024];
+    for client in [server.http1(), server.http2()] {
+        let reply = post(&server, &client, "/mutate", JSON, body.clone()).await;
+        assert_eq!(reply.status, 413, "{:?}: {}", reply.version, reply.text());
+    }
+    assert_eq!(
+        server
+            .sample(
+                r#"gomemlimit_injector_admission_requests_total{path="mutate",outcome="error"}"#
+            )
+            .await,
+        2.0
+    );
+    server.stop().await;
+}
+
+/// A body of `chunks` 1 MiB frames with no declared length, counting the frames read.
+struct Chunks {
+    left: usize,
+    pulled: Arc<AtomicUsize>,
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        self.left -= 1;
+        self.pulled.fetch_add(1, Ordering::SeqCst);
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(vec![
+            b' ';
+            1024 * 1024
+        ])))))
+    }
+}
+
+fn test_router() -> axum::Router {
+    let mut registry = Registry::default();
+    let state = AppState::new(
+        Policy::default(),
+        Metrics::new(&mut registry),
+        Duration::from_secs(5),
+    );
+    router(state)
+}
+
+#[tokio::test]
+async fn cuts_off_an_oversized_chunked_body_without_reading_it_all() {
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let request = http::Request::post("/mutate")
+        .header("content-type", JSON)
+        .body(axum::body::Body::new(Chunks {
+            left: 64,
+            pulled: Arc::clone(&pulled),
+        }))
+        .unwrap();
+    let response = test_router().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 413);
+    // 8 MiB fit; the ninth frame crosses the limit. The remaining 55 are never read.
+    assert_eq!(pulled.load(Ordering::SeqCst), 9);
+}
+
+#[tokio::test]
+async fn refuses_a_declared_oversized_body_before_reading_any() {
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let request = http::Request::post("/mutate")
+        .header("content-type", JSON)
+        .header("content-length", 9 * 1024 * 1024)
+        .body(axum::body::Body::new(Chunks {
+            left: 9,
+            pulled: Arc::clone(&pulled),
+        }))
+        .unwrap();
+    let response = test_router().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(pulled.load(Ordering::SeqCst), 0);
+}
+
+/// Reads until EOF (or error) and returns what arrived.
+async fn read_to_close(stream: &mut (impl AsyncRead + Unpin)) -> String {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Writes `bytes` one at a time, `pace` apart; returns how long until the server closed
+/// the connection, or `None` if it never did.
+async fn dribble(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    bytes: &[u8],
+    pace: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    for byte in bytes {
+        if stream.write_all(&[*byte]).await.is_err() || stream.flush().await.is_err() {
+            return Some(started.elapsed());
+        }
+        match tokio::time::timeout(pace, stream.read(&mut buf)).await {
+            Err(_) => {}
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            // Anything the server says here (a 408, say) is followed by a close.
+            Ok(Ok(_)) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn cuts_off_a_client_that_sends_headers_slowly() {
+    let server = TestServer::start().await;
+    let mut stream = server.tls_connect(&[b"http/1.1"]).await;
+    // 60 bytes at 50 ms each would take 3 s; the header-read timeout is 300 ms.
+    let head = b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaa";
+    let closed = dribble(&mut stream, head, Duration::from_millis(50))
+        .await
+        .expect("the server never closed the connection");
+    assert!(
+        closed >= Duration::from_millis(250) && closed < Duration::from_secs(2),
+        "closed after {closed:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn closes_connections_that_never_start_a_request() {
+    let server = TestServer::start().await;
+    // No TLS handshake at all.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), read_to_close(&mut tcp))
+        .await
+        .expect("a silent TCP connection was kept open");
+    // TLS done, HTTP/2 negotiated, but no preface.
+    let mut tls = server.tls_connect(&[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tokio::time::timeout(Duration::from_secs(3), read_to_close(&mut tls))
+        .await
+        .expect("a silent HTTP/2 connection was kept open");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_408_when_the_body_does_not_arrive_in_time() {
+    let server = TestServer::start_with(Options {
+        request_timeout: Duration::from_millis(400),
+        ..Options::default()
+    })
+    .await;
+    let mut stream = server.tls_connect(&[b"http/1.1"]).await;
+    stream
+        .write_all(
+            b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n{\"apiVersion\":",
+        )
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(3), read_to_close(&mut stream))
+        .await
+        .expect("no answer");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request timed out"), "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn serves_a_rewritten_certificate_without_restart() {
+    let server = TestServer::start().await;
+    assert_eq!(server.served_certificate().await, server.first.der());
+    let second = server.ca.issue(2);
+    server.write_pair(&second);
+    eventually(Duration::from_secs(5), "the new certificate", || async {
+        (server.served_certificate().await == second.der()).then_some(())
+    })
+    .await;
+    assert!(
+        server
+            .sample(r#"gomemlimit_injector_tls_reloads_total{result="success"}"#)
+            .await
+            >= 1.0
+    );
+    // Requests on the new certificate work.
+    let reply = post(
+        &server,
+        &server.http1(),
+        "/mutate",
+        JSON,
+        fixture("pod-create.json"),
+    )
+    .await;
+    assert_review_answered(&reply);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn serves_a_certificate_rotated_by_a_secret_volume_symlink_swap() {
+    let mut server = TestServer::start_with(Options {
+        secret_volume: true,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(server.served_certificate().await, server.first.der());
+    let second = server.ca.issue(2);
+    server.swap_secret_volume(&second);
+    eventually(
+        Duration::from_secs(5),
+        "the swapped certificate",
+        || async { (server.served_certificate().await == second.der()).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        server
+            .sample(r#"gomemlimit_injector_tls_reloads_total{result="success"}"#)
+            .await,
+        1.0,
+        "an atomic swap is one reload, never a half-written pair"
+    );
+    assert_eq!(
+        server
+            .sample(r#"gomemlimit_injector_tls_reloads_total{result="failure"}"#)
+            .await,
+        0.0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn keeps_the_current_certificate_when_the_new_pair_is_broken() {
+    let mut server = TestServer::start_with(Options {
+        secret_volume: true,
+        ..Options::default()
+    })
+    .await;
+    let other = server.ca.issue(2);
+    // A certificate with somebody else's key.
+    let mismatched = common::Pair {
+        cert_pem: other.cert_pem.clone(),
+        key_pem: server.ca.issue(3).key_pem,
+    };
+    server.swap_secret_volume(&mismatched);
+    let failure = r#"gomemlimit_injector_tls_reloads_total{result="failure"}"#;
+    eventually(Duration::from_secs(5), "a failed reload", || async {
+        (server.sample(failure).await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(server.served_certificate().await, server.first.der());
+
+    // Not PEM at all.
+    let garbage = common::Pair {
+        cert_pem: "not a certificate\n".into(),
+        key_pem: "not a key\n".into(),
+    };
+    server.swap_secret_volume(&garbage);
+    eventually(Duration::from_secs(5), "a second failed reload", || async {
+        (server.sample(failure).await >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(server.served_certificate().await, server.first.der());
+    let reply = post(
+        &server,
+        &server.http2(),
+        "/mutate",
+        JSON,
+        fixture("pod-create.json"),
+    )
+    .await;
+    assert_review_answered(&reply);
+
+    // A good pair afterwards is picked up.
+    server.swap_secret_volume(&other);
+    eventually(
+        Duration::from_secs(5),
+        "the repaired certificate",
+        || async { (server.served_certificate().await == other.der()).then_some(()) },
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn applies_policy_file_changes_and_keeps_the_last_good_policy() {
+    let server = TestServer::start_with(Options {
+        policy_file: Some("mode: enforce\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let client = server.http1();
+    let mutate = || async {
+        post(
+            &server,
+            &client,
+            "/mutate",
+            JSON,
+            fixture("pod-create.json"),
+        )
+        .await
+        .json()
+    };
+    assert!(mutate().await["response"].get("patch").is_some());
+
+    let path = server.policy_path.clone().unwrap();
+    std::fs::write(&path, "mode: audit\n").unwrap();
+    eventually(Duration::from_secs(5), "the audit policy", || async {
+        mutate().await["response"]
+            .get("patch")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    std::fs::write(&path, "percnt: 90\n").unwrap();
+    let failure = r#"gomemlimit_injector_policy_reloads_total{result="failure"}"#;
+    eventually(Duration::from_secs(5), "a failed policy reload", || async {
+        (server.sample(failure).await >= 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        mutate().await["response"].get("patch").is_none(),
+        "the broken file replaced the audit policy"
+    );
+    assert_eq!(
+        server
+            .sample(r#"gomemlimit_injector_policy_reloads_total{result="success"}"#)
+            .await,
+        1.0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn finishes_an_in_flight_review_during_shutdown_and_refuses_new_connections() {
+    let mut server = TestServer::start().await;
+    let body = fixture("pod-create.json");
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    let mut stream = server.tls_connect(&[b"http/1.1"]).await;
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    // hyper sends 100 Continue when the handler starts reading the body: from here on the
+    // review is in flight.
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(3), stream.read_exact(&mut interim))
+        .await
+        .expect("no 100 Continue")
+        .unwrap();
+    assert!(interim.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"));
+    stream.write_all(first_half).await.unwrap();
+    stream.flush().await.unwrap();
+
+    server.begin_shutdown();
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    eventually(Duration::from_secs(3), "readyz to turn 503", || async {
+        let status = plain
+            .get(server.metrics_url("/readyz"))
+            .send()
+            .await
+            .ok()?
+            .status();
+        (status == 503).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(3),
+        "new connections to be refused",
+        || async {
+            tokio::net::TcpStream::connect(server.addr)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+
+    stream.write_all(second_half).await.unwrap();
+    stream.flush().await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(3), read_to_close(&mut stream))
+        .await
+        .expect("the in-flight review was not answered");
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.contains(REVIEW_UID), "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_reviews_by_path_and_outcome() {
+    let server = TestServer::start().await;
+    let client = server.http2();
+    for _ in 0..2 {
+        let reply = post(
+            &server,
+            &client,
+            "/mutate",
+            JSON,
+            fixture("pod-create.json"),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+    }
+    let reply = post(&server, &client, "/mutate", JSON, fixture("malformed.json")).await;
+    assert_eq!(reply.status, 400);
+    let reply = post(&server, &client, "/audit", JSON, fixture("pod-create.json")).await;
+    assert_eq!(reply.status, 200);
+
+    let metrics = server.metrics().await;
+    for (series, want) in [
+        (
+            r#"gomemlimit_injector_admission_requests_total{path="mutate",outcome="mutated"}"#,
+            2.0,
+        ),
+        (
+            r#"gomemlimit_injector_admission_requests_total{path="mutate",outcome="error"}"#,
+            1.0,
+        ),
+        (
+            r#"gomemlimit_injector_admission_requests_total{path="audit",outcome="audited"}"#,
+            1.0,
+        ),
+        (
+            r#"gomemlimit_injector_admission_duration_seconds_count{path="mutate"}"#,
+            3.0,
+        ),
+        (
+            r#"gomemlimit_injector_admission_duration_seconds_count{path="audit"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&metrics, series), want, "{series} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("gomemlimit_injector_containers_total{action="),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refuses_to_start_with_a_bad_key_pair_and_names_the_file() {
+    let ca = common::TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = KeyPairFiles {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+    };
+    let config = |files: &KeyPairFiles| ServeConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        metrics_listen: ([127, 0, 0, 1], 0).into(),
+        tls: TlsSource::Files(files.clone()),
+        policy: PolicyArgs::default(),
+        reload_interval: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+        shutdown_timeout: Duration::from_secs(1),
+    };
+    let chain = |e: &dyn std::error::Error| gomemlimit_injector::tls::error_chain(e);
+
+    let err = Server::bind(config(&files)).await.unwrap_err();
+    assert!(
+        chain(&err).contains(&files.cert.display().to_string()),
+        "{}",
+        chain(&err)
+    );
+
+    let a = ca.issue(1);
+    let b = ca.issue(2);
+    std::fs::write(&files.cert, &a.cert_pem).unwrap();
+    std::fs::write(&files.key, &b.key_pem).unwrap();
+    let err = Server::bind(config(&files)).await.unwrap_err();
+    let text = chain(&err);
+    assert!(
+        text.contains(&files.cert.display().to_string())
+            && text.contains(&files.key.display().to_string())
+            && text.contains("does not belong"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn self_signed_mode_writes_its_ca_and_serves_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_out = dir.path().join("ca.crt");
+    let server = Server::bind(ServeConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        metrics_listen: ([127, 0, 0, 1], 0).into(),
+        tls: TlsSource::SelfSigned {
+            names: vec!["webhook.example.svc".into()],
+            ca_out: ca_out.clone(),
+        },
+        policy: PolicyArgs::default(),
+        reload_interval: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+        shutdown_timeout: Duration::from_secs(1),
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    let ca = std::fs::read(&ca_out).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    for host in ["127.0.0.1", "localhost"] {
+        let url = format!("https://{host}:{}/healthz", addr.port());
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+    }
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+}
