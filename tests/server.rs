@@ -672,3 +672,36 @@ async fn self_signed_mode_writes_its_ca_and_serves_with_it() {
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }
+
+/// Every AdmissionReview fixture of `tests/data` (Pod CREATE, dry run, UPDATE, a ConfigMap,
+/// the `pods/binding` subresource, an invalid annotation) answered over TLS exactly as the
+/// pure handler answers it, on both endpoints.
+#[tokio::test]
+async fn serves_every_fixture_exactly_as_the_handler_answers() {
+    use gomemlimit_injector::admission::{Endpoint, handle};
+    let server = TestServer::start().await;
+    let client = server.http2();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.ends_with(".json").then_some(name)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 7, "{names:?}");
+    for name in &names {
+        let body = std::fs::read(dir.join(name)).unwrap();
+        let uid = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["request"]["uid"]
+            .clone();
+        for (path, endpoint) in [("/mutate", Endpoint::Mutate), ("/audit", Endpoint::Audit)] {
+            let reply = post(&server, &client, path, JSON, body.clone()).await;
+            assert_eq!(reply.status, 200, "{name} {path}: {}", reply.text());
+            assert_eq!(reply.json()["response"]["uid"], uid, "{name} {path}");
+            let (expected, _) = handle(endpoint, Some(JSON), &body, &Policy::default());
+            assert_eq!(reply.text(), String::from_utf8(expected.body).unwrap(), "{name} {path}");
+        }
+    }
+    server.stop().await;
+}
