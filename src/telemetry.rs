@@ -1,5 +1,7 @@
 //! Logging set-up: `tracing` events to stderr, as text or JSON.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -36,8 +38,10 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), TelemetryError> {
         filter: filter.clone(),
         source,
     })?;
+    // Colour only for a person at a terminal; log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.try_init(),
