@@ -693,14 +693,18 @@ async fn serves_every_fixture_exactly_as_the_handler_answers() {
     assert!(names.len() >= 7, "{names:?}");
     for name in &names {
         let body = std::fs::read(dir.join(name)).unwrap();
-        let uid = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["request"]["uid"]
-            .clone();
+        let uid =
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["request"]["uid"].clone();
         for (path, endpoint) in [("/mutate", Endpoint::Mutate), ("/audit", Endpoint::Audit)] {
             let reply = post(&server, &client, path, JSON, body.clone()).await;
             assert_eq!(reply.status, 200, "{name} {path}: {}", reply.text());
             assert_eq!(reply.json()["response"]["uid"], uid, "{name} {path}");
             let (expected, _) = handle(endpoint, Some(JSON), &body, &Policy::default());
-            assert_eq!(reply.text(), String::from_utf8(expected.body).unwrap(), "{name} {path}");
+            assert_eq!(
+                reply.text(),
+                String::from_utf8(expected.body).unwrap(),
+                "{name} {path}"
+            );
         }
     }
     server.stop().await;
