@@ -62,7 +62,7 @@ pub enum Command {
 #[command(group(
     ArgGroup::new("tls_source")
         .required(true)
-        .args(["tls_cert_file", "self_signed"])
+        .args(["tls_cert_file", "self_signed", "cert_secret"])
 ))]
 pub struct ServeArgs {
     /// HTTPS address for AdmissionReviews.
@@ -99,9 +99,52 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "GOMEMLIMIT_INJECTOR_SELF_SIGNED",
-        conflicts_with_all = ["tls_cert_file", "tls_key_file"]
+        conflicts_with_all = ["tls_cert_file", "tls_key_file", "cert_secret"]
     )]
     pub self_signed: bool,
+    /// Keep the CA and serving certificate in this Secret (created and renewed by the
+    /// webhook itself; no cert-manager needed).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_CERT_SECRET",
+        value_name = "NAME",
+        conflicts_with_all = ["tls_cert_file", "tls_key_file"]
+    )]
+    pub cert_secret: Option<String>,
+    /// Namespace of --cert-secret (default: POD_NAMESPACE, else this pod's namespace).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_CERT_SECRET_NAMESPACE",
+        value_name = "NAMESPACE",
+        requires = "cert_secret"
+    )]
+    pub cert_secret_namespace: Option<String>,
+    /// MutatingWebhookConfiguration whose caBundle --cert-secret keeps set to its CA.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_WEBHOOK_CONFIGURATION",
+        value_name = "NAME",
+        requires = "cert_secret"
+    )]
+    pub webhook_configuration: Option<String>,
+    /// Service in front of the webhook; its in-cluster DNS names go into the --cert-secret
+    /// certificate.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_SERVICE_NAME",
+        value_name = "NAME",
+        requires = "cert_secret"
+    )]
+    pub service_name: Option<String>,
+    /// Validity of a --cert-secret serving certificate; renewed when a third is left.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_CERT_VALIDITY",
+        value_name = "DURATION",
+        default_value = "2160h",
+        value_parser = parse_duration
+    )]
+    pub cert_validity: Duration,
     /// Where --self-signed writes its CA certificate.
     #[arg(
         long,
@@ -110,8 +153,8 @@ pub struct ServeArgs {
         default_value = "gomemlimit-injector-ca.crt"
     )]
     pub ca_out: PathBuf,
-    /// Extra subject alternative name for --self-signed (repeatable or comma-separated);
-    /// localhost, 127.0.0.1 and ::1 are always included.
+    /// Extra subject alternative name for --self-signed (where localhost, 127.0.0.1 and ::1
+    /// are always included) or --cert-secret (repeatable or comma-separated).
     #[arg(
         long = "dns-name",
         env = "GOMEMLIMIT_INJECTOR_DNS_NAME",
@@ -167,7 +210,24 @@ impl ServeArgs {
                 cert: cert.clone(),
                 key: key.clone(),
             }),
-            // clap enforces: either both files or --self-signed.
+            _ if self.cert_secret.is_some() => {
+                let namespace = self
+                    .cert_secret_namespace
+                    .clone()
+                    .unwrap_or_else(crate::managed::own_namespace);
+                TlsSource::Managed(crate::managed::ManagedConfig {
+                    secret: self.cert_secret.clone().unwrap_or_default(),
+                    names: crate::managed::ManagedConfig::service_names(
+                        self.service_name.as_deref(),
+                        &namespace,
+                        &self.dns_names,
+                    ),
+                    namespace,
+                    webhook_configuration: self.webhook_configuration.clone(),
+                    validity: self.cert_validity,
+                })
+            }
+            // clap enforces: both files, --self-signed or --cert-secret.
             _ => TlsSource::SelfSigned {
                 names: self.dns_names.clone(),
                 ca_out: self.ca_out.clone(),

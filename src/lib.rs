@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod cli;
 pub mod engine;
+pub mod managed;
 pub mod metrics;
 pub mod policy;
 pub mod quantity;

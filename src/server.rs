@@ -46,6 +46,7 @@ use tower::ServiceExt;
 use tracing::{debug, error, info, warn};
 
 use crate::admission::{self, Endpoint, HttpReply, MAX_BODY_BYTES, Outcome, ReviewReport};
+use crate::managed::{ManagedConfig, ManagedError, Manager};
 use crate::metrics::{self, Metrics};
 use crate::policy::{Policy, PolicyArgs, PolicyError};
 use crate::tls::{
@@ -93,6 +94,8 @@ pub enum ServerError {
     Signal(#[source] std::io::Error),
     #[error("failed to shut down gracefully: aborted by a second signal")]
     Aborted,
+    #[error("failed to set up the self-managed certificate")]
+    Managed(#[source] ManagedError),
 }
 
 /// Where the serving key pair comes from.
@@ -103,6 +106,23 @@ pub enum TlsSource {
     /// Generated at start-up for [`tls::LOCAL_NAMES`] plus `names`; the CA certificate is
     /// written to `ca_out`.
     SelfSigned { names: Vec<String>, ca_out: PathBuf },
+    /// Kept by the webhook itself in a Secret, with the CA in its webhook configuration.
+    Managed(ManagedConfig),
+}
+
+/// Where rotated key pairs come from.
+enum CertSource {
+    Files(CertWatcher),
+    Managed(Box<Manager>),
+}
+
+impl CertSource {
+    async fn poll(&mut self) -> Reload {
+        match self {
+            CertSource::Files(watcher) => watcher.poll().await,
+            CertSource::Managed(manager) => manager.poll().await,
+        }
+    }
 }
 
 /// Everything `serve` needs.
@@ -423,7 +443,7 @@ impl PolicyWatcher {
 /// one is logged and counted while the last good version stays in force.
 async fn reload_loop(
     interval: Duration,
-    mut certs: Option<(CertWatcher, Arc<CertStore>)>,
+    mut certs: Option<(CertSource, Arc<CertStore>)>,
     mut policy: Option<PolicyWatcher>,
     state: AppState,
 ) {
@@ -730,7 +750,7 @@ pub struct Server {
     metrics_addr: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     certs: Arc<CertStore>,
-    cert_watcher: Option<CertWatcher>,
+    cert_watcher: Option<CertSource>,
     policy_watcher: Option<PolicyWatcher>,
     state: AppState,
     registry: Arc<Registry>,
@@ -759,7 +779,13 @@ impl Server {
             TlsSource::Files(files) => {
                 let (watcher, credentials) =
                     CertWatcher::start(files.clone()).map_err(ServerError::Tls)?;
-                (credentials, Some(watcher))
+                (credentials, Some(CertSource::Files(watcher)))
+            }
+            TlsSource::Managed(managed) => {
+                let (manager, credentials) = Manager::start(managed.clone())
+                    .await
+                    .map_err(ServerError::Managed)?;
+                (credentials, Some(CertSource::Managed(Box::new(manager))))
             }
             TlsSource::SelfSigned { names, ca_out } => {
                 (self_signed(names, ca_out).map_err(ServerError::Tls)?, None)

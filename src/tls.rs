@@ -69,6 +69,8 @@ pub enum TlsError {
     Exists { path: PathBuf },
     #[error("failed to build the TLS configuration")]
     Config(#[source] rustls::Error),
+    #[error("failed to manage the serving certificate: {0}")]
+    Managed(String),
 }
 
 /// Where a PEM key pair lives. Used for reading and, for generated pairs, for naming them
@@ -400,9 +402,6 @@ impl fmt::Debug for GeneratedPki {
 /// (DNS names or IP addresses; the first is also the common name), valid `days` days.
 pub fn generate(names: &[String], days: u32) -> Result<GeneratedPki, TlsError> {
     let now = time::OffsetDateTime::now_utc();
-    // A little backdating absorbs clock skew between this host and the API server.
-    let not_before = now - time::Duration::hours(1);
-
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(TlsError::Generate)?;
     ca_params
         .distinguished_name
@@ -413,13 +412,45 @@ pub fn generate(names: &[String], days: u32) -> Result<GeneratedPki, TlsError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    ca_params.not_before = not_before;
+    ca_params.not_before = backdated(now);
     ca_params.not_after = now + time::Duration::days(CA_VALIDITY_DAYS);
     let ca_key = KeyPair::generate().map_err(TlsError::Generate)?;
     let ca_cert = ca_params.self_signed(&ca_key).map_err(TlsError::Generate)?;
     let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca_params, ca_key);
+    let (cert_pem, key_pem) = issue(&issuer, names, time::Duration::days(i64::from(days)))?;
+    Ok(GeneratedPki {
+        ca_cert_pem: ca_cert.pem(),
+        ca_key_pem,
+        cert_pem,
+        key_pem,
+    })
+}
 
+/// Issues a serving certificate for `names`, valid for `validity`, from an existing CA
+/// given as PEM. Returns the certificate and its private key, PEM.
+pub fn issue_with_ca(
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    names: &[String],
+    validity: time::Duration,
+) -> Result<(String, String), TlsError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(TlsError::Generate)?;
+    let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key).map_err(TlsError::Generate)?;
+    issue(&issuer, names, validity)
+}
+
+/// A little backdating absorbs clock skew between this host and the API server.
+fn backdated(now: time::OffsetDateTime) -> time::OffsetDateTime {
+    now - time::Duration::hours(1)
+}
+
+fn issue(
+    issuer: &Issuer<'_, KeyPair>,
+    names: &[String],
+    validity: time::Duration,
+) -> Result<(String, String), TlsError> {
+    let now = time::OffsetDateTime::now_utc();
     let mut params = CertificateParams::new(names.to_vec()).map_err(TlsError::Generate)?;
     if let Some(first) = names.first() {
         params
@@ -430,20 +461,11 @@ pub fn generate(names: &[String], days: u32) -> Result<GeneratedPki, TlsError> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    params.not_before = not_before;
-    params.not_after = (now + time::Duration::days(i64::from(days)))
-        .min(now + time::Duration::days(CA_VALIDITY_DAYS));
+    params.not_before = backdated(now);
+    params.not_after = (now + validity).min(now + time::Duration::days(CA_VALIDITY_DAYS));
     let key = KeyPair::generate().map_err(TlsError::Generate)?;
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(TlsError::Generate)?;
-
-    Ok(GeneratedPki {
-        ca_cert_pem: ca_cert.pem(),
-        ca_key_pem,
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    let cert = params.signed_by(&key, issuer).map_err(TlsError::Generate)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// The files `certs` writes into its output directory.
