@@ -1,7 +1,7 @@
 # gomemlimit-injector developer targets. `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test lint fmt bench run clean
+.PHONY: all build release test unit e2e controlplane lint fmt bench run clean
 
 all: build
 
@@ -11,11 +11,24 @@ build:
 release:
 	$(CARGO) build --locked --release
 
-# Unit, property and integration tests (the integration tests start the real TLS server on
-# loopback), plus one quick pass of each benchmark in test mode so that they keep working.
-test:
+# Everything: unit, property and integration tests (the integration tests start the real
+# TLS server on loopback), the end-to-end suite against a real control plane, one quick
+# pass of each benchmark in test mode, and the chart checks.
+test: controlplane unit check-manifests
+
+unit:
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --doc
+
+# etcd, kube-apiserver, kube-controller-manager and kubectl (Kubernetes 1.37) built from
+# their upstream Go modules into .cache/controlplane (CONTROLPLANE_CACHE_DIR moves it);
+# a no-op when up to date.
+controlplane:
+	e2e/build-controlplane.sh
+
+# The end-to-end suite alone.
+e2e: controlplane
+	$(CARGO) test --locked --test e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -33,3 +46,23 @@ run:
 
 clean:
 	$(CARGO) clean
+
+# --- Install: Helm chart (deploy/chart) and the manifests rendered from it (deploy/manifests).
+# helm is built from its Go module at the version pinned in hack/tools/go.mod (no
+# downloaded binaries) into .cache/tools/bin/helm; HELM=... uses another one.
+
+.PHONY: helm manifests helm-lint check-manifests
+
+helm:
+	hack/build-helm.sh
+
+manifests:
+	hack/render-manifests.sh
+
+helm-lint:
+	hack/helm-lint.sh
+
+# helm lint --strict and helm template for every selection x mode x certificate source,
+# then fail when deploy/manifests differs from what the chart renders.
+check-manifests: helm-lint
+	hack/check-manifests.sh

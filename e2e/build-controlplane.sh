@@ -8,8 +8,8 @@
 #
 # Output: <repo>/.cache/controlplane/<k8s version>/bin/{etcd,kube-apiserver,
 # kube-controller-manager,kubectl} (.cache/ is git-ignored). A stamp file
-# next to bin/ holds a hash of go.mod, go.sum, the wrapper sources, this
-# script and the Go version; when it matches and all binaries exist the build
+# next to bin/ holds a hash of go.mod, go.sum, cmd/etcd/main.go, the build
+# flags and the Go version; when it matches and all binaries exist the build
 # is skipped. The Go build cache stays at its default location, so a rebuild
 # after a stamp change is incremental.
 #
@@ -73,7 +73,7 @@ want="$(
   {
     go version
     echo "${ldflags}" "${tags}" "${packages[*]}"
-    cat "${BASH_SOURCE[0]}" "${mod}/go.mod" "${mod}/go.sum" "${mod}/tools.go" "${mod}/cmd/etcd/main.go"
+    cat "${mod}/go.mod" "${mod}/go.sum" "${mod}/cmd/etcd/main.go"
   } | sha256sum | cut -d' ' -f1
 )"
 
@@ -95,7 +95,6 @@ trap 'rm -rf "${tmp}"' EXIT
 
 (
   cd "${mod}"
-  go mod download
   # One invocation so the shared dependency graph is compiled once.
   nice -n "${CONTROLPLANE_NICE:-19}" go build -trimpath -tags "${tags}" \
     -ldflags "${ldflags}" -o "${tmp}/" "${packages[@]}"
@@ -105,6 +104,7 @@ for b in "${binaries[@]}"; do
 done
 rm -f "${stamp}"
 rm -rf "${bindir}"
+chmod 755 "${tmp}"
 mv "${tmp}" "${bindir}"
 echo "${want}" > "${stamp}"
 trap - EXIT

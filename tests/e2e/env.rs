@@ -1,0 +1,405 @@
+//! The end-to-end environment: a real control plane (etcd, kube-apiserver,
+//! kube-controller-manager from `e2e/controlplane.sh`), the webhook binary on loopback, and
+//! helpers to install the chart's rendered webhook configuration with only `clientConfig`
+//! switched to a URL.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::{Value, json};
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The running control plane and webhook.
+pub struct Env {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    pub client: Client,
+    pub webhook: Webhook,
+    /// CA that signed the webhook's serving certificate (PEM), and its key.
+    pub ca_cert: String,
+    pub ca_key: String,
+}
+
+/// One webhook process.
+pub struct Webhook {
+    pub child: Child,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub certs: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sh(cmd: &mut Command) -> Result<Output> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to run {cmd:?}"))?;
+    Ok(out)
+}
+
+/// Where the control-plane binaries live, building them when needed.
+pub fn controlplane_bin() -> Result<Option<PathBuf>> {
+    if let Ok(dir) = std::env::var("CONTROLPLANE_BIN") {
+        return Ok(Some(PathBuf::from(dir)));
+    }
+    let script = Path::new(ROOT).join("e2e/build-controlplane.sh");
+    let out = sh(Command::new(&script).arg("--print-bindir"))?;
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    Ok((out.status.success() && dir.join("kube-apiserver").exists()).then_some(dir))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Env {
+    /// Starts the control plane and one webhook (files-based TLS) on loopback.
+    pub async fn start(bin: &Path) -> Result<Env> {
+        let script = Path::new(ROOT).join("e2e/controlplane.sh");
+        let started = Instant::now();
+        let out = sh(Command::new(&script)
+            .arg("start")
+            .env("CONTROLPLANE_BIN", bin)
+            .stderr(Stdio::inherit()))?;
+        ensure!(out.status.success(), "e2e/controlplane.sh start failed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let dir = PathBuf::from(stdout.lines().last().context("no DIR printed")?.trim());
+        let kubeconfig = dir.join("kubeconfig");
+        println!(
+            "control plane up in {:.1}s at {}",
+            started.elapsed().as_secs_f64(),
+            dir.display()
+        );
+        let config = Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&kubeconfig)?,
+            &KubeConfigOptions::default(),
+        )
+        .await?;
+        let client = Client::try_from(config)?;
+        let version = client.apiserver_version().await?;
+        println!("kube-apiserver version: {}", version.git_version);
+
+        let certs = dir.join("webhook-certs");
+        let pki = gomemlimit_injector::tls::generate(
+            &["127.0.0.1".to_owned(), "localhost".to_owned()],
+            1,
+        )?;
+        gomemlimit_injector::tls::write_pki(&certs, &pki, true)?;
+        let webhook = Webhook::start(&dir, &certs, "webhook", &[])?;
+        let env = Env {
+            kubectl: bin.join("kubectl"),
+            dir,
+            kubeconfig,
+            client,
+            webhook,
+            ca_cert: pki.ca_cert_pem,
+            ca_key: pki.ca_key_pem,
+        };
+        env.webhook.wait_ready().await?;
+        Ok(env)
+    }
+
+    /// Stops the control plane; logs are kept when `keep` (after a failure).
+    pub fn stop(&self, keep: bool) {
+        let script = Path::new(ROOT).join("e2e/controlplane.sh");
+        let mut cmd = Command::new(script);
+        cmd.arg("stop").arg(&self.dir);
+        if keep {
+            cmd.env("KEEP_DIR", "1");
+            println!("logs kept in {}", self.dir.display());
+        }
+        let _ = cmd.status();
+    }
+
+    /// Runs kubectl against the control plane.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+        use std::io::Write;
+        let mut child = Command::new(&self.kubectl)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("failed to start kubectl")?;
+        let mut pipe = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            pipe.write_all(text.as_bytes())?;
+        }
+        drop(pipe);
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Creates a namespace with labels and waits for its default ServiceAccount (the
+    /// ServiceAccount admission plugin refuses pods until the controller made it).
+    pub async fn namespace(&self, name: &str, labels: Value) -> Result<()> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels}
+        }))?;
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), name);
+        let sas = &sas;
+        eventually(
+            Duration::from_secs(60),
+            "default ServiceAccount",
+            || async move { Ok(sas.get_opt("default").await?.is_some()) },
+        )
+        .await
+    }
+
+    pub fn pods(&self, ns: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// Creates a pod from JSON and returns the stored object as JSON.
+    pub async fn create_pod(&self, ns: &str, pod: &Value) -> Result<Value> {
+        let pod: Pod = serde_json::from_value(pod.clone())?;
+        let created = self.pods(ns).create(&PostParams::default(), &pod).await?;
+        Ok(serde_json::to_value(created)?)
+    }
+
+    /// Installs the chart's rendered MutatingWebhookConfiguration for `selection`/`mode`
+    /// with `clientConfig` pointed at `port` on loopback, and the given failure policy.
+    pub async fn install_webhook(
+        &self,
+        selection: &str,
+        mode: &str,
+        failure_policy: &str,
+        port: u16,
+        ca_bundle: Option<&str>,
+    ) -> Result<()> {
+        let config = rendered_webhook(selection, mode, "certmanager")?;
+        let path = if mode == "audit" { "/audit" } else { "/mutate" };
+        let mut config = config;
+        config["metadata"]
+            .as_object_mut()
+            .context("metadata")?
+            .remove("annotations");
+        for webhook in config["webhooks"].as_array_mut().context("webhooks")? {
+            let mut client_config = json!({"url": format!("https://127.0.0.1:{port}{path}")});
+            if let Some(ca) = ca_bundle {
+                client_config["caBundle"] =
+                    json!(base64::engine::general_purpose::STANDARD.encode(ca));
+            }
+            webhook["clientConfig"] = client_config;
+            webhook["failurePolicy"] = json!(failure_policy);
+        }
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let name = config["metadata"]["name"]
+            .as_str()
+            .context("name")?
+            .to_owned();
+        let _ = api.delete(&name, &DeleteParams::default()).await;
+        let (api_ref, name_ref) = (&api, &name);
+        eventually(
+            Duration::from_secs(20),
+            "old configuration gone",
+            || async move { Ok(api_ref.get_opt(name_ref).await?.is_none()) },
+        )
+        .await?;
+        let object: MutatingWebhookConfiguration = serde_json::from_value(config)?;
+        api.create(&PostParams::default(), &object).await?;
+        Ok(())
+    }
+
+    /// Waits until a server-side dry-run pod in `ns` shows what the webhook configuration
+    /// now in place does (the API server picks up configuration changes asynchronously).
+    pub async fn wait_webhook_active(&self, ns: &str, expect_mutation: bool) -> Result<()> {
+        eventually(
+            Duration::from_secs(30),
+            "webhook configuration active",
+            || async move {
+                let out = self.kubectl(
+                    &[
+                        "create",
+                        "--dry-run=server",
+                        "-o",
+                        "json",
+                        "-n",
+                        ns,
+                        "-f",
+                        "-",
+                    ],
+                    Some(&pod("probe", "64Mi", None).to_string()),
+                )?;
+                if !out.status.success() {
+                    return Ok(false);
+                }
+                let pod: Value = serde_json::from_slice(&out.stdout)?;
+                let mutated = pod["metadata"]["annotations"]
+                    .get("gomemlimit.io/status")
+                    .is_some();
+                let warned = String::from_utf8_lossy(&out.stderr).contains("would set");
+                Ok(if expect_mutation {
+                    mutated
+                } else {
+                    warned || mutated
+                })
+            },
+        )
+        .await
+    }
+}
+
+/// The MutatingWebhookConfiguration document of `deploy/manifests/<selection>-<mode>-<certs>.yaml`.
+pub fn rendered_webhook(selection: &str, mode: &str, certs: &str) -> Result<Value> {
+    let path = Path::new(ROOT).join(format!("deploy/manifests/{selection}-{mode}-{certs}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .map_err(|e| anyhow!("failed to parse {}: {e}", path.display()))?;
+    docs.into_iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .with_context(|| format!("no MutatingWebhookConfiguration in {}", path.display()))
+}
+
+impl Webhook {
+    /// Starts the webhook binary with key files from `certs` and `extra` flags.
+    pub fn start(dir: &Path, certs: &Path, name: &str, extra: &[&str]) -> Result<Webhook> {
+        Self::start_on(dir, certs, name, extra, free_port())
+    }
+
+    /// [`Webhook::start`] on a given port.
+    pub fn start_on(
+        dir: &Path,
+        certs: &Path,
+        name: &str,
+        extra: &[&str],
+        port: u16,
+    ) -> Result<Webhook> {
+        let metrics_port = free_port();
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gomemlimit-injector"));
+        cmd.arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--tls-reload-interval", "200ms"])
+            .env("KUBECONFIG", dir.join("kubeconfig"))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(file);
+        if extra.is_empty() {
+            cmd.arg("--tls-cert-file")
+                .arg(certs.join("tls.crt"))
+                .arg("--tls-key-file")
+                .arg(certs.join("tls.key"));
+        }
+        cmd.args(extra);
+        let child = cmd.spawn().context("failed to start the webhook")?;
+        Ok(Webhook {
+            child,
+            port,
+            metrics_port,
+            certs: certs.to_owned(),
+            log,
+        })
+    }
+
+    /// Waits for `/readyz` on the metrics port.
+    pub async fn wait_ready(&self) -> Result<()> {
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        let log = self.log.clone();
+        let url = &url;
+        eventually(Duration::from_secs(30), "webhook ready", || async move {
+            Ok(reqwest::get(url)
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false))
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "webhook log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
+    }
+
+    /// One sample of the webhook's metrics (0 when absent).
+    pub async fn metric(&self, series: &str) -> Result<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let text = reqwest::get(&url).await?.text().await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0)))
+    }
+
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pod with one container `app` with the given memory limit and optional request.
+pub fn pod(name: &str, limit: &str, request: Option<&str>) -> Value {
+    let mut resources = json!({"limits": {"memory": limit}});
+    if let Some(r) = request {
+        resources["requests"] = json!({"memory": r});
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "app", "image": "registry.example/app:1", "resources": resources}]
+        }
+    })
+}
+
+/// Polls `check` until it returns true, failing after `limit` with its last error.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = Some(e),
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {limit:?} waiting for {what} (last error: {last:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `env[name]` of a container.
+pub fn env_of<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
