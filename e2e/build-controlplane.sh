@@ -77,19 +77,30 @@ want="$(
   } | sha256sum | cut -d' ' -f1
 )"
 
-up_to_date=1
-for b in "${binaries[@]}"; do
-  [[ -x "${bindir}/${b}" ]] || up_to_date=0
-done
-[[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]] || up_to_date=0
-if [[ "${up_to_date}" == 1 && "${CONTROLPLANE_FORCE:-0}" != 1 ]]; then
+up_to_date() {
+  local b
+  for b in "${binaries[@]}"; do
+    [[ -x "${bindir}/${b}" ]] || return 1
+  done
+  [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]]
+}
+if up_to_date && [[ "${CONTROLPLANE_FORCE:-0}" != 1 ]]; then
   echo "control plane ${k8s_version} (etcd ${etcd_version}) up to date in ${bindir} (0s)"
+  exit 0
+fi
+
+# Concurrent callers (parallel test binaries, CI and a developer) serialise
+# here; whoever waited finds the build done.
+mkdir -p "${out}"
+exec 9> "${out}/.lock"
+flock 9
+if up_to_date && [[ "${CONTROLPLANE_FORCE:-0}" != 1 ]]; then
+  echo "control plane ${k8s_version} (etcd ${etcd_version}) up to date in ${bindir} (built by a concurrent run)"
   exit 0
 fi
 
 start=$(date +%s)
 echo "building control plane ${k8s_version} (etcd ${etcd_version}) into ${bindir} ..."
-mkdir -p "${out}"
 tmp="$(mktemp -d "${out}/bin.tmp.XXXXXX")"
 trap 'rm -rf "${tmp}"' EXIT
 
@@ -111,5 +122,5 @@ trap - EXIT
 
 end=$(date +%s)
 "${bindir}/kube-apiserver" --version
-"${bindir}/etcd" --version | head -1
+"${bindir}/etcd" --version | sed -n 1p
 echo "built control plane in ${bindir} in $((end - start))s"

@@ -31,7 +31,7 @@ export GOWORK=off
 export GOFLAGS="${GOFLAGS:-} -mod=readonly"
 export CGO_ENABLED=0
 
-helm_module="$(cd "${mod}" && go list -m -f '{{.Path}}' all | grep -E '^helm\.sh/helm/v[0-9]+$' | head -n1)"
+helm_module="$(cd "${mod}" && go list -m -f '{{.Path}}' all | grep -E '^helm\.sh/helm/v[0-9]+$' | sed -n 1p)"
 helm_version="$(cd "${mod}" && go list -m -f '{{.Version}}' "${helm_module}")"
 
 if [[ -x "${helm}" && "${HELM_FORCE:-0}" != 1 ]]; then
