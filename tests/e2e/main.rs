@@ -727,6 +727,9 @@ async fn self_managed_certificates_bootstrap_and_are_trusted(env: &mut Env) -> R
             "127.0.0.1".to_owned(),
             "--log-format".to_owned(),
             "json".to_owned(),
+            // Short enough to see a renewal within the test: due when a third is left.
+            "--cert-validity".to_owned(),
+            "36s".to_owned(),
         ]
     };
     // Two replicas start at once against the same (absent) Secret.
@@ -749,29 +752,62 @@ async fn self_managed_certificates_bootstrap_and_are_trusted(env: &mut Env) -> R
             .await?;
         assert_mutated(&stored, "256Mi")?;
         // Both replicas serve the one certificate that landed in the Secret.
-        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-            kube::Api::namespaced(env.client.clone(), "gomemlimit-system");
-        let secret = secrets.get("gomemlimit-injector-tls").await?;
-        let data = secret.data.context("empty Secret")?;
-        let stored_cert = String::from_utf8(data["tls.crt"].0.clone())?;
+        let initial = secret_certificate(env).await?;
         for replica in [&first, &second] {
             let served = served_certificate(replica.port).await?;
-            let pem = rustls_pki_types::pem::PemObject::pem_slice_iter(stored_cert.as_bytes())
-                .next()
-                .context("no PEM")??;
-            let pem: rustls_pki_types::CertificateDer = pem;
             ensure!(
-                served == pem,
+                served == initial,
                 "replica on {} serves another certificate",
                 replica.port
             );
         }
+        // Before it expires the serving certificate is renewed, by one replica, and both
+        // serve the new one; the API server keeps getting through (failurePolicy Fail).
+        let started = Instant::now();
+        let mut created = 0;
+        loop {
+            let stored = env
+                .create_pod("managed", &pod(&format!("m{created}"), "256Mi", None))
+                .await
+                .with_context(|| format!("pod m{created} refused during renewal"))?;
+            assert_mutated(&stored, "256Mi")?;
+            created += 1;
+            let current = secret_certificate(env).await?;
+            if current != initial
+                && served_certificate(first.port).await? == current
+                && served_certificate(second.port).await? == current
+            {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(90),
+                "the certificate was not renewed and picked up within 90s"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        println!(
+            "  renewed after {:.0}s; {created} pods admitted meanwhile",
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
     .await;
     first.stop();
     second.stop();
     result
+}
+
+/// The serving certificate stored in the self-managed Secret.
+async fn secret_certificate(env: &Env) -> Result<rustls_pki_types::CertificateDer<'static>> {
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client.clone(), "gomemlimit-system");
+    let secret = secrets.get("gomemlimit-injector-tls").await?;
+    let data = secret.data.context("empty Secret")?;
+    let pem = data.get("tls.crt").context("no tls.crt")?.0.clone();
+    let der = rustls_pki_types::pem::PemObject::pem_slice_iter(&pem)
+        .next()
+        .context("no PEM certificate")??;
+    Ok(der)
 }
 
 async fn served_certificate(port: u16) -> Result<rustls_pki_types::CertificateDer<'static>> {
