@@ -646,6 +646,12 @@ impl Work<'_> {
             .push(truncate(format!("{target}: {text}")));
     }
 
+    /// Leaves the target alone, saying why.
+    fn skip(&mut self, target: &Target, text: impl fmt::Display) {
+        self.warn(target, text);
+        self.eval.actions.push("skipped");
+    }
+
     fn record(&mut self, target: &Target) -> &mut Record {
         match target {
             Target::Pod => self.status.pod.get_or_insert_with(Record::default),
@@ -696,25 +702,18 @@ impl Work<'_> {
                 })
                 .transpose()
         };
-        let limit = match parse("limits.memory", &memory.limit) {
-            Ok(l) => l,
-            Err(msg) => {
-                self.warn(target, msg);
-                self.eval.actions.push("skipped");
-                return None;
-            }
-        };
-        let request = match parse("requests.memory", &memory.request) {
-            Ok(r) => r,
-            Err(msg) => {
-                self.warn(target, msg);
-                self.eval.actions.push("skipped");
+        let (limit, request) = match (
+            parse("limits.memory", &memory.limit),
+            parse("requests.memory", &memory.request),
+        ) {
+            (Ok(limit), Ok(request)) => (limit, request),
+            (Err(msg), _) | (_, Err(msg)) => {
+                self.skip(target, msg);
                 return None;
             }
         };
         if limit.as_ref().is_some_and(Quantity::is_zero) {
-            self.warn(target, "memory limit is zero; left unchanged");
-            self.eval.actions.push("skipped");
+            self.skip(target, "memory limit is zero; left unchanged");
             return None;
         }
         match (limit, request) {
@@ -723,28 +722,26 @@ impl Work<'_> {
                     .previous(target)
                     .and_then(|r| r.request.as_deref())
                     .is_some_and(|r| Some(r) == memory.request.as_deref());
-                let set = match &request {
-                    None => true,
-                    Some(r) => match r.cmp_value(&limit) {
-                        std::cmp::Ordering::Less => true,
-                        std::cmp::Ordering::Equal => false,
-                        // Higher than the limit: the API server rejects such a pod, unless the
-                        // request is one we set and another webhook lowered the limit since.
-                        std::cmp::Ordering::Greater if ours => true,
-                        std::cmp::Ordering::Greater => {
-                            self.warn(
-                                target,
-                                format_args!(
+                let set =
+                    match &request {
+                        None => true,
+                        Some(r) => match r.cmp_value(&limit) {
+                            std::cmp::Ordering::Less => true,
+                            std::cmp::Ordering::Equal => false,
+                            // Higher than the limit: the API server rejects such a pod, unless the
+                            // request is one we set and another webhook lowered the limit since.
+                            std::cmp::Ordering::Greater if ours => true,
+                            std::cmp::Ordering::Greater => {
+                                self.skip(target, format_args!(
                                     "requests.memory {} exceeds limits.memory {}; left unchanged",
                                     r.as_str(),
                                     limit.as_str()
                                 ),
                             );
-                            self.eval.actions.push("skipped");
-                            return None;
-                        }
-                    },
-                };
+                                return None;
+                            }
+                        },
+                    };
                 if set {
                     self.set_memory(path, "requests", limit.as_str());
                     self.change(
@@ -759,11 +756,10 @@ impl Work<'_> {
                 Some(limit)
             }
             (None, Some(request)) if request.is_zero() => {
-                self.warn(
+                self.skip(
                     target,
                     "memory request is zero and there is no limit; left unchanged",
                 );
-                self.eval.actions.push("skipped");
                 None
             }
             (None, Some(request)) => {
@@ -820,11 +816,8 @@ impl Work<'_> {
             }
         } else if let Some((pod_limit, alone)) = budget {
             if !alone {
-                self.warn(
-                    &target,
-                    "has no memory limit and shares the pod limit with other containers; left unchanged",
+                self.skip(&target, "has no memory limit and shares the pod limit with other containers; left unchanged",
                 );
-                self.eval.actions.push("skipped");
                 return Ok(());
             }
             limit = pod_limit.clone();
@@ -832,8 +825,7 @@ impl Work<'_> {
         } else {
             match self.policy.missing_limit {
                 MissingLimit::Skip => {
-                    self.warn(&target, "has no memory request or limit; left unchanged");
-                    self.eval.actions.push("skipped");
+                    self.skip(&target, "has no memory request or limit; left unchanged");
                     return Ok(());
                 }
                 MissingLimit::Deny => {
@@ -935,14 +927,13 @@ impl Work<'_> {
         } else {
             let bytes = limit.percent_of_bytes(percent);
             if bytes == 0 {
-                self.warn(
+                self.skip(
                     target,
                     format_args!(
                         "{percent}% of {} is 0 bytes; GOMEMLIMIT not set",
                         limit.as_str()
                     ),
                 );
-                self.eval.actions.push("skipped");
                 return Ok(());
             }
             GomemlimitValue::Literal {

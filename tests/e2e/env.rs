@@ -226,6 +226,22 @@ impl Env {
         Ok(())
     }
 
+    /// An opt-in namespace with the enforce configuration (`failurePolicy: Fail`, so any
+    /// call that does not get through shows as a refused pod) in force.
+    pub async fn enforcing_namespace(&self, ns: &str) -> Result<()> {
+        self.namespace(ns, json!({"gomemlimit.io/inject": "enabled"}))
+            .await?;
+        self.install_webhook(
+            "optin",
+            "enforce",
+            "Fail",
+            self.webhook.port,
+            Some(&self.ca_cert),
+        )
+        .await?;
+        self.wait_webhook_active(ns, true).await
+    }
+
     /// Waits until a server-side dry-run pod in `ns` shows what the webhook configuration
     /// now in place does (the API server picks up configuration changes asynchronously).
     pub async fn wait_webhook_active(&self, ns: &str, expect_mutation: bool) -> Result<()> {

@@ -158,18 +158,8 @@ fn assert_untouched(pod: &Value, request: Option<&str>) -> Result<()> {
 }
 
 async fn opt_in_mutates_only_labelled_namespaces(env: &mut Env) -> Result<()> {
-    env.namespace("optin-on", json!({"gomemlimit.io/inject": "enabled"}))
-        .await?;
+    env.enforcing_namespace("optin-on").await?;
     env.namespace("optin-off", json!({})).await?;
-    env.install_webhook(
-        "optin",
-        "enforce",
-        "Fail",
-        env.webhook.port,
-        Some(&env.ca_cert),
-    )
-    .await?;
-    env.wait_webhook_active("optin-on", true).await?;
     let on = env
         .create_pod("optin-on", &pod("web", "256Mi", Some("128Mi")))
         .await?;
@@ -249,17 +239,7 @@ async fn audit_warns_and_stores_the_pod_unchanged(env: &mut Env) -> Result<()> {
 async fn percent_annotation_gives_the_exact_literal_and_invalid_is_denied(
     env: &mut Env,
 ) -> Result<()> {
-    env.namespace("percent", json!({"gomemlimit.io/inject": "enabled"}))
-        .await?;
-    env.install_webhook(
-        "optin",
-        "enforce",
-        "Fail",
-        env.webhook.port,
-        Some(&env.ca_cert),
-    )
-    .await?;
-    env.wait_webhook_active("percent", true).await?;
+    env.enforcing_namespace("percent").await?;
     let mut p = pod("ninety", "512Mi", None);
     p["metadata"]["annotations"] = json!({"gomemlimit.io/percent": "90"});
     let stored = env.create_pod("percent", &p).await?;
@@ -286,17 +266,7 @@ async fn percent_annotation_gives_the_exact_literal_and_invalid_is_denied(
 }
 
 async fn server_dry_run_shows_the_mutation_and_stores_nothing(env: &mut Env) -> Result<()> {
-    env.namespace("dryrun", json!({"gomemlimit.io/inject": "enabled"}))
-        .await?;
-    env.install_webhook(
-        "optin",
-        "enforce",
-        "Fail",
-        env.webhook.port,
-        Some(&env.ca_cert),
-    )
-    .await?;
-    env.wait_webhook_active("dryrun", true).await?;
+    env.enforcing_namespace("dryrun").await?;
     let out = env.kubectl(
         &[
             "create",
@@ -325,17 +295,7 @@ async fn server_dry_run_shows_the_mutation_and_stores_nothing(env: &mut Env) -> 
 }
 
 async fn limit_range_default_is_honoured(env: &mut Env) -> Result<()> {
-    env.namespace("limits", json!({"gomemlimit.io/inject": "enabled"}))
-        .await?;
-    env.install_webhook(
-        "optin",
-        "enforce",
-        "Fail",
-        env.webhook.port,
-        Some(&env.ca_cert),
-    )
-    .await?;
-    env.wait_webhook_active("limits", true).await?;
+    env.enforcing_namespace("limits").await?;
     let out = env.kubectl(
         &["apply", "-n", "limits", "-f", "-"],
         Some(
@@ -385,17 +345,7 @@ async fn limit_range_default_is_honoured(env: &mut Env) -> Result<()> {
 }
 
 async fn deployment_pods_are_mutated(env: &mut Env) -> Result<()> {
-    env.namespace("deploy", json!({"gomemlimit.io/inject": "enabled"}))
-        .await?;
-    env.install_webhook(
-        "optin",
-        "enforce",
-        "Fail",
-        env.webhook.port,
-        Some(&env.ca_cert),
-    )
-    .await?;
-    env.wait_webhook_active("deploy", true).await?;
+    env.enforcing_namespace("deploy").await?;
     let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "sales-api"},
@@ -543,17 +493,7 @@ fn generated_pod(rng: &mut Rng, i: usize) -> Value {
 }
 
 async fn generated_pods_are_all_accepted(env: &mut Env) -> Result<()> {
-    env.namespace("generated", json!({"gomemlimit.io/inject": "enabled"}))
-        .await?;
-    env.install_webhook(
-        "optin",
-        "enforce",
-        "Fail",
-        env.webhook.port,
-        Some(&env.ca_cert),
-    )
-    .await?;
-    env.wait_webhook_active("generated", true).await?;
+    env.enforcing_namespace("generated").await?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let pods: Vec<Value> = (0..300).map(|i| generated_pod(&mut rng, i)).collect();
     let before = env
@@ -638,18 +578,7 @@ async fn futures_join<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Out
 }
 
 async fn certificate_rotation_loses_no_call(env: &mut Env) -> Result<()> {
-    env.namespace("rotation", json!({"gomemlimit.io/inject": "enabled"}))
-        .await?;
-    // Fail: any call that does not get through shows as a refused pod.
-    env.install_webhook(
-        "optin",
-        "enforce",
-        "Fail",
-        env.webhook.port,
-        Some(&env.ca_cert),
-    )
-    .await?;
-    env.wait_webhook_active("rotation", true).await?;
+    env.enforcing_namespace("rotation").await?;
     let reloads = "gomemlimit_injector_tls_reloads_total{result=\"success\"}";
     let before = env.webhook.metric(reloads).await?;
     let certs = env.webhook.certs.clone();
