@@ -8,7 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-use crate::policy::PolicyArgs;
+use std::io::Write;
+
+use crate::live;
+use crate::offline::{self, OfflineError};
+use crate::policy::{Mode, PolicyArgs};
 use crate::server::{self, ServeConfig, TlsSource};
 use crate::telemetry::{self, LogFormat};
 use crate::tls::{self, KeyPairFiles};
@@ -21,6 +25,29 @@ pub struct Cli {
     pub log: LogArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Installed as `kubectl-gomemlimit`, the binary is the kubectl plugin `kubectl gomemlimit`.
+const KUBECTL_PLUGIN: &str = "kubectl-gomemlimit";
+
+impl Cli {
+    /// Parses the process arguments, naming the command as it was invoked: as a kubectl
+    /// plugin, help and errors say `kubectl gomemlimit`.
+    pub fn parse_invoked() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let invoked = std::env::args_os()
+            .next()
+            .map(std::path::PathBuf::from)
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let mut command = Cli::command();
+        if invoked.as_deref() == Some(KUBECTL_PLUGIN) {
+            command = command
+                .bin_name("kubectl gomemlimit")
+                .name("kubectl gomemlimit");
+        }
+        let matches = command.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// Logging flags, accepted before or after the subcommand.
@@ -55,6 +82,55 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Write a CA and a serving certificate (ca.crt, ca.key, tls.crt, tls.key).
     Certs(CertsArgs),
+    /// Print manifests as the webhook would leave them (Pods and workload pod templates).
+    Mutate(MutateArgs),
+    /// Report what the webhook would change, in manifests (-f) or in the live cluster.
+    /// Exit status: 0 compliant, 1 something would change, 2 error.
+    Audit(AuditArgs),
+}
+
+/// `mutate` flags.
+#[derive(Debug, Args)]
+pub struct MutateArgs {
+    /// Manifest file (YAML, multi-document, or JSON; a List works too), or - for stdin.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: String,
+    /// Print a unified diff instead of the manifests.
+    #[arg(long)]
+    pub diff: bool,
+    /// Namespace for objects that name none (used in messages).
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// How `audit` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// `audit` flags.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Manifest file or - for stdin; without it the live cluster (current kubeconfig, or
+    /// in-cluster configuration) is audited.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: Option<String>,
+    /// Live: only this namespace (default: all namespaces). Manifests: namespace for
+    /// objects that name none.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Live: every namespace (the default when --namespace is not given).
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+    /// table (default) or json.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 /// `serve` flags.
@@ -290,7 +366,90 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Certs(args) => certs(&args),
+        Command::Mutate(args) => mutate(&args),
+        Command::Audit(args) => audit(&args),
     }
+}
+
+/// Reads a file, or stdin for `-`.
+fn read_input(file: &str) -> Result<(String, String), OfflineError> {
+    use std::io::Read;
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|source| OfflineError::Read {
+                name: "standard input".to_owned(),
+                source,
+            })?;
+        return Ok(("stdin".to_owned(), text));
+    }
+    let text = std::fs::read_to_string(file).map_err(|source| OfflineError::Read {
+        name: file.to_owned(),
+        source,
+    })?;
+    Ok((file.to_owned(), text))
+}
+
+fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
+    let policy = args.policy.load()?;
+    let (name, text) = read_input(&args.file)?;
+    let output = offline::process_text(&name, &text, &policy, policy.mode, &args.namespace)?;
+    let mut stdout = std::io::stdout().lock();
+    if args.diff {
+        write!(
+            stdout,
+            "{}",
+            offline::unified_diff(&name, &text, &output.text)
+        )?;
+    } else {
+        write!(stdout, "{}", output.text)?;
+    }
+    let mut denied = false;
+    for report in &output.reports {
+        let who = format!("{} {}/{}", report.kind, report.namespace, report.name);
+        for warning in &report.warnings {
+            eprintln!("warning: {who}: {warning}");
+        }
+        if let Some(message) = &report.denied {
+            eprintln!("denied: {who}: {message}");
+            denied = true;
+        }
+    }
+    // A manifest the webhook would reject cannot be applied as it is.
+    Ok(if denied {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    let policy = args.policy.load()?;
+    let reports = match &args.file {
+        Some(file) => {
+            let (name, text) = read_input(file)?;
+            let namespace = args.namespace.as_deref().unwrap_or("default");
+            offline::process_text(&name, &text, &policy, Mode::Audit, namespace)?.reports
+        }
+        None => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the async runtime")?;
+            runtime.block_on(live::audit(args.namespace.as_deref(), &policy))?
+        }
+    };
+    let text = match args.output {
+        OutputFormat::Table => offline::table(&reports),
+        OutputFormat::Json => offline::json_report(&reports),
+    };
+    print!("{text}");
+    Ok(if reports.iter().any(|r| r.would_change()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {

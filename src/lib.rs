@@ -8,8 +8,10 @@
 pub mod admission;
 pub mod cli;
 pub mod engine;
+pub mod live;
 pub mod managed;
 pub mod metrics;
+pub mod offline;
 pub mod policy;
 pub mod quantity;
 pub mod server;

@@ -1,10 +1,9 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use gomemlimit_injector::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    match cli::run(Cli::parse()) {
+    match cli::run(Cli::parse_invoked()) {
         Ok(code) => code,
         Err(e) => {
             // `{:#}` prints the whole cause chain on one line: "failed to X: failed to Y: ...".

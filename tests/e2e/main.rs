@@ -66,6 +66,7 @@ async fn run(filter: Vec<String>) -> ExitCode {
         generated_pods_are_all_accepted,
         certificate_rotation_loses_no_call,
         self_managed_certificates_bootstrap_and_are_trusted,
+        live_audit_groups_pods_by_workload,
         webhook_down_follows_the_failure_policy,
     ];
     let (mut passed, mut failed) = (0, 0);
@@ -843,4 +844,180 @@ async fn webhook_down_follows_the_failure_policy(env: &mut Env) -> Result<()> {
     env.webhook = Webhook::start(&dir, &certs, "webhook-restarted", &[])?;
     env.webhook.wait_ready().await?;
     refused
+}
+
+/// Runs the webhook binary (or, through `kubectl`, its plugin form) against the cluster.
+fn injector(
+    env: &Env,
+    args: &[&str],
+    kubeconfig: &std::path::Path,
+) -> Result<std::process::Output> {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gomemlimit-injector"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .with_context(|| format!("failed to run {args:?} for {}", env.dir.display()))
+}
+
+async fn live_audit_groups_pods_by_workload(env: &mut Env) -> Result<()> {
+    // Namespaces the webhook does not select: their pods are stored as written.
+    env.namespace("audit-live", json!({})).await?;
+    env.namespace("audit-clean", json!({})).await?;
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "catalog"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "catalog"}},
+            "template": {
+                "metadata": {"labels": {"app": "catalog"}},
+                "spec": pod("x", "512Mi", Some("256Mi"))["spec"].clone()
+            }
+        }
+    });
+    let out = env.kubectl(
+        &["apply", "-n", "audit-live", "-f", "-"],
+        Some(&deployment.to_string()),
+    )?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.create_pod("audit-live", &pod("bare", "128Mi", Some("64Mi")))
+        .await?;
+    let mut clean = pod("clean", "128Mi", Some("128Mi"));
+    clean["spec"]["containers"][0]["env"] = json!([{"name": "GOMEMLIMIT", "value": "100MiB"}]);
+    env.create_pod("audit-clean", &clean).await?;
+    let pods = env.pods("audit-live");
+    let pods = &pods;
+    eventually(Duration::from_secs(60), "3 catalog pods", || async move {
+        Ok(pods.list(&Default::default()).await?.items.len() >= 4)
+    })
+    .await?;
+
+    let out = injector(
+        env,
+        &["audit", "-n", "audit-live", "-o", "json"],
+        &env.kubeconfig,
+    )?;
+    ensure!(
+        out.status.code() == Some(1),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout)?;
+    let objects = report["objects"].as_array().context("objects")?;
+    let row = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["name"] == name)
+            .cloned()
+    };
+    let catalog =
+        row("Deployment", "catalog").with_context(|| format!("no Deployment row: {report}"))?;
+    ensure!(catalog["pods"] == 3, "replicas not grouped: {catalog}");
+    ensure!(
+        catalog["containers"][0]["memoryRequest"]
+            == json!({"current": "256Mi", "proposed": "512Mi"}),
+        "{catalog}"
+    );
+    ensure!(
+        row("Pod", "bare").is_some(),
+        "no row for the bare pod: {report}"
+    );
+    ensure!(
+        objects.len() == 2,
+        "one row per workload expected: {report}"
+    );
+
+    let out = injector(env, &["audit", "-n", "audit-clean"], &env.kubeconfig)?;
+    ensure!(
+        out.status.code() == Some(0),
+        "compliant namespace: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // As a kubectl plugin.
+    let plugins = env.dir.join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    let plugin = plugins.join("kubectl-gomemlimit");
+    if !plugin.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_gomemlimit-injector"), &plugin)?;
+    }
+    let path = format!(
+        "{}:{}",
+        plugins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(&env.kubectl)
+        .args(["gomemlimit", "audit", "-n", "audit-live"])
+        .env("KUBECONFIG", &env.kubeconfig)
+        .env("PATH", path)
+        .output()?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.code() == Some(1) && table.contains("Deployment  catalog  3"),
+        "kubectl gomemlimit audit: {table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A user that may not list pods gets an error that says so.
+    let token = env.kubectl(
+        &["create", "serviceaccount", "nobody", "-n", "audit-live"],
+        None,
+    )?;
+    ensure!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = env.kubectl(&["create", "token", "nobody", "-n", "audit-live"], None)?;
+    ensure!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = String::from_utf8(token.stdout)?.trim().to_owned();
+    let restricted = env.dir.join("kubeconfig-nobody");
+    std::fs::copy(&env.kubeconfig, &restricted)?;
+    let restricted_str = restricted.to_str().context("path")?;
+    for args in [
+        vec![
+            "config",
+            "set-credentials",
+            "nobody",
+            "--token",
+            token.as_str(),
+            "--kubeconfig",
+            restricted_str,
+        ],
+        vec![
+            "config",
+            "set-context",
+            "--current",
+            "--user",
+            "nobody",
+            "--kubeconfig",
+            restricted_str,
+        ],
+    ] {
+        let out = env.kubectl(&args, None)?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = injector(env, &["audit", "-n", "audit-live"], &restricted)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(2)
+            && err.contains("forbidden: cannot list pods in namespace audit-live"),
+        "exit {:?}: {err}",
+        out.status.code()
+    );
+    Ok(())
 }

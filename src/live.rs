@@ -1,0 +1,153 @@
+//! Live audit: what the webhook would change in the pods running in a cluster, grouped by
+//! the workload that owns them (a Deployment rather than each of its replicas), read with
+//! paged lists so that large clusters do not come back in one response.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::ListParams;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::offline::{self, ObjectReport};
+use crate::policy::Policy;
+
+/// Objects per list page.
+const PAGE: u32 = 500;
+
+/// Errors of the live audit; each names what could not be reached or read.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("failed to load a kubeconfig or in-cluster configuration")]
+    Config(#[source] Box<kube::Error>),
+    #[error("failed to reach the cluster at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("forbidden: cannot list {resource} in {scope}: {message}")]
+    Forbidden {
+        resource: &'static str,
+        scope: String,
+        message: String,
+    },
+    #[error("failed to list {resource} in {scope}")]
+    List {
+        resource: &'static str,
+        scope: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+/// Lists every object of one kind, page by page.
+async fn list_all<K>(
+    api: &Api<K>,
+    resource: &'static str,
+    scope: &str,
+    url: &str,
+) -> Result<Vec<K>, LiveError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut items = Vec::new();
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = api.list(&params).await.map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 403 => LiveError::Forbidden {
+                resource,
+                scope: scope.to_owned(),
+                message: s.message.clone(),
+            },
+            kube::Error::Api(_) => LiveError::List {
+                resource,
+                scope: scope.to_owned(),
+                source: Box::new(e),
+            },
+            other => LiveError::Unreachable {
+                url: url.to_owned(),
+                reason: crate::tls::error_chain(&other),
+            },
+        })?;
+        items.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(items),
+        }
+    }
+}
+
+fn controller(owners: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
+    owners?.iter().find(|o| o.controller == Some(true))
+}
+
+/// Audits the pods of `namespace` (all namespaces when `None`) against `policy`.
+pub async fn audit(
+    namespace: Option<&str>,
+    policy: &Policy,
+) -> Result<Vec<ObjectReport>, LiveError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| LiveError::Config(Box::new(kube::Error::InferConfig(e))))?;
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| LiveError::Config(Box::new(e)))?;
+    audit_with(client, &url, namespace, policy).await
+}
+
+/// [`audit`] with a given client.
+pub async fn audit_with(
+    client: Client,
+    url: &str,
+    namespace: Option<&str>,
+    policy: &Policy,
+) -> Result<Vec<ObjectReport>, LiveError> {
+    let scope = namespace.map_or("all namespaces".to_owned(), |n| format!("namespace {n}"));
+    let (pods, replicasets, jobs): (Api<Pod>, Api<ReplicaSet>, Api<Job>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
+    };
+    let pods = list_all(&pods, "pods", &scope, url).await?;
+    // ReplicaSets and Jobs lead to their Deployment and CronJob.
+    let mut parents: HashMap<String, (String, String)> = HashMap::new();
+    for rs in list_all(&replicasets, "replicasets", &scope, url).await? {
+        if let (Some(uid), Some(owner)) = (
+            rs.metadata.uid.clone(),
+            controller(rs.metadata.owner_references.as_ref()),
+        ) {
+            parents.insert(uid, (owner.kind.clone(), owner.name.clone()));
+        }
+    }
+    for job in list_all(&jobs, "jobs", &scope, url).await? {
+        if let (Some(uid), Some(owner)) = (
+            job.metadata.uid.clone(),
+            controller(job.metadata.owner_references.as_ref()),
+        ) {
+            parents.insert(uid, (owner.kind.clone(), owner.name.clone()));
+        }
+    }
+    let mut grouped = Vec::with_capacity(pods.len());
+    for pod in pods {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let (kind, name) = match controller(pod.metadata.owner_references.as_ref()) {
+            Some(owner) => parents
+                .get(&owner.uid)
+                .cloned()
+                .unwrap_or_else(|| (owner.kind.clone(), owner.name.clone())),
+            None => (
+                "Pod".to_owned(),
+                pod.metadata.name.clone().unwrap_or_default(),
+            ),
+        };
+        let value = serde_json::to_value(&pod).unwrap_or_default();
+        grouped.push((namespace, kind, name, value));
+    }
+    Ok(offline::group_pods(grouped, policy))
+}
