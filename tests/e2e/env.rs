@@ -149,6 +149,17 @@ impl Env {
         Ok(child.wait_with_output()?)
     }
 
+    /// `kubectl apply` of one object in `ns`.
+    pub fn apply(&self, ns: &str, object: &Value) -> Result<()> {
+        let out = self.kubectl(&["apply", "-n", ns, "-f", "-"], Some(&object.to_string()))?;
+        ensure!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
     /// Creates a namespace with labels and waits for its default ServiceAccount (the
     /// ServiceAccount admission plugin refuses pods until the controller made it).
     pub async fn namespace(&self, name: &str, labels: Value) -> Result<()> {
@@ -372,6 +383,22 @@ impl Webhook {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// A Deployment of `replicas` pods whose container has limit 512Mi and request 256Mi.
+pub fn deployment(name: &str, replicas: u32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": pod("x", "512Mi", Some("256Mi"))["spec"].clone()
+            }
+        }
+    })
 }
 
 /// A pod with one container `app` with the given memory limit and optional request.

@@ -297,23 +297,15 @@ async fn server_dry_run_shows_the_mutation_and_stores_nothing(env: &mut Env) -> 
 
 async fn limit_range_default_is_honoured(env: &mut Env) -> Result<()> {
     env.enforcing_namespace("limits").await?;
-    let out = env.kubectl(
-        &["apply", "-n", "limits", "-f", "-"],
-        Some(
-            &json!({
-                "apiVersion": "v1", "kind": "LimitRange",
-                "metadata": {"name": "mem"},
-                "spec": {"limits": [{"type": "Container",
-                    "default": {"memory": "300Mi"}, "defaultRequest": {"memory": "100Mi"}}]}
-            })
-            .to_string(),
-        ),
+    env.apply(
+        "limits",
+        &json!({
+            "apiVersion": "v1", "kind": "LimitRange",
+            "metadata": {"name": "mem"},
+            "spec": {"limits": [{"type": "Container",
+                "default": {"memory": "300Mi"}, "defaultRequest": {"memory": "100Mi"}}]}
+        }),
     )?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let bare = json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"},
         "spec": {"automountServiceAccountToken": false,
@@ -347,27 +339,7 @@ async fn limit_range_default_is_honoured(env: &mut Env) -> Result<()> {
 
 async fn deployment_pods_are_mutated(env: &mut Env) -> Result<()> {
     env.enforcing_namespace("deploy").await?;
-    let deployment = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "sales-api"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "sales-api"}},
-            "template": {
-                "metadata": {"labels": {"app": "sales-api"}},
-                "spec": pod("x", "512Mi", Some("256Mi"))["spec"].clone()
-            }
-        }
-    });
-    let out = env.kubectl(
-        &["apply", "-n", "deploy", "-f", "-"],
-        Some(&deployment.to_string()),
-    )?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.apply("deploy", &env::deployment("sales-api", 2))?;
     let pods = env.pods("deploy");
     let pods = &pods;
     eventually(
@@ -864,27 +836,7 @@ async fn live_audit_groups_pods_by_workload(env: &mut Env) -> Result<()> {
     // Namespaces the webhook does not select: their pods are stored as written.
     env.namespace("audit-live", json!({})).await?;
     env.namespace("audit-clean", json!({})).await?;
-    let deployment = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "catalog"},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": "catalog"}},
-            "template": {
-                "metadata": {"labels": {"app": "catalog"}},
-                "spec": pod("x", "512Mi", Some("256Mi"))["spec"].clone()
-            }
-        }
-    });
-    let out = env.kubectl(
-        &["apply", "-n", "audit-live", "-f", "-"],
-        Some(&deployment.to_string()),
-    )?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.apply("audit-live", &env::deployment("catalog", 3))?;
     env.create_pod("audit-live", &pod("bare", "128Mi", Some("64Mi")))
         .await?;
     let mut clean = pod("clean", "128Mi", Some("128Mi"));
