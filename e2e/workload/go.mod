@@ -1,0 +1,3 @@
+module gomemlimit-injector/e2e/workload
+
+go 1.22

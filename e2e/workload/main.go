@@ -1,0 +1,68 @@
+// Command workload is a stand-in Go service for the memory-limit experiment: it keeps a
+// live set of buffers and keeps replacing them, the allocation pattern of a service that
+// builds responses while holding a cache. Under a cgroup memory limit below twice the
+// live set, the default GOGC=100 lets the heap outgrow the limit and the kernel kills the
+// process; with GOMEMLIMIT at the limit and GOGC=off the GC collects in time.
+//
+// It prints one JSON line with what happened, for the test to read.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"time"
+)
+
+func main() {
+	liveMiB := flag.Int("live-mib", 24, "live set, in MiB")
+	allocMiB := flag.Int("alloc-mib", 1024, "MiB allocated while running")
+	objectKiB := flag.Int("object-kib", 64, "size of each buffer, in KiB")
+	rate := flag.Int("rate-mib", 1024, "allocation rate in MiB/s (0: as fast as possible)")
+	flag.Parse()
+
+	rng := rand.New(rand.NewSource(1))
+	perMiB := 1024 / *objectKiB
+	live := make([][]byte, *liveMiB*perMiB)
+	iterations := *allocMiB * perMiB
+	start := time.Now()
+	fill := func() []byte {
+		b := make([]byte, *objectKiB<<10)
+		// Touch every page, so the memory is resident and the cgroup counts it.
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = byte(i)
+		}
+		return b
+	}
+	for i := range live {
+		live[i] = fill()
+	}
+	for i := 0; i < iterations; i++ {
+		live[rng.Intn(len(live))] = fill()
+		// Pace allocation like a service under steady load, not a tight loop.
+		if *rate > 0 && i%perMiB == 0 {
+			due := time.Duration(float64(i/perMiB) / float64(*rate) * float64(time.Second))
+			if ahead := due - time.Since(start); ahead > 0 {
+				time.Sleep(ahead)
+			}
+		}
+	}
+	elapsed := time.Since(start)
+
+	var stats runtime.MemStats
+	runtime.ReadMemStats(&stats)
+	out, _ := json.Marshal(map[string]any{
+		"allocatedMiB": *allocMiB,
+		"seconds":      elapsed.Seconds(),
+		"numGC":        stats.NumGC,
+		"sysBytes":     stats.Sys,
+		"heapSysBytes": stats.HeapSys,
+		"memoryLimit":  debug.SetMemoryLimit(-1),
+		"gcPercent":    debug.SetGCPercent(-1),
+	})
+	fmt.Fprintln(os.Stdout, string(out))
+}
