@@ -38,7 +38,7 @@ fmt:
 	$(CARGO) fmt --all
 
 bench:
-	$(CARGO) bench --locked --bench review
+	$(CARGO) bench --locked --bench review --bench server
 
 # The webhook on this machine with a self-signed certificate and the default policy.
 run:
