@@ -30,6 +30,7 @@ fn server(c: &mut Criterion) {
         header_read_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(10),
         shutdown_timeout: Duration::from_secs(1),
+        shutdown_delay: Duration::ZERO,
     };
     let bound = runtime.block_on(Server::bind(config)).unwrap();
     let addr = bound.local_addr();

@@ -274,6 +274,16 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, keep serving this long with /readyz at 503 before closing the
+    /// listener, so that the API server stops sending reviews here first.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_SHUTDOWN_DELAY",
+        value_name = "DURATION",
+        default_value = "5s",
+        value_parser = parse_duration_or_zero
+    )]
+    pub shutdown_delay: Duration,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -318,6 +328,7 @@ impl ServeArgs {
             header_read_timeout: self.header_read_timeout,
             request_timeout: self.request_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            shutdown_delay: self.shutdown_delay,
         }
     }
 }
@@ -505,6 +516,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// [`parse_duration`], also accepting `0` (or `0s`) for "none".
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    let bare = text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    if !bare.is_empty() && bare.bytes().all(|b| b == b'0') {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,6 +587,10 @@ mod tests {
         assert_eq!(config.header_read_timeout, Duration::from_secs(5));
         assert_eq!(config.request_timeout, Duration::from_secs(10));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(20));
+        assert_eq!(config.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration_or_zero("x").is_err());
         assert!(matches!(
             config.tls,
             TlsSource::SelfSigned { ref ca_out, .. } if ca_out == std::path::Path::new("gomemlimit-injector-ca.crt")

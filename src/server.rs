@@ -144,6 +144,9 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// How long a shutdown waits for in-flight reviews.
     pub shutdown_timeout: Duration,
+    /// How long, after the signal, the server keeps accepting while `/readyz` says 503, so
+    /// that endpoints drop it before it stops listening.
+    pub shutdown_delay: Duration,
 }
 
 /// State shared by the handlers.
@@ -757,6 +760,7 @@ pub struct Server {
     reload_interval: Duration,
     header_read_timeout: Duration,
     shutdown_timeout: Duration,
+    shutdown_delay: Duration,
 }
 
 impl std::fmt::Debug for Server {
@@ -833,6 +837,7 @@ impl Server {
             reload_interval: config.reload_interval,
             header_read_timeout: config.header_read_timeout,
             shutdown_timeout: config.shutdown_timeout,
+            shutdown_delay: config.shutdown_delay,
         })
     }
 
@@ -868,6 +873,7 @@ impl Server {
             reload_interval,
             header_read_timeout,
             shutdown_timeout,
+            shutdown_delay,
         } = self;
         let http = Arc::new(Http::new(header_read_timeout));
 
@@ -902,7 +908,19 @@ impl Server {
             Arc::clone(&http),
             router(state.clone()),
             drain_rx,
-            shutdown,
+            async {
+                shutdown.await;
+                // The API server keeps sending to this replica until its endpoint is gone:
+                // answer 503 on /readyz but keep serving for a while, then stop accepting.
+                state.set_ready(false);
+                if !shutdown_delay.is_zero() {
+                    info!(
+                        delay_ms = shutdown_delay.as_millis() as u64,
+                        "shutting down: not ready, still serving until the delay ends"
+                    );
+                    tokio::time::sleep(shutdown_delay).await;
+                }
+            },
         )
         .await;
 

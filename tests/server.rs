@@ -608,6 +608,7 @@ async fn refuses_to_start_with_a_bad_key_pair_and_names_the_file() {
         header_read_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(1),
+        shutdown_delay: Duration::ZERO,
     };
     let chain = |e: &dyn std::error::Error| gomemlimit_injector::tls::error_chain(e);
 
@@ -648,6 +649,7 @@ async fn self_signed_mode_writes_its_ca_and_serves_with_it() {
         header_read_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(1),
+        shutdown_delay: Duration::ZERO,
     })
     .await
     .unwrap();
@@ -707,5 +709,59 @@ async fn serves_every_fixture_exactly_as_the_handler_answers() {
             );
         }
     }
+    server.stop().await;
+}
+
+/// With a shutdown delay the server turns not-ready at once but keeps answering reviews on
+/// new connections until the delay ends, so the API server can stop using it first.
+#[tokio::test]
+async fn keeps_serving_while_not_ready_during_the_shutdown_delay() {
+    let mut server = TestServer::start_with(Options {
+        shutdown_delay: Duration::from_millis(1500),
+        ..Options::default()
+    })
+    .await;
+    let begun = Instant::now();
+    server.begin_shutdown();
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    eventually(Duration::from_secs(1), "readyz to turn 503", || async {
+        let status = plain
+            .get(server.metrics_url("/readyz"))
+            .send()
+            .await
+            .ok()?
+            .status();
+        (status == 503).then_some(())
+    })
+    .await;
+    // A fresh client, so a new connection: still accepted and answered.
+    let reply = post(
+        &server,
+        &server.http1(),
+        "/mutate",
+        JSON,
+        fixture("pod-create.json"),
+    )
+    .await;
+    assert!(
+        begun.elapsed() < Duration::from_millis(1500),
+        "too slow to prove anything"
+    );
+    assert_review_answered(&reply);
+    eventually(
+        Duration::from_secs(4),
+        "new connections to be refused",
+        || async {
+            tokio::net::TcpStream::connect(server.addr)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        begun.elapsed() >= Duration::from_millis(1500),
+        "closed before the delay"
+    );
     server.stop().await;
 }

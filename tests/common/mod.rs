@@ -109,6 +109,7 @@ pub struct Options {
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub shutdown_delay: Duration,
     pub reload_interval: Duration,
     /// Contents of a policy file passed as `--config`.
     pub policy_file: Option<String>,
@@ -122,6 +123,7 @@ impl Default for Options {
             header_read_timeout: Duration::from_millis(300),
             request_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
+            shutdown_delay: Duration::ZERO,
             reload_interval: Duration::from_millis(100),
             policy_file: None,
             secret_volume: false,
@@ -205,6 +207,7 @@ impl TestServer {
             header_read_timeout: options.header_read_timeout,
             request_timeout: options.request_timeout,
             shutdown_timeout: options.shutdown_timeout,
+            shutdown_delay: options.shutdown_delay,
         }
     }
 

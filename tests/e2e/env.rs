@@ -326,6 +326,7 @@ impl Webhook {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(["--tls-reload-interval", "200ms"])
+            .args(["--shutdown-delay", "200ms"])
             .env("KUBECONFIG", dir.join("kubeconfig"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
