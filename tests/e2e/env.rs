@@ -79,6 +79,8 @@ impl Env {
         let out = sh(Command::new(&script)
             .arg("start")
             .env("CONTROLPLANE_BIN", bin)
+            // If this process dies without stopping it, the control plane follows.
+            .env("CONTROLPLANE_OWNER_PID", std::process::id().to_string())
             .stderr(Stdio::inherit()))?;
         ensure!(out.status.success(), "e2e/controlplane.sh start failed");
         let stdout = String::from_utf8_lossy(&out.stdout);
