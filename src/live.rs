@@ -16,7 +16,7 @@ use crate::offline::{self, ObjectReport};
 use crate::policy::Policy;
 
 /// Objects per list page.
-const PAGE: u32 = 500;
+pub const PAGE: u32 = 500;
 
 /// Errors of the live audit; each names what could not be reached or read.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +46,13 @@ async fn list_all<K>(
     resource: &'static str,
     scope: &str,
     url: &str,
+    page_size: u32,
 ) -> Result<Vec<K>, LiveError>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let mut items = Vec::new();
-    let mut params = ListParams::default().limit(PAGE);
+    let mut params = ListParams::default().limit(page_size);
     loop {
         let page = api.list(&params).await.map_err(|e| match e {
             kube::Error::Api(s) if s.code == 403 => LiveError::Forbidden {
@@ -91,15 +92,16 @@ pub async fn audit(
         .map_err(|e| LiveError::Config(Box::new(kube::Error::InferConfig(e))))?;
     let url = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| LiveError::Config(Box::new(e)))?;
-    audit_with(client, &url, namespace, policy).await
+    audit_with(client, &url, namespace, policy, PAGE).await
 }
 
-/// [`audit`] with a given client.
+/// [`audit`] with a given client (reaching `url`) and list page size.
 pub async fn audit_with(
     client: Client,
     url: &str,
     namespace: Option<&str>,
     policy: &Policy,
+    page_size: u32,
 ) -> Result<Vec<ObjectReport>, LiveError> {
     let scope = namespace.map_or("all namespaces".to_owned(), |n| format!("namespace {n}"));
     let (pods, replicasets, jobs): (Api<Pod>, Api<ReplicaSet>, Api<Job>) = match namespace {
@@ -114,10 +116,10 @@ pub async fn audit_with(
             Api::all(client),
         ),
     };
-    let pods = list_all(&pods, "pods", &scope, url).await?;
+    let pods = list_all(&pods, "pods", &scope, url, page_size).await?;
     // ReplicaSets and Jobs lead to their Deployment and CronJob.
     let mut parents: HashMap<String, (String, String)> = HashMap::new();
-    for rs in list_all(&replicasets, "replicasets", &scope, url).await? {
+    for rs in list_all(&replicasets, "replicasets", &scope, url, page_size).await? {
         if let (Some(uid), Some(owner)) = (
             rs.metadata.uid.clone(),
             controller(rs.metadata.owner_references.as_ref()),
@@ -125,7 +127,7 @@ pub async fn audit_with(
             parents.insert(uid, (owner.kind.clone(), owner.name.clone()));
         }
     }
-    for job in list_all(&jobs, "jobs", &scope, url).await? {
+    for job in list_all(&jobs, "jobs", &scope, url, page_size).await? {
         if let (Some(uid), Some(owner)) = (
             job.metadata.uid.clone(),
             controller(job.metadata.owner_references.as_ref()),

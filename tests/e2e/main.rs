@@ -885,6 +885,25 @@ async fn live_audit_groups_pods_by_workload(env: &mut Env) -> Result<()> {
         "one row per workload expected: {report}"
     );
 
+    // Read in pages of two, the report is the same as in one page.
+    let policy = gomemlimit_injector::policy::Policy::default();
+    let audit = |page| {
+        gomemlimit_injector::live::audit_with(
+            env.client.clone(),
+            "the e2e control plane",
+            Some("audit-live"),
+            &policy,
+            page,
+        )
+    };
+    let paged = audit(2).await?;
+    let whole = audit(gomemlimit_injector::live::PAGE).await?;
+    ensure!(
+        paged == whole && paged.len() == 2,
+        "paged {paged:?} != {whole:?}"
+    );
+    ensure!(paged.iter().any(|r| r.pods == Some(3)), "{paged:?}");
+
     let out = injector(env, &["audit", "-n", "audit-clean"], &env.kubeconfig)?;
     ensure!(
         out.status.code() == Some(0),
