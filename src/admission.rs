@@ -99,18 +99,18 @@ pub fn handle(
         Err(reason) => {
             report.outcome = Some(Outcome::Error);
             report.message = Some(reason.clone());
-            bad_request(reason)
+            text_reply(StatusCode::BAD_REQUEST, &reason)
         }
     };
     (reply, report)
 }
 
-/// A 400 answer with a one-line reason.
-pub fn bad_request(reason: String) -> HttpReply {
+/// An error answer: `status` with a one-line text reason.
+pub fn text_reply(status: StatusCode, reason: &str) -> HttpReply {
     let mut body = reason.replace('\n', " ").into_bytes();
     body.push(b'\n');
     HttpReply {
-        status: StatusCode::BAD_REQUEST,
+        status,
         content_type: "text/plain; charset=utf-8",
         body,
     }

@@ -373,7 +373,8 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
                         .get("name")
                         .and_then(Value::as_str)
                         .ok_or_else(|| format!("spec.{list}[{i}] has no name"))?;
-                    containers.push((list, i, name.to_owned(), memory_of(obj, list, i)?));
+                    let memory = memory_of(obj.get("resources"), &format!("spec.{list}[{i}]"))?;
+                    containers.push((list, i, name.to_owned(), memory));
                 }
             }
             Some(_) => return Err(format!("spec.{list} is not an array")),
@@ -589,30 +590,25 @@ struct Memory {
     request: Option<String>,
 }
 
-fn memory_of(obj: &Map<String, Value>, list: &str, index: usize) -> Result<Memory, String> {
-    let resources = match obj.get("resources") {
+/// The memory fields of the `resources` found at `at` (for messages, e.g. `spec.containers[0]`).
+fn memory_of(resources: Option<&Value>, at: &str) -> Result<Memory, String> {
+    let resources = match resources {
         None | Some(Value::Null) => return Ok(Memory::default()),
         Some(Value::Object(r)) => r,
-        Some(_) => return Err(format!("spec.{list}[{index}].resources is not an object")),
+        Some(_) => return Err(format!("{at}.resources is not an object")),
     };
     let field = |kind: &str| -> Result<Option<String>, String> {
         let map = match resources.get(kind) {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::Object(m)) => m,
-            Some(_) => {
-                return Err(format!(
-                    "spec.{list}[{index}].resources.{kind} is not an object"
-                ));
-            }
+            Some(_) => return Err(format!("{at}.resources.{kind} is not an object")),
         };
         match map.get("memory") {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             // Quantities may arrive as JSON numbers from hand-written manifests.
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(_) => Err(format!(
-                "spec.{list}[{index}].resources.{kind}.memory is not a quantity"
-            )),
+            Some(_) => Err(format!("{at}.resources.{kind}.memory is not a quantity")),
         }
     };
     Ok(Memory {
@@ -668,14 +664,7 @@ impl Work<'_> {
 
     /// Applies request = limit to pod-level resources; returns the pod memory limit.
     fn pod_level(&mut self, spec: &Map<String, Value>) -> Result<Option<Quantity>, String> {
-        let Some(resources) = spec.get("resources").filter(|r| !r.is_null()) else {
-            return Ok(None);
-        };
-        let mut holder = Map::new();
-        holder.insert("resources".into(), resources.clone());
-        let memory = memory_of(&holder, "resources", 0).map_err(|_| {
-            "spec.resources.limits.memory or requests.memory is not a quantity".to_owned()
-        })?;
+        let memory = memory_of(spec.get("resources"), "spec")?;
         if memory.limit.is_none() && memory.request.is_none() {
             return Ok(None);
         }

@@ -45,7 +45,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, error, info, warn};
 
-use crate::admission::{self, Endpoint, HttpReply, MAX_BODY_BYTES, Outcome, ReviewReport};
+use crate::admission::{self, Endpoint, MAX_BODY_BYTES, Outcome, ReviewReport, text_reply};
 use crate::managed::{ManagedConfig, ManagedError, Manager};
 use crate::metrics::{self, Metrics};
 use crate::policy::{Policy, PolicyArgs, PolicyError};
@@ -288,16 +288,6 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, BodyError> 
     }
 }
 
-fn text_reply(status: StatusCode, reason: String) -> HttpReply {
-    let mut body = reason.into_bytes();
-    body.push(b'\n');
-    HttpReply {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        body,
-    }
-}
-
 /// `2s` or `1500ms`, for messages.
 fn human(duration: Duration) -> String {
     if duration.subsec_millis() == 0 {
@@ -349,14 +339,14 @@ async fn review(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: B
         Ok(Err(BodyError::TooLarge)) => {
             let reason = format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes");
             (
-                text_reply(StatusCode::PAYLOAD_TOO_LARGE, reason.clone()),
+                text_reply(StatusCode::PAYLOAD_TOO_LARGE, &reason),
                 failed_report(reason),
             )
         }
         Ok(Err(BodyError::Read(e))) => {
             let reason = format!("failed to read the request body: {e}");
             (
-                text_reply(StatusCode::BAD_REQUEST, reason.clone()),
+                text_reply(StatusCode::BAD_REQUEST, &reason),
                 failed_report(reason),
             )
         }
@@ -366,7 +356,7 @@ async fn review(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: B
                 human(timeout)
             );
             (
-                text_reply(StatusCode::REQUEST_TIMEOUT, reason.clone()),
+                text_reply(StatusCode::REQUEST_TIMEOUT, &reason),
                 failed_report(reason),
             )
         }
