@@ -242,17 +242,23 @@ impl Env {
     /// An opt-in namespace with the enforce configuration (`failurePolicy: Fail`, so any
     /// call that does not get through shows as a refused pod) in force.
     pub async fn enforcing_namespace(&self, ns: &str) -> Result<()> {
+        self.opt_in_namespace(ns, "enforce", "Fail").await
+    }
+
+    /// An opt-in namespace with the chart's `mode` configuration and `failure_policy` in
+    /// force, served by the main webhook.
+    pub async fn opt_in_namespace(&self, ns: &str, mode: &str, failure_policy: &str) -> Result<()> {
         self.namespace(ns, json!({"gomemlimit.io/inject": "enabled"}))
             .await?;
         self.install_webhook(
             "optin",
-            "enforce",
-            "Fail",
+            mode,
+            failure_policy,
             self.webhook.port,
             Some(&self.ca_cert),
         )
         .await?;
-        self.wait_webhook_active(ns, true).await
+        self.wait_webhook_active(ns, mode == "enforce").await
     }
 
     /// Waits until a server-side dry-run pod in `ns` shows what the webhook configuration

@@ -198,17 +198,7 @@ async fn cluster_wide_skips_excluded_namespaces_and_opted_out_pods(env: &mut Env
 }
 
 async fn audit_warns_and_stores_the_pod_unchanged(env: &mut Env) -> Result<()> {
-    env.namespace("audit", json!({"gomemlimit.io/inject": "enabled"}))
-        .await?;
-    env.install_webhook(
-        "optin",
-        "audit",
-        "Fail",
-        env.webhook.port,
-        Some(&env.ca_cert),
-    )
-    .await?;
-    env.wait_webhook_active("audit", false).await?;
+    env.opt_in_namespace("audit", "audit", "Fail").await?;
     let out = env.kubectl(
         &["create", "-n", "audit", "-f", "-"],
         Some(&pod("audited", "256Mi", Some("128Mi")).to_string()),
@@ -770,17 +760,7 @@ async fn served_certificate(port: u16) -> Result<rustls_pki_types::CertificateDe
 }
 
 async fn webhook_down_follows_the_failure_policy(env: &mut Env) -> Result<()> {
-    env.namespace("down", json!({"gomemlimit.io/inject": "enabled"}))
-        .await?;
-    env.install_webhook(
-        "optin",
-        "enforce",
-        "Ignore",
-        env.webhook.port,
-        Some(&env.ca_cert),
-    )
-    .await?;
-    env.wait_webhook_active("down", true).await?;
+    env.opt_in_namespace("down", "enforce", "Ignore").await?;
     env.webhook.stop();
     let stored = env
         .create_pod("down", &pod("ignored", "256Mi", None))
