@@ -359,9 +359,8 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
     // the budget of containers that have no limit of their own.
     let pod_limit = work.pod_level(spec)?;
 
-    let lists = [("initContainers", true), ("containers", false)];
     let mut containers = Vec::new();
-    for (list, _init) in lists {
+    for list in ["initContainers", "containers"] {
         match spec.get(list) {
             None | Some(Value::Null) => {}
             Some(Value::Array(items)) => {
@@ -668,11 +667,7 @@ impl Work<'_> {
         if memory.limit.is_none() && memory.request.is_none() {
             return Ok(None);
         }
-        let target = Target::Pod;
-        match self.request_equals_limit(&target, &memory, &["spec"]) {
-            Some(limit) => Ok(Some(limit)),
-            None => Ok(None),
-        }
+        Ok(self.request_equals_limit(&Target::Pod, &memory, &["spec"]))
     }
 
     /// Rule 1 (request = limit) for one set of resources at `path` (`[..]/resources`).
