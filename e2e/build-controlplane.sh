@@ -61,11 +61,13 @@ ldflags+=" -X go.etcd.io/etcd/api/v3/version.GitSHA=module-${etcd_version}"
 # Same build tags as kubernetes' hack/lib/golang.sh.
 tags="selinux,notest,grpcnotrace"
 
-binaries=(etcd kube-apiserver kube-controller-manager kubectl)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 packages=(
   ./cmd/etcd
   k8s.io/kubernetes/cmd/kube-apiserver
   k8s.io/kubernetes/cmd/kube-controller-manager
+  k8s.io/kubernetes/cmd/kube-scheduler
+  k8s.io/kubernetes/cmd/kubelet
   k8s.io/kubernetes/cmd/kubectl
 )
 
