@@ -24,7 +24,7 @@ unit:
 # their upstream Go modules into .cache/controlplane (CONTROLPLANE_CACHE_DIR moves it);
 # a no-op when up to date.
 controlplane:
-	e2e/build-controlplane.sh
+	cluster/build.sh
 
 # The end-to-end suite alone.
 e2e: controlplane

@@ -1,4 +1,4 @@
-//! The premise, measured: a Go service (e2e/workload) under a real memory cgroup is
+//! The premise, measured: a Go service (workloads/alloc) under a real memory cgroup is
 //! OOM-killed with the runtime's defaults, and survives with the environment the webhook
 //! gives it. The environment comes from `gomemlimit-injector mutate` on a pod with the
 //! same limit, so the proof covers the product's own output.
@@ -156,7 +156,7 @@ fn build_workload() -> Option<PathBuf> {
         .args(["build", "-o"])
         .arg(&out)
         .arg(".")
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/workload"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/alloc"))
         .env("GOWORK", "off")
         .status()
         .ok()?;
@@ -174,7 +174,7 @@ fn the_webhook_environment_keeps_a_go_service_alive_under_its_cgroup_limit() {
         return missing("root");
     }
     let Some(workload) = build_workload() else {
-        return missing("Go to build e2e/workload");
+        return missing("Go to build workloads/alloc");
     };
     let id = std::process::id();
     if let Err(e) = Cgroup::create(&format!("gomemlimit-probe-{id}"), LIMIT_BYTES) {

@@ -1,5 +1,5 @@
 //! The end-to-end environment: a real control plane (etcd, kube-apiserver,
-//! kube-controller-manager from `e2e/controlplane.sh`), the webhook binary on loopback, and
+//! kube-controller-manager from `cluster/controlplane.sh`), the webhook binary on loopback, and
 //! helpers to install the chart's rendered webhook configuration with only `clientConfig`
 //! switched to a URL.
 
@@ -58,7 +58,7 @@ pub fn controlplane_bin() -> Result<Option<PathBuf>> {
     if let Ok(dir) = std::env::var("CONTROLPLANE_BIN") {
         return Ok(Some(PathBuf::from(dir)));
     }
-    let script = Path::new(ROOT).join("e2e/build-controlplane.sh");
+    let script = Path::new(ROOT).join("cluster/build.sh");
     let out = sh(Command::new(&script).arg("--print-bindir"))?;
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     Ok((out.status.success() && dir.join("kube-apiserver").exists()).then_some(dir))
@@ -74,7 +74,7 @@ pub fn free_port() -> u16 {
 impl Env {
     /// Starts the control plane and one webhook (files-based TLS) on loopback.
     pub async fn start(bin: &Path) -> Result<Env> {
-        let script = Path::new(ROOT).join("e2e/controlplane.sh");
+        let script = Path::new(ROOT).join("cluster/controlplane.sh");
         let started = Instant::now();
         let out = sh(Command::new(&script)
             .arg("start")
@@ -82,7 +82,7 @@ impl Env {
             // If this process dies without stopping it, the control plane follows.
             .env("CONTROLPLANE_OWNER_PID", std::process::id().to_string())
             .stderr(Stdio::inherit()))?;
-        ensure!(out.status.success(), "e2e/controlplane.sh start failed");
+        ensure!(out.status.success(), "cluster/controlplane.sh start failed");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let dir = PathBuf::from(stdout.lines().last().context("no DIR printed")?.trim());
         let kubeconfig = dir.join("kubeconfig");
@@ -122,7 +122,7 @@ impl Env {
 
     /// Stops the control plane; logs are kept when `keep` (after a failure).
     pub fn stop(&self, keep: bool) {
-        let script = Path::new(ROOT).join("e2e/controlplane.sh");
+        let script = Path::new(ROOT).join("cluster/controlplane.sh");
         let mut cmd = Command::new(script);
         cmd.arg("stop").arg(&self.dir);
         if keep {

@@ -1,5 +1,5 @@
 //! End-to-end tests: the webhook binary called over TLS by a real kube-apiserver (built from
-//! the upstream Go modules by `e2e/build-controlplane.sh`), with the MutatingWebhookConfiguration
+//! the upstream Go modules by `cluster/build.sh`), with the MutatingWebhookConfiguration
 //! taken from the chart's rendered manifests and only `clientConfig` switched to a URL.
 //!
 //! Run with `make e2e`. Without the control-plane binaries the suite fails under `CI=true`

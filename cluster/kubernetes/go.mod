@@ -2,7 +2,7 @@
 // (etcd, kube-apiserver, kube-controller-manager, kubectl) from upstream Go
 // modules for gomemlimit-injector's end-to-end tests.
 // See ../build-controlplane.sh and ../README.md.
-module gomemlimit-injector/e2e/controlplane
+module gomemlimit-injector/cluster/kubernetes
 
 go 1.26.0
 

@@ -11,5 +11,5 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubectl"
 	_ "k8s.io/kubernetes/cmd/kubelet"
 
-	_ "gomemlimit-injector/e2e/controlplane/cmd/etcd"
+	_ "gomemlimit-injector/cluster/kubernetes/cmd/etcd"
 )

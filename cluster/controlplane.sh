@@ -8,21 +8,27 @@
 # no kube-proxy: Pods stay Pending, which is fine for tests that inspect the
 # stored objects.
 #
-#   e2e/controlplane.sh start [DIR]   start (DIR defaults to a new mktemp dir);
+#   cluster/controlplane.sh start [DIR]   start (DIR defaults to a new mktemp dir);
 #                                     prints DIR on the last line of stdout
-#   e2e/controlplane.sh env DIR       print `export VAR=...` lines (eval-able)
-#   e2e/controlplane.sh status DIR    exit 0 when all three processes run and
+#   cluster/controlplane.sh env DIR       print `export VAR=...` lines (eval-able)
+#   cluster/controlplane.sh status DIR    exit 0 when all three processes run and
 #                                     the apiserver is ready
-#   e2e/controlplane.sh wait-sa DIR NAMESPACE [TIMEOUT_S]
+#   cluster/controlplane.sh wait-sa DIR NAMESPACE [TIMEOUT_S]
 #                                     wait for NAMESPACE/default ServiceAccount
-#   e2e/controlplane.sh stop DIR      stop the processes and delete DIR
+#   cluster/controlplane.sh stop DIR      stop the processes and delete DIR
 #                                     (KEEP_DIR=1 keeps it, e.g. for logs)
 #
 # CONTROLPLANE_OWNER_PID=PID on start: a watchdog stops the control plane
 # (like `stop DIR`) as soon as process PID has exited, so a test binary that
 # dies or never cleans up does not leak etcd/apiserver processes.
 #
-# Binaries come from e2e/build-controlplane.sh (run on demand; a no-op when up
+# CONTROLPLANE_BIND_ADDRESS (default 127.0.0.1) and
+# CONTROLPLANE_ADVERTISE_ADDRESS (default 127.0.0.1, added to the apiserver
+# certificate) are where the apiserver listens and what it advertises: node.sh
+# runs the control plane inside a network namespace of its own, listening on
+# 0.0.0.0 there and advertising the node's IP, so that pods can reach it.
+#
+# Binaries come from cluster/build.sh (run on demand; a no-op when up
 # to date) unless CONTROLPLANE_BIN names a directory that holds them.
 #
 # Layout of DIR: kubeconfig (admin, O=system:masters), env, pki/, logs/
@@ -32,120 +38,56 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 READY_TIMEOUT="${CONTROLPLANE_READY_TIMEOUT:-120}"
+BIND_ADDRESS="${CONTROLPLANE_BIND_ADDRESS:-127.0.0.1}"
+ADVERTISE_ADDRESS="${CONTROLPLANE_ADVERTISE_ADDRESS:-127.0.0.1}"
 
-die() { echo "controlplane: $*" >&2; exit 1; }
-log() { echo "controlplane: $*" >&2; }
-
-now_ms() { date +%s%3N; }
-
-bindir() {
-  if [[ -n "${CONTROLPLANE_BIN:-}" ]]; then
-    echo "${CONTROLPLANE_BIN}"
-  else
-    "${here}/build-controlplane.sh" >&2
-    "${here}/build-controlplane.sh" --print-bindir
-  fi
-}
-
-# N distinct free loopback TCP ports. All sockets are held open until every
-# port is chosen, so the ports differ; like envtest, a port can in principle
-# be taken by someone else before the server binds it.
-free_ports() {
-  local n="$1"
-  if command -v python3 >/dev/null 2>&1; then
-    python3 - "$n" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-  else
-    local ports=() p
-    while ((${#ports[@]} < n)); do
-      p=$((20000 + RANDOM % 30000))
-      [[ " ${ports[*]} " == *" ${p} "* ]] && continue
-      ss -Htln "sport = :${p}" | grep -q . || ports+=("${p}")
-    done
-    echo "${ports[*]}"
-  fi
-}
+name=controlplane
+# shellcheck source=cluster/lib.sh
+. "${here}/lib.sh"
 
 gen_pki() {
-  local pki="$1"
+  local pki="${dir}/pki" sans
   mkdir -p "${pki}"
-  (
-    cd "${pki}"
-    umask 077
-    ca() { # name common-name
+  ca() { # name common-name
+    (
+      cd "${pki}"
+      umask 077
       openssl req -x509 -newkey rsa:2048 -nodes -days 2 -sha256 \
         -keyout "$1.key" -out "$1.crt" -subj "/CN=$2" \
         -addext "basicConstraints=critical,CA:TRUE" \
         -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
-    }
-    leaf() { # name subject extensions [ca]
-      local ca="${4:-ca}"
-      openssl req -new -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" \
-        -subj "$2" 2>/dev/null
-      printf '%s\n' "$3" > "$1.ext"
-      openssl x509 -req -in "$1.csr" -CA "${ca}.crt" -CAkey "${ca}.key" -CAcreateserial \
-        -days 2 -sha256 -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-      rm -f "$1.csr" "$1.ext"
-    }
-    # Cluster CA: apiserver serving cert, client certs, webhook certs in tests.
-    ca ca gomemlimit-e2e-ca
-    leaf apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
+      chmod 644 "$1.crt"
+    )
+  }
+  # Cluster CA: apiserver serving cert, client certs, webhook certs in tests.
+  ca ca gomemlimit-e2e-ca
+  sans="IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  if [[ "${ADVERTISE_ADDRESS}" != 127.0.0.1 ]]; then
+    sans+=",IP:${ADVERTISE_ADDRESS}"
+  fi
+  sign_leaf apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-    leaf admin "/O=system:masters/CN=e2e-admin" "basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=clientAuth"
-    # The bootstrap RBAC policy binds this user name to the
-    # system:kube-controller-manager ClusterRole (as with kubeadm).
-    leaf kcm "/CN=system:kube-controller-manager" "basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=clientAuth"
-    # Front-proxy (request-header) CA and the apiserver's proxy client cert,
-    # as kubeadm sets up; without them the controller-manager's delegated
-    # authentication logs errors about a missing requestheader CA bundle.
-    ca front-proxy-ca gomemlimit-e2e-front-proxy-ca
-    leaf front-proxy-client "/CN=front-proxy-client" "basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=clientAuth" front-proxy-ca
-    # Service-account token signing key pair.
+subjectAltName=${sans}"
+  sign_leaf admin "/O=system:masters/CN=e2e-admin" "${client_ext}"
+  # The bootstrap RBAC policy binds this user name to the
+  # system:kube-controller-manager ClusterRole (as with kubeadm).
+  sign_leaf kcm "/CN=system:kube-controller-manager" "${client_ext}"
+  # The apiserver's client certificate towards kubelets (logs, exec).
+  sign_leaf kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "${client_ext}"
+  # Front-proxy (request-header) CA and the apiserver's proxy client cert,
+  # as kubeadm sets up; without them the controller-manager's delegated
+  # authentication logs errors about a missing requestheader CA bundle.
+  ca front-proxy-ca gomemlimit-e2e-front-proxy-ca
+  sign_leaf front-proxy-client "/CN=front-proxy-client" "${client_ext}" front-proxy-ca
+  # Service-account token signing key pair.
+  (
+    cd "${pki}"
+    umask 077
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
     openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
-    rm -f ./*.srl
-    chmod 644 ./*.crt sa.pub
+    chmod 644 sa.pub
   )
-}
-
-write_kubeconfig() { # file server user cert key
-  cat > "$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster:
-    server: $2
-    certificate-authority: ${dir}/pki/ca.crt
-users:
-- name: $3
-  user:
-    client-certificate: $4
-    client-key: $5
-contexts:
-- name: e2e
-  context:
-    cluster: e2e
-    user: $3
-    namespace: default
-current-context: e2e
-EOF
-  chmod 600 "$1"
 }
 
 write_audit_policy() {
@@ -178,41 +120,6 @@ rules:
 EOF
 }
 
-pid_alive() { # pidfile
-  local f="$1" pid
-  [[ -f "${f}" ]] || return 1
-  pid="$(cat "${f}")"
-  [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null || return 1
-  # Guard against a recycled pid: the process must be one of ours (its
-  # command line names this directory).
-  tr '\0' ' ' < "/proc/${pid}/cmdline" 2>/dev/null | grep -qF -- "${dir}/" || return 1
-}
-
-launch() { # name binary args...
-  local name="$1"; shift
-  # setsid: own session, so a Ctrl-C or a process-group kill aimed at the
-  # caller does not take the control plane down half-way.
-  setsid "$@" > "${dir}/logs/${name}.log" 2>&1 < /dev/null &
-  echo $! > "${dir}/pids/${name}.pid"
-}
-
-wait_for() { # process-name|- deadline_epoch_s command...
-  # Poll until command succeeds; give up at the deadline or as soon as the
-  # named process (one of ours, "-" for none) has exited.
-  local proc="$1" deadline="$2"; shift 2
-  until "$@" >/dev/null 2>&1; do
-    if [[ "${proc}" != - ]] && ! pid_alive "${dir}/pids/${proc}.pid"; then
-      log "${proc} exited"
-      return 1
-    fi
-    if (($(date +%s) > deadline)); then
-      log "timed out waiting for ${proc}"
-      return 1
-    fi
-    sleep 0.1
-  done
-}
-
 admin_curl() { # path
   curl -fsS --max-time 5 --cacert "${dir}/pki/ca.crt" \
     --cert "${dir}/pki/admin.crt" --key "${dir}/pki/admin.key" \
@@ -237,7 +144,7 @@ cmd_start() {
   local t0; t0="$(now_ms)"
   mkdir -p "${dir}/pids" "${dir}/logs" "${dir}/audit" "${dir}/kcm"
   mkdir -m 700 "${dir}/etcd"
-  gen_pki "${dir}/pki"
+  gen_pki
   write_audit_policy "${dir}/audit/policy.yaml"
 
   local etcd_port etcd_peer_port api_port kcm_port
@@ -255,6 +162,7 @@ export CONTROLPLANE_DIR=${dir}
 export CONTROLPLANE_BIN=${bin}
 export KUBECONFIG=${dir}/kubeconfig
 export APISERVER_URL=${APISERVER_URL}
+export APISERVER_PORT=${api_port}
 export APISERVER_CA=${dir}/pki/ca.crt
 export ETCD_URL=${ETCD_URL}
 export AUDIT_LOG=${dir}/audit/audit.log
@@ -284,8 +192,8 @@ EOF
 
   launch kube-apiserver "${bin}/kube-apiserver" \
     --etcd-servers="${ETCD_URL}" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
+    --bind-address="${BIND_ADDRESS}" \
+    --advertise-address="${ADVERTISE_ADDRESS}" \
     --endpoint-reconciler-type=none \
     --secure-port="${api_port}" \
     --cert-dir="${dir}/pki" \
@@ -303,10 +211,13 @@ EOF
     --service-account-signing-key-file="${dir}/pki/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc \
     --service-cluster-ip-range=10.0.0.0/24 \
-    --authorization-mode=RBAC \
+    --authorization-mode=Node,RBAC \
+    --kubelet-client-certificate="${dir}/pki/kubelet-client.crt" \
+    --kubelet-client-key="${dir}/pki/kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --allow-privileged=true \
     --enable-aggregator-routing=true \
-    --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota \
+    --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota,NodeRestriction \
     --audit-policy-file="${dir}/audit/policy.yaml" \
     --audit-log-path="${dir}/audit/audit.log" \
     --audit-log-format=json \
@@ -327,7 +238,7 @@ EOF
     --cert-dir="${dir}/kcm" \
     --leader-elect=false \
     --use-service-account-credentials=true \
-    --controllers='*,-node-ipam-controller,-node-lifecycle-controller,-persistentvolume-attach-detach-controller,-ttl-controller' \
+    --controllers='*,-node-ipam-controller,-persistentvolume-attach-detach-controller,-ttl-controller' \
     --service-cluster-ip-range=10.0.0.0/24 \
     --service-account-private-key-file="${dir}/pki/sa.key" \
     --root-ca-file="${dir}/pki/ca.crt" \
@@ -350,10 +261,7 @@ EOF
     # Watchdog: stop the control plane (and delete DIR) once the owner
     # process is gone, e.g. a test binary that keeps the control plane in a
     # static and so never runs a destructor, or that was killed.
-    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$3" stop "$2"' \
-      controlplane-watchdog "${CONTROLPLANE_OWNER_PID}" "${dir}/" "${here}/controlplane.sh" \
-      > "${dir}/logs/watchdog.log" 2>&1 < /dev/null &
-    echo $! > "${dir}/pids/watchdog.pid"
+    start_watchdog "${CONTROLPLANE_OWNER_PID}" "${here}/controlplane.sh" stop "${dir}/"
   fi
   log "etcd ${ETCD_URL} ready in $((t_etcd - t0)) ms (incl. PKI)"
   log "kube-apiserver ${APISERVER_URL} ready (/readyz) after $((t_api - t0)) ms"
@@ -362,37 +270,15 @@ EOF
   echo "${dir}"
 }
 
-stop_one() { # name
-  local f="${dir}/pids/$1.pid" pid i
-  pid_alive "${f}" || { rm -f "${f}"; return 0; }
-  pid="$(cat "${f}")"
-  kill -TERM "${pid}" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "${pid}" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "${pid}" 2>/dev/null; then
-    log "$1 (pid ${pid}) ignored SIGTERM for 10s; killing"
-    kill -KILL "${pid}" 2>/dev/null || true
-  fi
-  rm -f "${f}"
-}
-
 cmd_stop() {
   dir="${1:?usage: $0 stop DIR}"
   [[ -d "${dir}" ]] || { log "${dir}: no such directory"; return 0; }
   dir="$(cd "${dir}" && pwd)"
   local n
-  # The watchdog runs this very function (exec'd, same pid) when it fires.
-  if [[ -f "${dir}/pids/watchdog.pid" && "$(cat "${dir}/pids/watchdog.pid")" != "$$" ]]; then
-    stop_one watchdog
-  fi
-  rm -f "${dir}/pids/watchdog.pid"
+  stop_watchdog
   # Graceful shutdown takes 2-3 s per process: stop the two etcd clients
   # together, then etcd.
-  stop_one kube-controller-manager &
-  stop_one kube-apiserver &
-  wait
+  stop_all kube-controller-manager kube-apiserver
   stop_one etcd
   if [[ "${KEEP_DIR:-0}" == 1 ]]; then
     rmdir "${dir}/pids" 2>/dev/null || true

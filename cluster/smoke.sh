@@ -18,8 +18,8 @@ cp="${here}/controlplane.sh"
 ms() { date +%s%3N; }
 
 t0=$(ms)
-"${here}/build-controlplane.sh"
-CONTROLPLANE_BIN="$("${here}/build-controlplane.sh" --print-bindir)"
+"${here}/build.sh"
+CONTROLPLANE_BIN="$("${here}/build.sh" --print-bindir)"
 export CONTROLPLANE_BIN
 t_build=$(ms)
 

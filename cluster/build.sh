@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Build a real Kubernetes control plane (etcd, kube-apiserver,
-# kube-controller-manager, kubectl) from the upstream Go modules pinned in
-# e2e/controlplane/go.mod, for gomemlimit-injector's end-to-end tests.
+# Build a real Kubernetes (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, kubectl) from the upstream Go modules pinned in
+# cluster/kubernetes/go.mod, for gomemlimit-injector's end-to-end tests.
 #
-#   e2e/build-controlplane.sh            # build (no-op when up to date)
-#   e2e/build-controlplane.sh --print-bindir
+#   cluster/build.sh            # build (no-op when up to date)
+#   cluster/build.sh --print-bindir
 #
 # Output: <repo>/.cache/controlplane/<k8s version>/bin/{etcd,kube-apiserver,
-# kube-controller-manager,kubectl} (.cache/ is git-ignored). A stamp file
+# kube-controller-manager,kube-scheduler,kubelet,kubectl} (.cache/ is
+# git-ignored). A stamp file
 # next to bin/ holds a hash of go.mod, go.sum, cmd/etcd/main.go, the build
 # flags and the Go version; when it matches and all binaries exist the build
 # is skipped. The Go build cache stays at its default location, so a rebuild
@@ -21,7 +22,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/.." && pwd)"
-mod="${here}/controlplane"
+mod="${here}/kubernetes"
 
 # Never let an enclosing go.work or a -mod=vendor GOFLAGS change what is built.
 export GOWORK=off

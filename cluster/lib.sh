@@ -1,0 +1,174 @@
+# shellcheck shell=bash disable=SC2154
+# Shell helpers shared by controlplane.sh and node.sh (sourced, not run).
+# Callers set `here` (this folder), `name` (the log prefix) and, before using
+# the helpers that need it, `dir` (the cluster directory).
+
+die() { echo "${name}: $*" >&2; exit 1; }
+log() { echo "${name}: $*" >&2; }
+
+now_ms() { date +%s%3N; }
+
+# Where the Kubernetes binaries live: CONTROLPLANE_BIN, or built on demand by
+# build.sh (a no-op when up to date).
+bindir() {
+  if [[ -n "${CONTROLPLANE_BIN:-}" ]]; then
+    echo "${CONTROLPLANE_BIN}"
+  else
+    "${here}/build.sh" >&2
+    "${here}/build.sh" --print-bindir
+  fi
+}
+
+# N distinct free loopback TCP ports. All sockets are held open until every
+# port is chosen, so the ports differ; like envtest, a port can in principle
+# be taken by someone else before the server binds it.
+free_ports() {
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# A certificate signed by the cluster CA in DIR/pki:
+#   sign_leaf NAME SUBJECT EXTENSIONS [CA]
+sign_leaf() {
+  local ca="${4:-ca}"
+  (
+    cd "${dir}/pki" || exit
+    umask 077
+    openssl req -new -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" \
+      -subj "$2" 2>/dev/null
+    printf '%s\n' "$3" > "$1.ext"
+    openssl x509 -req -in "$1.csr" -CA "${ca}.crt" -CAkey "${ca}.key" -CAcreateserial \
+      -days 2 -sha256 -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+    rm -f "$1.csr" "$1.ext" ./*.srl
+    chmod 644 "$1.crt"
+  )
+}
+
+# shellcheck disable=SC2034 # used by the scripts that source this file
+client_ext="basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+
+write_kubeconfig() { # file server user cert key
+  cat > "$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: $2
+    certificate-authority: ${dir}/pki/ca.crt
+users:
+- name: $3
+  user:
+    client-certificate: $4
+    client-key: $5
+contexts:
+- name: e2e
+  context:
+    cluster: e2e
+    user: $3
+    namespace: default
+current-context: e2e
+EOF
+  chmod 600 "$1"
+}
+
+# True when the pid file names a live process of this cluster: its command
+# line must mention DIR, which guards against a recycled pid.
+pid_alive() { # pidfile
+  local f="$1" pid
+  [[ -f "${f}" ]] || return 1
+  pid="$(cat "${f}")"
+  [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null || return 1
+  tr '\0' ' ' < "/proc/${pid}/cmdline" 2>/dev/null | grep -qF -- "${dir}/" || return 1
+}
+
+# Starts a daemon in its own session (so a Ctrl-C or a process-group kill aimed
+# at the caller does not take it down half-way), with its output in
+# DIR/logs/NAME.log and its pid in DIR/pids/NAME.pid. Nothing stays attached
+# to the caller's stdout or stderr, so a caller that reads them to EOF returns.
+launch() { # name command...
+  local what="$1"; shift
+  setsid "$@" > "${dir}/logs/${what}.log" 2>&1 < /dev/null &
+  echo $! > "${dir}/pids/${what}.pid"
+}
+
+# Polls until the command succeeds; gives up at the deadline or as soon as
+# the named daemon ("-" for none) has exited.
+wait_for() { # daemon|- deadline_epoch_s command...
+  local proc="$1" deadline="$2"; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if [[ "${proc}" != - ]] && ! pid_alive "${dir}/pids/${proc}.pid"; then
+      log "${proc} exited"
+      return 1
+    fi
+    if (($(date +%s) > deadline)); then
+      log "timed out waiting for ${proc}"
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# SIGTERM, then SIGKILL after GRACE seconds (default 10). Waits for the
+# process by polling, never with `wait`: the daemons are children of the
+# shell that started them, and a bare `wait` there would also wait for the
+# ones not yet stopped.
+stop_one() { # name [grace_s]
+  local f="${dir}/pids/$1.pid" grace="${2:-10}" pid i
+  pid_alive "${f}" || { rm -f "${f}"; return 0; }
+  pid="$(cat "${f}")"
+  kill -TERM "${pid}" 2>/dev/null || true
+  for ((i = 0; i < grace * 10; i++)); do
+    kill -0 "${pid}" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "${pid}" 2>/dev/null; then
+    log "$1 (pid ${pid}) ignored SIGTERM for ${grace}s; killing"
+    kill -KILL "${pid}" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "${pid}" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+  rm -f "${f}"
+}
+
+# Stops several daemons at once; returns when all are gone.
+stop_all() { # name...
+  local pids=() n
+  for n in "$@"; do
+    stop_one "${n}" &
+    pids+=($!)
+  done
+  ((${#pids[@]} == 0)) || wait "${pids[@]}"
+}
+
+# Starts a watchdog that runs COMMAND once process OWNER has exited: a test
+# binary that dies, or that keeps the cluster in a static and so never runs a
+# destructor, does not leak it.
+start_watchdog() { # owner_pid command...
+  local owner="$1"; shift
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  setsid bash -c 'owner="$1"; shift; while kill -0 "${owner}" 2>/dev/null; do sleep 1; done; exec "$@"' \
+    "${name}-watchdog" "${owner}" "$@" \
+    > "${dir}/logs/watchdog.log" 2>&1 < /dev/null &
+  echo $! > "${dir}/pids/watchdog.pid"
+}
+
+# Stops the watchdog unless we are the watchdog (it execs the stop command,
+# keeping its pid).
+stop_watchdog() {
+  if [[ -f "${dir}/pids/watchdog.pid" && "$(cat "${dir}/pids/watchdog.pid")" != "$$" ]]; then
+    stop_one watchdog 2
+  fi
+  rm -f "${dir}/pids/watchdog.pid"
+}

@@ -1,3 +1,0 @@
-module gomemlimit-injector/e2e/workload
-
-go 1.22

@@ -1,0 +1,3 @@
+module gomemlimit-injector/workloads/alloc
+
+go 1.22
