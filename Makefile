@@ -1,7 +1,7 @@
 # gomemlimit-injector developer targets. `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test unit e2e controlplane lint fmt bench run clean
+.PHONY: all build release test unit e2e e2e-node controlplane images lint fmt bench run clean
 
 all: build
 
@@ -12,23 +12,35 @@ release:
 	$(CARGO) build --locked --release
 
 # Everything: unit, property and integration tests (the integration tests start the real
-# TLS server on loopback), the end-to-end suite against a real control plane, one quick
-# pass of each benchmark in test mode, and the chart checks.
-test: controlplane unit check-manifests
+# TLS server on loopback), the end-to-end suites against a real control plane and on a
+# real node (root), one quick pass of each benchmark in test mode, and the chart checks.
+test: controlplane helm images unit check-manifests
 
 unit:
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --doc
 
-# etcd, kube-apiserver, kube-controller-manager and kubectl (Kubernetes 1.37) built from
-# their upstream Go modules into .cache/controlplane (CONTROLPLANE_CACHE_DIR moves it);
-# a no-op when up to date.
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl
+# (Kubernetes 1.37) built from their upstream Go modules into .cache/controlplane
+# (CONTROLPLANE_CACHE_DIR moves it); a no-op when up to date.
 controlplane:
 	cluster/build.sh
 
 # The end-to-end suite alone.
 e2e: controlplane
 	$(CARGO) test --locked --test e2e
+
+# The node suite alone (root): Kubernetes with a kubelet, containerd and runc, the chart
+# installed with helm from the webhook's own image, Go workloads under real memory limits.
+e2e-node: controlplane helm images
+	$(CARGO) test --locked --test e2e-node
+
+# OCI images without a Docker engine (hack/build-image.sh) into .cache/images: the webhook
+# from the release binary, and the node suite's pause and Go workload images.
+images: release
+	hack/build-image.sh webhook >/dev/null
+	hack/build-image.sh go workloads/pause localhost/gomemlimit-e2e/pause:1 --user 65535 >/dev/null
+	hack/build-image.sh go workloads/alloc localhost/gomemlimit-e2e/alloc:1 >/dev/null
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -3,31 +3,35 @@
 //! helpers to install the chart's rendered webhook configuration with only `clientConfig`
 //! switched to a URL.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use base64::Engine as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 
-pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+pub use crate::cluster::{Cluster, ROOT, container, env_of, eventually, kubernetes_bin, sh};
 
 /// The running control plane and webhook.
 pub struct Env {
-    pub dir: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub kubectl: PathBuf,
-    pub client: Client,
+    pub cluster: Cluster,
     pub webhook: Webhook,
     /// CA that signed the webhook's serving certificate (PEM), and its key.
     pub ca_cert: String,
     pub ca_key: String,
+}
+
+impl Deref for Env {
+    type Target = Cluster;
+
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
 }
 
 /// One webhook process.
@@ -44,24 +48,6 @@ impl Drop for Webhook {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn sh(cmd: &mut Command) -> Result<Output> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("failed to run {cmd:?}"))?;
-    Ok(out)
-}
-
-/// Where the control-plane binaries live, building them when needed.
-pub fn controlplane_bin() -> Result<Option<PathBuf>> {
-    if let Ok(dir) = std::env::var("CONTROLPLANE_BIN") {
-        return Ok(Some(PathBuf::from(dir)));
-    }
-    let script = Path::new(ROOT).join("cluster/build.sh");
-    let out = sh(Command::new(&script).arg("--print-bindir"))?;
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    Ok((out.status.success() && dir.join("kube-apiserver").exists()).then_some(dir))
 }
 
 pub fn free_port() -> u16 {
@@ -85,20 +71,12 @@ impl Env {
         ensure!(out.status.success(), "cluster/controlplane.sh start failed");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let dir = PathBuf::from(stdout.lines().last().context("no DIR printed")?.trim());
-        let kubeconfig = dir.join("kubeconfig");
         println!(
             "control plane up in {:.1}s at {}",
             started.elapsed().as_secs_f64(),
             dir.display()
         );
-        let config = Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(&kubeconfig)?,
-            &KubeConfigOptions::default(),
-        )
-        .await?;
-        let client = Client::try_from(config)?;
-        let version = client.apiserver_version().await?;
-        println!("kube-apiserver version: {}", version.git_version);
+        let cluster = Cluster::connect(dir.clone(), bin).await?;
 
         let certs = dir.join("webhook-certs");
         let pki = gomemlimit_injector::tls::generate(
@@ -108,10 +86,7 @@ impl Env {
         gomemlimit_injector::tls::write_pki(&certs, &pki, true)?;
         let webhook = Webhook::start(&dir, &certs, "webhook", &[])?;
         let env = Env {
-            kubectl: bin.join("kubectl"),
-            dir,
-            kubeconfig,
-            client,
+            cluster,
             webhook,
             ca_cert: pki.ca_cert_pem,
             ca_key: pki.ca_key_pem,
@@ -132,25 +107,6 @@ impl Env {
         let _ = cmd.status();
     }
 
-    /// Runs kubectl against the control plane.
-    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
-        use std::io::Write;
-        let mut child = Command::new(&self.kubectl)
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("failed to start kubectl")?;
-        let mut pipe = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            pipe.write_all(text.as_bytes())?;
-        }
-        drop(pipe);
-        Ok(child.wait_with_output()?)
-    }
-
     /// `kubectl apply` of one object in `ns`.
     pub fn apply(&self, ns: &str, object: &Value) -> Result<()> {
         let out = self.kubectl(&["apply", "-n", ns, "-f", "-"], Some(&object.to_string()))?;
@@ -160,39 +116,6 @@ impl Env {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(())
-    }
-
-    /// Creates a namespace with labels and waits for its default ServiceAccount (the
-    /// ServiceAccount admission plugin refuses pods until the controller made it).
-    pub async fn namespace(&self, name: &str, labels: Value) -> Result<()> {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let ns: Namespace = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels}
-        }))?;
-        match api.create(&PostParams::default(), &ns).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), name);
-        let sas = &sas;
-        eventually(
-            Duration::from_secs(60),
-            "default ServiceAccount",
-            || async move { Ok(sas.get_opt("default").await?.is_some()) },
-        )
-        .await
-    }
-
-    pub fn pods(&self, ns: &str) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), ns)
-    }
-
-    /// Creates a pod from JSON and returns the stored object as JSON.
-    pub async fn create_pod(&self, ns: &str, pod: &Value) -> Result<Value> {
-        let pod: Pod = serde_json::from_value(pod.clone())?;
-        let created = self.pods(ns).create(&PostParams::default(), &pod).await?;
-        Ok(serde_json::to_value(created)?)
     }
 
     /// Installs the chart's rendered MutatingWebhookConfiguration for `selection`/`mode`
@@ -425,33 +348,4 @@ pub fn pod(name: &str, limit: &str, request: Option<&str>) -> Value {
             "containers": [{"name": "app", "image": "registry.example/app:1", "resources": resources}]
         }
     })
-}
-
-/// Polls `check` until it returns true, failing after `limit` with its last error.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + limit;
-    let mut last = None;
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last = Some(e),
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {limit:?} waiting for {what} (last error: {last:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `env[name]` of a container.
-pub fn env_of<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
-    container["env"]
-        .as_array()?
-        .iter()
-        .find(|e| e["name"] == name)
 }

@@ -5,24 +5,18 @@
 //! Run with `make e2e`. Without the control-plane binaries the suite fails under `CI=true`
 //! and is skipped (with a message) elsewhere.
 
+#[path = "../cluster/mod.rs"]
+mod cluster;
 mod env;
 
-use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use env::{Env, Webhook, env_of, eventually, pod};
+use cluster::{Scenario, run_scenarios, scenarios};
+use env::{Env, Webhook, container, env_of, eventually, pod};
 use serde_json::{Value, json};
-
-type Scenario = for<'a> fn(&'a mut Env) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
-
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        &[$((stringify!($name), (|e| Box::pin($name(e))) as Scenario)),*]
-    };
-}
 
 fn main() -> ExitCode {
     let filter: Vec<String> = std::env::args()
@@ -34,8 +28,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(filter: Vec<String>) -> ExitCode {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let bin = match env::controlplane_bin() {
+    let ci = cluster::ci();
+    let bin = match env::kubernetes_bin() {
         Ok(Some(bin)) => bin,
         other => {
             let why = format!("control-plane binaries not found ({other:?}); run `make e2e`");
@@ -55,7 +49,7 @@ async fn run(filter: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let all: &[(&str, Scenario)] = scenarios![
+    let all: &[(&str, Scenario<Env>)] = scenarios![
         opt_in_mutates_only_labelled_namespaces,
         cluster_wide_skips_excluded_namespaces_and_opted_out_pods,
         audit_warns_and_stores_the_pod_unchanged,
@@ -69,28 +63,7 @@ async fn run(filter: Vec<String>) -> ExitCode {
         live_audit_groups_pods_by_workload,
         webhook_down_follows_the_failure_policy,
     ];
-    let (mut passed, mut failed) = (0, 0);
-    for (name, scenario) in all {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let t = Instant::now();
-        let result = tokio::time::timeout(Duration::from_secs(300), scenario(&mut env)).await;
-        let result = result.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after 300s")));
-        match result {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok ({:.1}s)", t.elapsed().as_secs_f64());
-            }
-            Err(e) => {
-                failed += 1;
-                println!(
-                    "test {name} ... FAILED ({:.1}s)\n  {e:#}",
-                    t.elapsed().as_secs_f64()
-                );
-            }
-        }
-    }
+    let (passed, failed) = run_scenarios(&mut env, all, &filter, Duration::from_secs(300)).await;
     env.stop(failed > 0);
     println!(
         "end-to-end suite took {:.1}s",
@@ -102,13 +75,6 @@ async fn run(filter: Vec<String>) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
-    pod["spec"]["containers"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
-        .unwrap_or(&Value::Null)
 }
 
 /// The pod got request = limit, GOMEMLIMIT from the downward API and GOGC=off.

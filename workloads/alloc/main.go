@@ -4,7 +4,8 @@
 // live set, the default GOGC=100 lets the heap outgrow the limit and the kernel kills the
 // process; with GOMEMLIMIT at the limit and GOGC=off the GC collects in time.
 //
-// It prints one JSON line with what happened, for the test to read.
+// It prints one JSON line with what happened, for the test to read: the GOMEMLIMIT and GOGC
+// it was given, and the limit and GC percent the runtime took from them.
 package main
 
 import (
@@ -61,6 +62,8 @@ func main() {
 		"numGC":        stats.NumGC,
 		"sysBytes":     stats.Sys,
 		"heapSysBytes": stats.HeapSys,
+		"GOMEMLIMIT":   os.Getenv("GOMEMLIMIT"),
+		"GOGC":         os.Getenv("GOGC"),
 		"memoryLimit":  debug.SetMemoryLimit(-1),
 		"gcPercent":    debug.SetGCPercent(-1),
 	})

@@ -1,0 +1,3 @@
+module gomemlimit-injector/workloads/pause
+
+go 1.22
