@@ -172,7 +172,7 @@ EOF
   # If anything below fails, take down what was started (the directory and
   # its logs are kept for inspection).
   start_ok=0
-  trap 'if [[ "${start_ok}" != 1 ]]; then log "start failed; logs in ${dir}/logs"; KEEP_DIR=1 cmd_stop "${dir}" >/dev/null 2>&1 || true; fi' EXIT
+  trap 'if [[ "${start_ok}" != 1 ]]; then log "start failed; logs in ${dir}/logs"; KEEP_DIR=1 STOP_REASON="its start failed" cmd_stop "${dir}" >/dev/null 2>&1 || true; fi' EXIT
 
   launch etcd "${bin}/etcd" \
     --name=e2e \
@@ -185,8 +185,7 @@ EOF
     --unsafe-no-fsync=true \
     --log-level=warn
 
-  local deadline=$(($(date +%s) + READY_TIMEOUT))
-  wait_for etcd "${deadline}" curl -fsS --max-time 2 "${ETCD_URL}/health" \
+  wait_for etcd "${READY_TIMEOUT}" curl -fsS --max-time 2 "${ETCD_URL}/health" \
     || { tail -20 "${dir}/logs/etcd.log" >&2; false; }
   local t_etcd; t_etcd="$(now_ms)"
 
@@ -225,7 +224,7 @@ EOF
     --audit-log-maxbackup=1 \
     --audit-log-maxsize=100
 
-  wait_for kube-apiserver "${deadline}" admin_curl /readyz \
+  wait_for kube-apiserver "${READY_TIMEOUT}" admin_curl /readyz \
     || { tail -30 "${dir}/logs/kube-apiserver.log" >&2; false; }
   local t_api; t_api="$(now_ms)"
 
@@ -245,11 +244,11 @@ EOF
     --cluster-signing-cert-file="${dir}/pki/ca.crt" \
     --cluster-signing-key-file="${dir}/pki/ca.key"
 
-  wait_for kube-controller-manager "${deadline}" \
+  wait_for kube-controller-manager "${READY_TIMEOUT}" \
     curl -fsSk --max-time 2 "https://127.0.0.1:${kcm_port}/healthz" \
     || { tail -30 "${dir}/logs/kube-controller-manager.log" >&2; false; }
   # The serviceaccount controller is running once default/default exists.
-  wait_for kube-controller-manager "${deadline}" \
+  wait_for kube-controller-manager "${READY_TIMEOUT}" \
     admin_curl /api/v1/namespaces/default/serviceaccounts/default \
     || { tail -30 "${dir}/logs/kube-controller-manager.log" >&2; false; }
   local t_kcm; t_kcm="$(now_ms)"
@@ -274,6 +273,7 @@ cmd_stop() {
   dir="${1:?usage: $0 stop DIR}"
   [[ -d "${dir}" ]] || { log "${dir}: no such directory"; return 0; }
   dir="$(cd "${dir}" && pwd)"
+  log_stop_reason
   local n
   stop_watchdog
   # Graceful shutdown takes 2-3 s per process: stop the two etcd clients

@@ -101,17 +101,18 @@ launch() { # name command...
   echo $! > "${dir}/pids/${what}.pid"
 }
 
-# Polls until the command succeeds; gives up at the deadline or as soon as
-# the named daemon ("-" for none) has exited.
-wait_for() { # daemon|- deadline_epoch_s command...
-  local proc="$1" deadline="$2"; shift 2
+# Polls until the command succeeds; gives up after TIMEOUT seconds (each wait has
+# its own, so a slow daemon does not eat the next one's time) or as soon as the
+# named daemon ("-" for none) has exited.
+wait_for() { # daemon|- timeout_s command...
+  local proc="$1" limit="$2" deadline=$(($(date +%s) + $2)); shift 2
   until "$@" >/dev/null 2>&1; do
     if [[ "${proc}" != - ]] && ! pid_alive "${dir}/pids/${proc}.pid"; then
-      log "${proc} exited"
+      log "${proc} exited during start-up"
       return 1
     fi
     if (($(date +%s) > deadline)); then
-      log "timed out waiting for ${proc}"
+      log "timed out waiting for ${proc}: '$*' did not succeed within ${limit}s"
       return 1
     fi
     sleep 0.1
@@ -158,7 +159,8 @@ stop_all() { # name...
 start_watchdog() { # owner_pid command...
   local owner="$1"; shift
   # shellcheck disable=SC2016 # expanded by the inner shell
-  setsid bash -c 'owner="$1"; shift; while kill -0 "${owner}" 2>/dev/null; do sleep 1; done; exec "$@"' \
+  STOP_REASON="watchdog: owner process ${owner} exited" \
+    setsid bash -c 'owner="$1"; shift; while kill -0 "${owner}" 2>/dev/null; do sleep 1; done; exec "$@"' \
     "${name}-watchdog" "${owner}" "$@" \
     > "${dir}/logs/watchdog.log" 2>&1 < /dev/null &
   echo $! > "${dir}/pids/watchdog.pid"
@@ -171,4 +173,18 @@ stop_watchdog() {
     stop_one watchdog 2
   fi
   rm -f "${dir}/pids/watchdog.pid"
+}
+
+# Says who stops the cluster and why, on stderr and in DIR/logs/stop.log: the
+# only senders of SIGTERM to its daemons are `stop` and the start's own
+# clean-up, and a log that names them leaves no signal unexplained.
+log_stop_reason() {
+  local why="${STOP_REASON:-}"
+  if [[ -z "${why}" ]]; then
+    why="requested by pid ${PPID} ($(tr '\0' ' ' < "/proc/${PPID}/cmdline" 2>/dev/null | cut -c1-200))"
+  fi
+  log "stopping ${dir}: ${why}"
+  if [[ -d "${dir}/logs" ]]; then
+    echo "$(date -u +%FT%T.%3NZ) stopping: ${why}" >> "${dir}/logs/stop.log"
+  fi
 }

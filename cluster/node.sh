@@ -277,10 +277,9 @@ cmd_start() {
   save_state
 
   start_ok=0
-  trap 'if [[ "${start_ok}" != 1 ]]; then log "start failed; logs in ${dir}/logs"; KEEP_DIR=1 cmd_stop "${dir}" >/dev/null 2>&1 || true; fi' EXIT
+  trap 'if [[ "${start_ok}" != 1 ]]; then log "start failed; logs in ${dir}/logs"; KEEP_DIR=1 STOP_REASON="its start failed" cmd_stop "${dir}" >/dev/null 2>&1 || true; fi' EXIT
 
   make_netns
-  local deadline=$(($(date +%s) + READY_TIMEOUT))
 
   # The control plane, inside the namespace, no watchdog of its own.
   CONTROLPLANE_BIN="${bin}" CONTROLPLANE_BIND_ADDRESS=0.0.0.0 \
@@ -300,7 +299,7 @@ cmd_start() {
   write_containerd_config
   write_cni_config
   launch containerd "${NSENTER[@]}" containerd --config "${dir}/node/containerd/config.toml"
-  wait_for containerd "${deadline}" ctr_ version \
+  wait_for containerd "${READY_TIMEOUT}" ctr_ version \
     || { tail -20 "${dir}/logs/containerd.log" >&2; false; }
   ctr_ images import "${NODE_PAUSE_IMAGE}" > /dev/null
   ctr_ images check "name==${NODE_PAUSE_REF}" | grep -q . \
@@ -338,7 +337,7 @@ subjectAltName=IP:${NODE_IP},DNS:${NODE_NAME}"
     --node-ip="${NODE_IP}" \
     --v=1
 
-  wait_for kube-scheduler "${deadline}" \
+  wait_for kube-scheduler "${READY_TIMEOUT}" \
     in_netns curl -fsSk --max-time 2 "https://127.0.0.1:${sched_port}/healthz" \
     || { tail -20 "${dir}/logs/kube-scheduler.log" >&2; false; }
   # Ready, and without the not-ready taint the node lifecycle controller lifts.
@@ -348,7 +347,7 @@ subjectAltName=IP:${NODE_IP},DNS:${NODE_NAME}"
       -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status} {.spec.taints}')"
     [[ "${out}" == "True " ]]
   }
-  wait_for kubelet "${deadline}" node_ready \
+  wait_for kubelet "${READY_TIMEOUT}" node_ready \
     || { tail -30 "${dir}/logs/kubelet.log" >&2; false; }
   local t_node; t_node="$(now_ms)"
   start_ok=1
@@ -491,6 +490,7 @@ cmd_stop() {
   dir="${1:?usage: $0 stop DIR}"
   [[ -d "${dir}" ]] || { log "${dir}: no such directory"; return 0; }
   dir="$(cd "${dir}" && pwd)"
+  log_stop_reason
   derive_names
   local t0; t0="$(now_ms)"
   state="$(cat "${dir}/node.state" 2>/dev/null || true)"
@@ -505,7 +505,7 @@ cmd_stop() {
   restore_sysctls
   # Removes DIR unless KEEP_DIR=1.
   if [[ -e "${dir}/pids" ]]; then
-    "${here}/controlplane.sh" stop "${dir}" 2>/dev/null || true
+    STOP_REASON="the node stops" "${here}/controlplane.sh" stop "${dir}" 2>/dev/null || true
   fi
   if [[ -e "/run/netns/${NETNS}" ]]; then
     ip netns delete "${NETNS}" || log "could not delete netns ${NETNS}"

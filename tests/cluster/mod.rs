@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -73,6 +73,60 @@ impl Cluster {
     /// Runs kubectl against the cluster.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
         self.run(&self.kubectl, args, stdin)
+    }
+
+    /// Runs kubectl; fails with its stderr unless it succeeds, else returns its stdout.
+    pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let out = self.kubectl(args, stdin)?;
+        ensure!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until a server-side dry-run pod in `ns` shows what the webhook configuration
+    /// now in place does, mutated (`enforce`) or only warned about (audit): the API server
+    /// picks up configuration changes asynchronously.
+    pub async fn wait_webhook_active(&self, ns: &str, enforce: bool) -> Result<()> {
+        let probe = json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1",
+                     "resources": {"limits": {"memory": "64Mi"}}}]}
+        })
+        .to_string();
+        let probe = &probe;
+        eventually(
+            Duration::from_secs(60),
+            "webhook configuration active",
+            || async move {
+                let out = self.kubectl(
+                    &[
+                        "create",
+                        "--dry-run=server",
+                        "-o",
+                        "json",
+                        "-n",
+                        ns,
+                        "-f",
+                        "-",
+                    ],
+                    Some(probe),
+                )?;
+                if !out.status.success() {
+                    return Ok(false);
+                }
+                let pod: Value = serde_json::from_slice(&out.stdout)?;
+                let mutated = pod["metadata"]["annotations"]
+                    .get("gomemlimit.io/status")
+                    .is_some();
+                let warned = String::from_utf8_lossy(&out.stderr).contains("would set");
+                Ok(if enforce { mutated } else { warned && !mutated })
+            },
+        )
+        .await
     }
 
     /// Runs a program with the cluster's KUBECONFIG and `stdin`, capturing its output.

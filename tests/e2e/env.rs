@@ -183,44 +183,6 @@ impl Env {
         .await?;
         self.wait_webhook_active(ns, mode == "enforce").await
     }
-
-    /// Waits until a server-side dry-run pod in `ns` shows what the webhook configuration
-    /// now in place does (the API server picks up configuration changes asynchronously).
-    pub async fn wait_webhook_active(&self, ns: &str, expect_mutation: bool) -> Result<()> {
-        eventually(
-            Duration::from_secs(30),
-            "webhook configuration active",
-            || async move {
-                let out = self.kubectl(
-                    &[
-                        "create",
-                        "--dry-run=server",
-                        "-o",
-                        "json",
-                        "-n",
-                        ns,
-                        "-f",
-                        "-",
-                    ],
-                    Some(&pod("probe", "64Mi", None).to_string()),
-                )?;
-                if !out.status.success() {
-                    return Ok(false);
-                }
-                let pod: Value = serde_json::from_slice(&out.stdout)?;
-                let mutated = pod["metadata"]["annotations"]
-                    .get("gomemlimit.io/status")
-                    .is_some();
-                let warned = String::from_utf8_lossy(&out.stderr).contains("would set");
-                Ok(if expect_mutation {
-                    mutated
-                } else {
-                    warned || mutated
-                })
-            },
-        )
-        .await
-    }
 }
 
 /// The MutatingWebhookConfiguration document of `deploy/manifests/<selection>-<mode>-<certs>.yaml`.

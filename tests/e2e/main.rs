@@ -224,7 +224,7 @@ async fn percent_annotation_gives_the_exact_literal_and_invalid_is_denied(
 
 async fn server_dry_run_shows_the_mutation_and_stores_nothing(env: &mut Env) -> Result<()> {
     env.enforcing_namespace("dryrun").await?;
-    let out = env.kubectl(
+    let out = env.kubectl_ok(
         &[
             "create",
             "--dry-run=server",
@@ -237,12 +237,7 @@ async fn server_dry_run_shows_the_mutation_and_stores_nothing(env: &mut Env) -> 
         ],
         Some(&pod("dry", "1Gi", None).to_string()),
     )?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown: Value = serde_json::from_slice(&out.stdout)?;
+    let shown: Value = serde_json::from_str(&out)?;
     assert_mutated(&shown, "1Gi")?;
     ensure!(
         env.pods("dryrun").get_opt("dry").await?.is_none(),
@@ -921,12 +916,7 @@ async fn live_audit_groups_pods_by_workload(env: &mut Env) -> Result<()> {
             restricted_str,
         ],
     ] {
-        let out = env.kubectl(&args, None)?;
-        ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        env.kubectl_ok(&args, None)?;
     }
     let out = injector(env, &["audit", "-n", "audit-live"], &restricted)?;
     let err = String::from_utf8_lossy(&out.stderr);

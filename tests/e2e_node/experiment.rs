@@ -96,15 +96,10 @@ async fn run_case(env: &NodeEnv, case: &Case) -> Result<Vec<(Value, Outcome)>> {
             .await?;
         let outcome = outcome(env, case.namespace, &name).await?;
         // Gone before the next run starts.
-        let out = env.kubectl(
+        env.kubectl_ok(
             &["delete", "pod", "-n", case.namespace, &name, "--wait=true"],
             None,
         )?;
-        ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         results.push((pod, outcome));
     }
     Ok(results)

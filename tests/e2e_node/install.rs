@@ -3,13 +3,12 @@
 //! the webhook through its Service.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::cluster::{ROOT, container, eventually};
+use crate::cluster::{ROOT, container};
 use crate::node::{NodeEnv, RELEASE, RELEASE_NAMESPACE, WEBHOOK_IMAGE};
 
 /// The opted-in namespace the scenarios share.
@@ -49,7 +48,7 @@ fn chart() -> String {
 /// Waits until the Deployment has rolled out (new pods Ready through their probes, old ones
 /// gone).
 pub fn rollout_status(env: &NodeEnv) -> Result<()> {
-    let out = env.kubectl(
+    env.kubectl_ok(
         &[
             "rollout",
             "status",
@@ -60,49 +59,7 @@ pub fn rollout_status(env: &NodeEnv) -> Result<()> {
         ],
         None,
     )?;
-    ensure!(
-        out.status.success(),
-        "rollout did not finish: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     Ok(())
-}
-
-/// Waits until a server-side dry-run pod in `ns` is mutated (`enforce`) or only warned
-/// about (`audit`): the API server has picked up the configuration now in place.
-pub async fn wait_active(env: &NodeEnv, ns: &str, enforce: bool) -> Result<()> {
-    let probe = json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
-        "spec": {"containers": [{"name": "app", "image": "localhost/none:1",
-                 "resources": {"limits": {"memory": "64Mi"}}}]}
-    })
-    .to_string();
-    let probe = &probe;
-    eventually(Duration::from_secs(60), "webhook active", || async move {
-        let out = env.kubectl(
-            &[
-                "create",
-                "--dry-run=server",
-                "-o",
-                "json",
-                "-n",
-                ns,
-                "-f",
-                "-",
-            ],
-            Some(probe),
-        )?;
-        if !out.status.success() {
-            return Ok(false);
-        }
-        let pod: Value = serde_json::from_slice(&out.stdout)?;
-        let mutated = pod["metadata"]["annotations"]
-            .get("gomemlimit.io/status")
-            .is_some();
-        let warned = String::from_utf8_lossy(&out.stderr).contains("would set");
-        Ok(if enforce { mutated } else { warned && !mutated })
-    })
-    .await
 }
 
 pub async fn the_chart_installs_from_its_own_image(env: &mut NodeEnv) -> Result<()> {
@@ -185,7 +142,7 @@ pub async fn the_chart_installs_from_its_own_image(env: &mut NodeEnv) -> Result<
     // and the pod that answered counted it.
     env.namespace(OPTED_IN, json!({"gomemlimit.io/inject": "enabled"}))
         .await?;
-    wait_active(env, OPTED_IN, true).await?;
+    env.wait_webhook_active(OPTED_IN, true).await?;
     let stored = env
         .create_pod(
             OPTED_IN,
@@ -250,7 +207,7 @@ pub async fn an_upgrade_to_audit_reports_and_changes_nothing(env: &mut NodeEnv) 
         "180s",
     ])?;
     rollout_status(env)?;
-    wait_active(env, OPTED_IN, false).await?;
+    env.wait_webhook_active(OPTED_IN, false).await?;
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "audited"},
         "spec": {

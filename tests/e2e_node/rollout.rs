@@ -13,7 +13,7 @@ use kube::api::PostParams;
 use serde_json::json;
 
 use crate::cluster::eventually;
-use crate::install::{rollout_status, wait_active};
+use crate::install::rollout_status;
 use crate::node::{NodeEnv, RELEASE, RELEASE_NAMESPACE};
 
 const NAMESPACE: &str = "rollout";
@@ -38,7 +38,7 @@ fn webhook_pods(env: &NodeEnv) -> Result<Vec<String>> {
 pub async fn a_rolling_restart_admits_no_pod_unmutated(env: &mut NodeEnv) -> Result<()> {
     env.namespace(NAMESPACE, json!({"gomemlimit.io/inject": "enabled"}))
         .await?;
-    wait_active(env, NAMESPACE, true).await?;
+    env.wait_webhook_active(NAMESPACE, true).await?;
     let before = webhook_pods(env)?;
 
     // Pods that are never scheduled: only admission matters here.
@@ -85,7 +85,7 @@ pub async fn a_rolling_restart_admits_no_pod_unmutated(env: &mut NodeEnv) -> Res
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
-    let out = env.kubectl(
+    env.kubectl_ok(
         &[
             "rollout",
             "restart",
@@ -95,11 +95,6 @@ pub async fn a_rolling_restart_admits_no_pod_unmutated(env: &mut NodeEnv) -> Res
         ],
         None,
     )?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let result = async {
         let env: &NodeEnv = env;
         tokio::task::block_in_place(|| rollout_status(env))?;
@@ -142,14 +137,9 @@ pub async fn a_rolling_restart_admits_no_pod_unmutated(env: &mut NodeEnv) -> Res
         mutated >= 50,
         "only {mutated} pods created during the rollout"
     );
-    let out = env.kubectl(
+    env.kubectl_ok(
         &["delete", "pods", "--all", "-n", NAMESPACE, "--wait=false"],
         None,
     )?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     Ok(())
 }
