@@ -127,12 +127,7 @@ admin_curl() { # path
 }
 
 cmd_start() {
-  dir="${1:-}"
-  if [[ -z "${dir}" ]]; then
-    dir="$(mktemp -d "${TMPDIR:-/tmp}/gomemlimit-e2e.XXXXXX")"
-  fi
-  mkdir -p "${dir}"
-  dir="$(cd "${dir}" && pwd)"
+  dir="$(cluster_dir "${1:-}" gomemlimit-e2e)"
   [[ -e "${dir}/pids" ]] && die "${dir} already holds a control plane (stop it first)"
 
   local bin; bin="$(bindir)"

@@ -8,6 +8,17 @@ log() { echo "${name}: $*" >&2; }
 
 now_ms() { date +%s%3N; }
 
+# The cluster directory, absolute: DIR when given, else a new one named
+# PREFIX.XXXXXX in TMPDIR.
+cluster_dir() { # DIR|"" prefix
+  local d="$1"
+  if [[ -z "${d}" ]]; then
+    d="$(mktemp -d "${TMPDIR:-/tmp}/$2.XXXXXX")"
+  fi
+  mkdir -p "${d}"
+  (cd "${d}" && pwd)
+}
+
 # Where the Kubernetes binaries live: CONTROLPLANE_BIN, or built on demand by
 # build.sh (a no-op when up to date).
 bindir() {
@@ -88,7 +99,9 @@ pid_alive() { # pidfile
   [[ -f "${f}" ]] || return 1
   pid="$(cat "${f}")"
   [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null || return 1
-  tr '\0' ' ' < "/proc/${pid}/cmdline" 2>/dev/null | grep -qF -- "${dir}/" || return 1
+  local cmdline
+  cmdline="$(tr '\0' ' ' < "/proc/${pid}/cmdline" 2>/dev/null)" || return 1
+  [[ "${cmdline}" == *"${dir}/"* ]]
 }
 
 # Starts a daemon in its own session (so a Ctrl-C or a process-group kill aimed

@@ -261,12 +261,7 @@ EOF
 }
 
 cmd_start() {
-  dir="${1:-}"
-  if [[ -z "${dir}" ]]; then
-    dir="$(mktemp -d "${TMPDIR:-/tmp}/gomemlimit-node.XXXXXX")"
-  fi
-  mkdir -p "${dir}"
-  dir="$(cd "${dir}" && pwd)"
+  dir="$(cluster_dir "${1:-}" gomemlimit-node)"
   [[ -e "${dir}/node" ]] && die "${dir} already holds a node (stop it first)"
   bin="$(bindir)"
   require
@@ -302,7 +297,9 @@ cmd_start() {
   wait_for containerd "${READY_TIMEOUT}" ctr_ version \
     || { tail -20 "${dir}/logs/containerd.log" >&2; false; }
   ctr_ images import "${NODE_PAUSE_IMAGE}" > /dev/null
-  ctr_ images check "name==${NODE_PAUSE_REF}" | grep -q . \
+  # Captured, not piped into grep -q: under pipefail an early exit of grep
+  # fails the pipeline whenever ctr is still writing.
+  [[ "$(ctr_ images ls -q "name==${NODE_PAUSE_REF}")" == "${NODE_PAUSE_REF}" ]] \
     || die "${NODE_PAUSE_IMAGE} did not import as ${NODE_PAUSE_REF}"
   local t_ctrd; t_ctrd="$(now_ms)"
 
@@ -532,8 +529,10 @@ cmd_status() {
   done
   # shellcheck disable=SC1091
   bin="$(. "${dir}/env" && echo "${CONTROLPLANE_BIN}")"
-  if in_netns "${bin}/kubectl" --kubeconfig "${dir}/kubeconfig" get node "${NODE_NAME}" \
-    -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True; then
+  local ready
+  ready="$(in_netns "${bin}/kubectl" --kubeconfig "${dir}/kubeconfig" get node "${NODE_NAME}" \
+    -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)"
+  if [[ "${ready}" == True ]]; then
     echo "node: Ready"
   else
     echo "node: not Ready"; rc=1

@@ -62,6 +62,7 @@ fn outside(filter: &[String]) -> ExitCode {
         }
     };
     let started = Instant::now();
+    let sysctls = node::sysctls();
     let dir = match node::start(&needs) {
         Ok(dir) => dir,
         Err(e) => {
@@ -69,8 +70,11 @@ fn outside(filter: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ok = node::run_inside(&dir, filter, SUITE_DEADLINE);
-    node::stop(&dir, !ok);
+    let mut ok = node::run_inside(&dir, filter, SUITE_DEADLINE);
+    if let Err(e) = node::stop(&dir, !ok, &sysctls) {
+        eprintln!("error: {e:#}");
+        ok = false;
+    }
     println!("node suite took {:.1}s", started.elapsed().as_secs_f64());
     if ok {
         ExitCode::SUCCESS

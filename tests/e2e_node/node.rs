@@ -195,8 +195,41 @@ pub fn run_inside(dir: &Path, filter: &[String], limit: Duration) -> bool {
     }
 }
 
-/// Stops the node; keeps its directory (logs) after a failure.
-pub fn stop(dir: &Path, keep: bool) {
+/// The kernel settings the kubelet writes at start, which `stop` restores.
+const SYSCTLS: [&str; 6] = [
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+];
+
+/// The values of `SYSCTLS` now.
+pub fn sysctls() -> Vec<String> {
+    SYSCTLS
+        .iter()
+        .map(|s| {
+            std::fs::read_to_string(Path::new("/proc/sys").join(s))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Stops the node (keeping its directory, with the logs, after a failure), then checks
+/// that nothing of it is left on the machine: no process, mount, cgroup, network namespace,
+/// kubelet log link or CNI result, and the kernel settings as they were before `start`.
+pub fn stop(dir: &Path, keep: bool, sysctls_before: &[String]) -> Result<()> {
+    let env = std::fs::read_to_string(dir.join("env")).unwrap_or_default();
+    let var = |key: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {key}=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (netns, cgroup_root) = (var("NODE_NETNS"), var("NODE_CGROUP_ROOT"));
     let dir_arg = dir.display().to_string();
     let envs = if keep {
         println!("logs kept in {}", dir.display());
@@ -204,9 +237,72 @@ pub fn stop(dir: &Path, keep: bool) {
     } else {
         vec![]
     };
-    if let Err(e) = node_script(&["stop", &dir_arg], &envs) {
-        eprintln!("error: {e:#}");
+    node_script(&["stop", &dir_arg], &envs)?;
+
+    let mut left = Vec::new();
+    let marker = format!("{dir_arg}/");
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&marker) {
+            left.push(format!(
+                "process {}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
     }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    left.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains(&marker))
+            .map(|l| format!("mount {l}")),
+    );
+    if !cgroup_root.is_empty() {
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
+            let path = hierarchy.path().join(cgroup_root.trim_start_matches('/'));
+            if path.exists() {
+                left.push(format!("cgroup {}", path.display()));
+            }
+        }
+    }
+    if !netns.is_empty() && Path::new("/run/netns").join(&netns).exists() {
+        left.push(format!("network namespace {netns}"));
+    }
+    for link in std::fs::read_dir("/var/log/containers")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if std::fs::read_link(link.path()).is_ok_and(|t| t.starts_with(dir)) {
+            left.push(format!("log link {}", link.path().display()));
+        }
+    }
+    let network = format!("gomemlimit-{}-", netns.trim_start_matches("gmi-"));
+    for result in std::fs::read_dir("/var/lib/cni/results")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if result.file_name().to_string_lossy().starts_with(&network) {
+            left.push(format!("CNI result {}", result.path().display()));
+        }
+    }
+    let after = sysctls();
+    for ((name, before), after) in SYSCTLS.iter().zip(sysctls_before).zip(&after) {
+        if before != after {
+            left.push(format!("sysctl {name} = {after}, was {before}"));
+        }
+    }
+    ensure!(
+        left.is_empty(),
+        "the node left behind:\n  {}",
+        left.join("\n  ")
+    );
+    println!(
+        "node stopped: no process, mount, cgroup, namespace or file left; kernel settings restored"
+    );
+    Ok(())
 }
 
 /// What the scenarios work with, inside the node's network namespace.
