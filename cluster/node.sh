@@ -29,19 +29,21 @@
 # (10.0.0.1:443) to the apiserver, which is all a pod's in-cluster client
 # needs; the apiserver reaches Services through their endpoints
 # (--enable-aggregator-routing). Clients enter the namespace (the test binary
-# calls setns on /run/netns/NAME; by hand: `nsenter --net=/run/netns/NAME`).
+# runs itself again under `nsenter --net=/run/netns/NAME`).
 #
 # Processes are found by pid file, containerd's shims by their command line,
 # containers through the kubelet's cgroup root (/gomemlimit-<suffix> in every
 # hierarchy). `stop` also removes what the kubelet and containerd write
 # outside DIR: the shims' sockets in /run/containerd/s, the symlinks in
 # /var/log/containers, CNI result files in /var/lib/cni, mounts, the cgroups,
-# the network namespace, and the kernel settings the kubelet changes
-# (vm.overcommit_memory, kernel.panic, ...), which are restored.
+# the network namespace, and, when it is the last node running, the kernel
+# settings the kubelet changes (vm.overcommit_memory, kernel.panic, ...), which
+# are restored, and the shared directories that did not exist before.
 #
 # Layout of DIR: controlplane.sh's (kubeconfig, env, pki/, logs/, audit/,
-# etcd/, pids/) plus node/ (containerd/, kubelet/, cni/, pod-logs/) and
-# node.state (what stop restores).
+# etcd/, pids/) plus node/ (containerd/, kubelet/, cni/, pod-logs/). While
+# nodes run, /run/gomemlimit-nodes holds one entry per node and the machine's
+# state before the first of them (what the last one's stop restores).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -57,7 +59,7 @@ SYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
   kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
 # Shared directories the kubelet, containerd and CNI write into.
 SHARED_DIRS=(/run/containerd /run/containerd/s /var/log/containers /var/lib/cni
-  /var/lib/cni/results)
+  /var/lib/cni/results /run/netns)
 
 name=node
 # shellcheck source=cluster/lib.sh
@@ -106,16 +108,73 @@ hierarchies() {
   done
 }
 
-save_state() {
-  local s d
-  {
-    for s in "${SYSCTLS[@]}"; do
-      echo "sysctl ${s} $(cat "/proc/sys/${s}")"
+# The machine's state before any node ran: the kernel settings the kubelet
+# changes and which shared directories existed. Several nodes may run at once
+# (each test binary, soak or lab has its own), so the first of them records it
+# in MACHINE_DIR and the last one to stop restores it; each running node has an
+# entry there named after its network namespace. /run itself is the lock (flock
+# on the directory: no lock file is left behind).
+MACHINE_DIR=/run/gomemlimit-nodes
+
+with_machine_lock() { # command...
+  local rc=0
+  exec 8< /run
+  flock 8
+  "$@" || rc=$?
+  exec 8<&-
+  return "${rc}"
+}
+
+# Entries of the other nodes that run or are starting: each names its
+# directory, which its stop deletes (KEEP_DIR=1 keeps it, but stop has removed
+# the entry by then).
+other_nodes() {
+  local e
+  for e in "${MACHINE_DIR}"/gmi-*; do
+    [[ -f "${e}" && "${e##*/}" != "${NETNS}" ]] || continue
+    if [[ -d "$(cat "${e}")" ]]; then echo "${e##*/}"; fi
+  done
+}
+
+register_node() {
+  local s d created=()
+  [[ -d "${MACHINE_DIR}" ]] || created+=("${MACHINE_DIR}")
+  mkdir -p "${MACHINE_DIR}"
+  if [[ -z "$(other_nodes)" ]]; then
+    for d in "${SHARED_DIRS[@]}"; do
+      [[ -e "${d}" ]] || created+=("${d}")
     done
-    for d in "${SHARED_DIRS[@]}" /run/netns; do
-      [[ -e "${d}" ]] || echo "created ${d}"
-    done
-  } > "${dir}/node.state"
+    {
+      for s in "${SYSCTLS[@]}"; do
+        echo "sysctl ${s} $(cat "/proc/sys/${s}")"
+      done
+      for d in "${created[@]}"; do
+        echo "created ${d}"
+      done
+    } > "${MACHINE_DIR}/machine.state"
+  fi
+  echo "${dir}" > "${MACHINE_DIR}/${NETNS}"
+}
+
+# The last node restores the kernel settings and removes the shared directories
+# the first one found missing (when empty).
+release_node() {
+  local state s v d
+  rm -f "${MACHINE_DIR}/${NETNS}"
+  [[ -z "$(other_nodes)" && -f "${MACHINE_DIR}/machine.state" ]] || return 0
+  state="$(cat "${MACHINE_DIR}/machine.state")"
+  while read -r _ s v; do
+    [[ "$(cat "/proc/sys/${s}")" == "${v}" ]] || echo "${v}" > "/proc/sys/${s}" \
+      || log "could not restore ${s}=${v}"
+  done < <(grep '^sysctl ' <<< "${state}")
+  rm -f "${MACHINE_DIR}/machine.state"
+  while read -r _ d; do
+    # ip netns makes /run/netns a mount point of its own.
+    if [[ "${d}" == /run/netns && -d "${d}" && -z "$(ls -A "${d}")" ]] && mountpoint -q "${d}"; then
+      umount "${d}" || true
+    fi
+    rmdir "${d}" 2>/dev/null || true
+  done < <(grep '^created ' <<< "${state}" | sort -r)
 }
 
 make_netns() {
@@ -269,7 +328,7 @@ cmd_start() {
 
   local t0; t0="$(now_ms)"
   mkdir -p "${dir}/node"
-  save_state
+  with_machine_lock register_node
 
   start_ok=0
   trap 'if [[ "${start_ok}" != 1 ]]; then log "start failed; logs in ${dir}/logs"; KEEP_DIR=1 STOP_REASON="its start failed" cmd_stop "${dir}" >/dev/null 2>&1 || true; fi' EXIT
@@ -418,6 +477,19 @@ kill_shims() {
   done
 }
 
+# Whatever still runs with DIR/ on its command line (a client of this node, such
+# as the test process that ran inside its namespace, when the node is stopped
+# by its watchdog), except this very process (the watchdog execs stop).
+kill_clients() {
+  local pids pid
+  pids="$(pgrep -f -- "${dir}/" || true)"
+  for pid in ${pids}; do
+    [[ "${pid}" == "$$" ]] && continue
+    log "stopping client pid ${pid}: $(tr '\0' ' ' < "/proc/${pid}/cmdline" 2>/dev/null | cut -c1-120)"
+    kill -KILL "${pid}" 2>/dev/null || true
+  done
+}
+
 unmount_all() {
   local m i
   for ((i = 0; i < 5; i++)); do
@@ -445,11 +517,10 @@ remove_cgroups() {
   done < <(hierarchies)
 }
 
-# The kubelet's symlinks in /var/log/containers that point into DIR, CNI's
-# result cache for this node's network, and the shared directories this node
-# created, when empty.
+# The kubelet's symlinks in /var/log/containers that point into DIR and CNI's
+# result cache for this node's network.
 sweep_shared() {
-  local f d id
+  local f id
   for f in /var/log/containers/*; do
     [[ -L "${f}" ]] || continue
     if [[ "$(readlink "${f}")" == "${dir}/"* ]]; then rm -f "${f}"; fi
@@ -458,29 +529,6 @@ sweep_shared() {
   for id in $(sandbox_ids); do
     rm -f /var/lib/cni/results/*-"${id}"-* 2>/dev/null || true
   done
-  for ((i = ${#SHARED_DIRS[@]} - 1; i >= 0; i--)); do
-    d="${SHARED_DIRS[i]}"
-    if grep -qx "created ${d}" <<< "${state}"; then
-      rmdir "${d}" 2>/dev/null || true
-    fi
-  done
-}
-
-# /run/netns, when this node's `ip netns add` created it (as a mount point of
-# its own) and no namespace is left in it.
-sweep_netns_dir() {
-  grep -qx "created /run/netns" <<< "${state}" || return 0
-  [[ -d /run/netns && -z "$(ls -A /run/netns)" ]] || return 0
-  if mountpoint -q /run/netns; then umount /run/netns || true; fi
-  rmdir /run/netns 2>/dev/null || true
-}
-
-restore_sysctls() {
-  local s v
-  while read -r _ s v; do
-    [[ "$(cat "/proc/sys/${s}")" == "${v}" ]] || echo "${v}" > "/proc/sys/${s}" \
-      || log "could not restore ${s}=${v}"
-  done < <(grep '^sysctl ' <<< "${state}")
 }
 
 cmd_stop() {
@@ -490,7 +538,6 @@ cmd_stop() {
   log_stop_reason
   derive_names
   local t0; t0="$(now_ms)"
-  state="$(cat "${dir}/node.state" 2>/dev/null || true)"
   stop_watchdog
   stop_all kubelet kube-scheduler
   kill_containers
@@ -499,15 +546,15 @@ cmd_stop() {
   unmount_all
   remove_cgroups
   sweep_shared
-  restore_sysctls
   # Removes DIR unless KEEP_DIR=1.
   if [[ -e "${dir}/pids" ]]; then
     STOP_REASON="the node stops" "${here}/controlplane.sh" stop "${dir}" 2>/dev/null || true
   fi
+  kill_clients
   if [[ -e "/run/netns/${NETNS}" ]]; then
     ip netns delete "${NETNS}" || log "could not delete netns ${NETNS}"
   fi
-  sweep_netns_dir
+  with_machine_lock release_node
   if [[ -d "${dir}" && "${KEEP_DIR:-0}" == 1 ]]; then
     log "stopped in $(($(now_ms) - t0)) ms; kept ${dir}"
   else

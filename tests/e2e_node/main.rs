@@ -62,7 +62,7 @@ fn outside(filter: &[String]) -> ExitCode {
         }
     };
     let started = Instant::now();
-    let sysctls = node::sysctls();
+    let sysctls = node::sysctls_alone();
     let dir = match node::start(&needs) {
         Ok(dir) => dir,
         Err(e) => {
@@ -71,7 +71,7 @@ fn outside(filter: &[String]) -> ExitCode {
         }
     };
     let mut ok = node::run_inside(&dir, filter, SUITE_DEADLINE);
-    if let Err(e) = node::stop(&dir, !ok, &sysctls) {
+    if let Err(e) = node::stop(&dir, !ok, sysctls.as_deref()) {
         eprintln!("error: {e:#}");
         ok = false;
     }

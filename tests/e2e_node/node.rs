@@ -171,7 +171,9 @@ pub fn run_inside(dir: &Path, filter: &[String], limit: Duration) -> bool {
         .arg("--")
         .arg(exe)
         .arg("--in-node")
-        .arg(dir)
+        // With the trailing slash, `node.sh stop` (run by the watchdog if this process
+        // dies) finds the child by its command line and stops it too.
+        .arg(format!("{}/", dir.display()))
         .args(filter)
         .process_group(0)
         .spawn();
@@ -205,8 +207,25 @@ const SYSCTLS: [&str; 6] = [
     "kernel/keys/root_maxbytes",
 ];
 
+/// Other nodes running on this machine (`cluster/node.sh` keeps an entry per node there):
+/// the last node to stop restores the kernel settings, so they can only be checked when
+/// this suite's node ran alone.
+fn other_nodes() -> usize {
+    std::fs::read_dir("/run/gomemlimit-nodes")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gmi-"))
+        .count()
+}
+
+/// The kernel settings before the node starts, when no other node runs (else None).
+pub fn sysctls_alone() -> Option<Vec<String>> {
+    (other_nodes() == 0).then(sysctls)
+}
+
 /// The values of `SYSCTLS` now.
-pub fn sysctls() -> Vec<String> {
+fn sysctls() -> Vec<String> {
     SYSCTLS
         .iter()
         .map(|s| {
@@ -221,7 +240,7 @@ pub fn sysctls() -> Vec<String> {
 /// Stops the node (keeping its directory, with the logs, after a failure), then checks
 /// that nothing of it is left on the machine: no process, mount, cgroup, network namespace,
 /// kubelet log link or CNI result, and the kernel settings as they were before `start`.
-pub fn stop(dir: &Path, keep: bool, sysctls_before: &[String]) -> Result<()> {
+pub fn stop(dir: &Path, keep: bool, sysctls_before: Option<&[String]>) -> Result<()> {
     let env = std::fs::read_to_string(dir.join("env")).unwrap_or_default();
     let var = |key: &str| {
         env.lines()
@@ -288,20 +307,23 @@ pub fn stop(dir: &Path, keep: bool, sysctls_before: &[String]) -> Result<()> {
             left.push(format!("CNI result {}", result.path().display()));
         }
     }
-    let after = sysctls();
-    for ((name, before), after) in SYSCTLS.iter().zip(sysctls_before).zip(&after) {
-        if before != after {
-            left.push(format!("sysctl {name} = {after}, was {before}"));
+    let restored = match sysctls_before.filter(|_| other_nodes() == 0) {
+        Some(before) => {
+            for ((name, before), after) in SYSCTLS.iter().zip(before).zip(&sysctls()) {
+                if before != after {
+                    left.push(format!("sysctl {name} = {after}, was {before}"));
+                }
+            }
+            "kernel settings restored"
         }
-    }
+        None => "kernel settings left to the last of the nodes that ran beside it",
+    };
     ensure!(
         left.is_empty(),
         "the node left behind:\n  {}",
         left.join("\n  ")
     );
-    println!(
-        "node stopped: no process, mount, cgroup, namespace or file left; kernel settings restored"
-    );
+    println!("node stopped: no process, mount, cgroup, namespace or file left; {restored}");
     Ok(())
 }
 
