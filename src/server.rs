@@ -841,11 +841,6 @@ impl Server {
         self.metrics_addr
     }
 
-    /// The handlers' state.
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
     /// Serves until `shutdown` completes, then drains (see the module documentation).
     /// Returns once every connection is closed or dropped at the shutdown deadline.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
@@ -967,14 +962,6 @@ fn self_signed(extra_names: &[String], ca_out: &std::path::Path) -> Result<Crede
         key: "(self-signed key)".into(),
     };
     Credentials::from_pem(&origin, pki.cert_pem.as_bytes(), pki.key_pem.as_bytes())
-}
-
-/// Binds, then serves until `shutdown` completes.
-pub async fn serve(
-    config: ServeConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServerError> {
-    Server::bind(config).await?.run(shutdown).await
 }
 
 /// SIGTERM and SIGINT, counted. The first starts a graceful shutdown, the second aborts it.

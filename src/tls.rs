@@ -161,12 +161,6 @@ impl Credentials {
         })
     }
 
-    /// Reads and checks the pair from disk (blocking; for start-up).
-    pub fn load(files: &KeyPairFiles) -> Result<Self, TlsError> {
-        let (cert, key) = read_files_blocking(files)?;
-        Self::from_pem(files, &cert, &key)
-    }
-
     /// The leaf certificate's NotAfter as a Unix timestamp.
     pub fn not_after(&self) -> i64 {
         self.not_after
@@ -180,11 +174,6 @@ impl Credentials {
     /// The leaf certificate's DNS and IP subject alternative names.
     pub fn names(&self) -> &[String] {
         &self.names
-    }
-
-    /// The leaf certificate, DER-encoded.
-    pub fn leaf_der(&self) -> &CertificateDer<'static> {
-        &self.certified.cert[0]
     }
 }
 
@@ -309,11 +298,6 @@ impl CertWatcher {
             seen: Seen::Contents { cert, key },
         };
         Ok((watcher, credentials))
-    }
-
-    /// The watched files.
-    pub fn files(&self) -> &KeyPairFiles {
-        &self.files
     }
 
     /// Re-reads the files and reports whether they changed.
