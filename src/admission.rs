@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::engine::{self, Change, Decision, Evaluation, SkipReason};
 use crate::policy::{Mode, Policy};
+use crate::text::{self, Limit, WARNING};
 
 /// The endpoint a review arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +84,7 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 const API_VERSION: &str = "admission.k8s.io/v1";
 const KIND: &str = "AdmissionReview";
 /// Cap on the audit summary annotation, which lands in every audit event.
-const MAX_SUMMARY_LEN: usize = 1024;
+const SUMMARY: Limit = Limit::Bytes(1024);
 
 /// Handles one AdmissionReview body. Never panics on input; every malformed request gets
 /// a 4xx reply with a one-line reason.
@@ -229,9 +230,10 @@ fn decide(
     let outcome = match eval.decision {
         Decision::Skipped(SkipReason::Disabled | SkipReason::Mirror) => Outcome::Skipped,
         Decision::Skipped(SkipReason::NotUnderstood(reason)) => {
-            warnings.push(engine::truncate(format!(
-                "gomemlimit-injector: cannot read the pod ({reason}); admitted unchanged"
-            )));
+            warnings.push(text::shorten(
+                format!("gomemlimit-injector: cannot read the pod ({reason}); admitted unchanged"),
+                WARNING,
+            ));
             report.message = Some(reason);
             Outcome::Error
         }
@@ -257,7 +259,7 @@ fn decide(
                 .join(", ");
             response
                 .audit_annotations
-                .insert("changes".into(), cap(summary, MAX_SUMMARY_LEN));
+                .insert("changes".into(), text::shorten(summary, SUMMARY));
             Outcome::Audited
         }
         Decision::Evaluated => {
@@ -273,18 +275,6 @@ fn decide(
         response.warnings = Some(warnings);
     }
     Ok(outcome)
-}
-
-fn cap(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut cut = max - 3;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
 }
 
 /// The AdmissionReview answer as the API server reads it. kube's `AdmissionResponse`

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 
 use crate::policy::{Gogc, MissingLimit, Mode, Policy};
 use crate::quantity::Quantity;
+use crate::text::{self, WARNING};
 
 /// Label or annotation that opts a pod out (`disabled`).
 pub const INJECT: &str = "gomemlimit.io/inject";
@@ -36,8 +37,6 @@ const GOMEMLIMIT: &str = "GOMEMLIMIT";
 const GOGC: &str = "GOGC";
 /// How a downward-API GOMEMLIMIT is written in the status annotation.
 const DOWNWARD: &str = "limits.memory";
-/// Kubernetes asks for warnings of at most 120 characters.
-pub const MAX_WARNING_LEN: usize = 120;
 
 /// The result of evaluating one pod.
 #[derive(Debug, Clone)]
@@ -167,7 +166,7 @@ impl Change {
             ),
             Action::SetGogc(v) => format!("{}: {w}set env GOGC={v}", self.target),
         };
-        truncate(text)
+        text::shorten(text, WARNING)
     }
 
     /// A compact form for audit annotations: `app: requests.memory 256Mi->512Mi`.
@@ -205,19 +204,6 @@ impl Change {
             Action::SetGogc(_) => "inject_gogc",
         }
     }
-}
-
-/// Cuts a message to [`MAX_WARNING_LEN`] characters on a character boundary.
-pub fn truncate(mut text: String) -> String {
-    if text.chars().count() > MAX_WARNING_LEN {
-        let cut = text
-            .char_indices()
-            .nth(MAX_WARNING_LEN - 3)
-            .map_or(text.len(), |(i, _)| i);
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
 }
 
 /// What the status annotation records, per container and for the pod.
@@ -322,7 +308,8 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
     eval.audit_only = effective.audit_only;
     if !invalid.is_empty() {
         if eval.audit_only {
-            eval.warnings.extend(invalid.into_iter().map(truncate));
+            eval.warnings
+                .extend(invalid.into_iter().map(|w| text::shorten(w, WARNING)));
         } else {
             eval.decision = Decision::Denied(invalid.join("; "));
             return Ok(());
@@ -336,8 +323,10 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
 
     let previous: Status = match annotations.get(STATUS) {
         Some(text) => serde_json::from_str(text).unwrap_or_else(|_| {
-            eval.warnings
-                .push(truncate(format!("ignoring unreadable {STATUS} annotation")));
+            eval.warnings.push(text::shorten(
+                format!("ignoring unreadable {STATUS} annotation"),
+                WARNING,
+            ));
             Status::default()
         }),
         None => Status::default(),
@@ -399,7 +388,7 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
         let message = denials.join("; ");
         if eval.audit_only {
             eval.warnings
-                .push(truncate(format!("would deny: {message}")));
+                .push(text::shorten(format!("would deny: {message}"), WARNING));
         } else {
             eval.decision = Decision::Denied(message);
             eval.changes.clear();
@@ -638,7 +627,7 @@ impl Work<'_> {
     fn warn(&mut self, target: &Target, text: impl fmt::Display) {
         self.eval
             .warnings
-            .push(truncate(format!("{target}: {text}")));
+            .push(text::shorten(format!("{target}: {text}"), WARNING));
     }
 
     /// Leaves the target alone, saying why.

@@ -1,5 +1,6 @@
 use super::*;
 use crate::policy::{Gogc, MissingLimit, Mode, Policy};
+use crate::text::MAX_WARNING_LEN;
 use serde_json::{Value, json};
 
 fn container(name: &str, limit: Option<&str>, request: Option<&str>) -> Value {
@@ -733,7 +734,6 @@ fn warnings_fit_in_120_characters() {
     for w in &e.warnings {
         assert!(w.chars().count() <= MAX_WARNING_LEN, "{w}");
     }
-    assert_eq!(truncate("é".repeat(200)).chars().count(), MAX_WARNING_LEN);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod cli;
 pub mod engine;
+pub mod error;
 pub mod live;
 pub mod managed;
 pub mod metrics;
@@ -16,4 +17,5 @@ pub mod policy;
 pub mod quantity;
 pub mod server;
 pub mod telemetry;
+pub mod text;
 pub mod tls;

@@ -67,7 +67,7 @@ where
             },
             other => LiveError::Unreachable {
                 url: url.to_owned(),
-                reason: crate::tls::error_chain(&other),
+                reason: crate::error::error_chain(&other),
             },
         })?;
         items.extend(page.items);

@@ -22,6 +22,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::error::error_chain;
 use crate::tls::{self, Credentials, KeyPairFiles, Reload};
 
 const CA_CERT: &str = "ca.crt";
@@ -238,7 +239,7 @@ impl Manager {
         manager.serving = material;
         if let Err(e) = manager.ensure_ca_bundle().await {
             // The configuration may be applied after the Deployment; keep serving and retry.
-            warn!(error = %tls::error_chain(&e), "failed to set the caBundle; will retry");
+            warn!(error = %error_chain(&e), "failed to set the caBundle; will retry");
         }
         Ok((manager, credentials))
     }
@@ -438,7 +439,7 @@ impl Manager {
         if now.duration_since(self.last_bundle_poll) >= BUNDLE_POLL {
             self.last_bundle_poll = now;
             if let Err(e) = self.ensure_ca_bundle().await {
-                warn!(error = %tls::error_chain(&e), "failed to set the caBundle; will retry");
+                warn!(error = %error_chain(&e), "failed to set the caBundle; will retry");
             }
         }
         if now.duration_since(self.last_secret_poll) < SECRET_POLL {
@@ -455,7 +456,7 @@ impl Manager {
                 Reload::Loaded(credentials)
             }
             Err(e) => {
-                let text = tls::error_chain(&e);
+                let text = error_chain(&e);
                 if self.last_error.as_ref() == Some(&text) {
                     return Reload::Unchanged;
                 }

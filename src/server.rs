@@ -46,12 +46,11 @@ use tower::ServiceExt;
 use tracing::{debug, error, info, warn};
 
 use crate::admission::{self, Endpoint, MAX_BODY_BYTES, Outcome, ReviewReport, text_reply};
+use crate::error::error_chain;
 use crate::managed::{ManagedConfig, ManagedError, Manager};
 use crate::metrics::{self, Metrics};
 use crate::policy::{Policy, PolicyArgs, PolicyError};
-use crate::tls::{
-    self, CertStore, CertWatcher, Credentials, KeyPairFiles, Reload, TlsError, error_chain,
-};
+use crate::tls::{self, CertStore, CertWatcher, Credentials, KeyPairFiles, Reload, TlsError};
 
 /// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY). The API
 /// server reuses connections well within it, and reconnects cheaply when it does not.

@@ -21,6 +21,8 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::error::error_chain;
+
 /// Names always present in a `serve --self-signed` certificate, so local clients verify it.
 pub const LOCAL_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
@@ -350,18 +352,6 @@ fn read_files_blocking(files: &KeyPairFiles) -> Result<(Vec<u8>, Vec<u8>), TlsEr
         source,
     })?;
     Ok((cert, key))
-}
-
-/// An error with its causes, on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A generated CA and a serving certificate signed by it, all PEM.

@@ -610,7 +610,7 @@ async fn refuses_to_start_with_a_bad_key_pair_and_names_the_file() {
         shutdown_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
     };
-    let chain = |e: &dyn std::error::Error| gomemlimit_injector::tls::error_chain(e);
+    let chain = |e: &dyn std::error::Error| gomemlimit_injector::error::error_chain(e);
 
     let err = Server::bind(config(&files)).await.unwrap_err();
     assert!(
