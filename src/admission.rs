@@ -6,9 +6,10 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
 
-use crate::engine::{self, Change, Decision, Evaluation, SkipReason};
+use crate::engine::{self, ContainerEvent, Decision, Evaluation, SkipReason};
 use crate::policy::{Mode, Policy};
-use crate::text::{self, Limit, WARNING};
+use crate::report;
+use crate::text::{self, WARNING};
 
 /// The endpoint a review arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,9 +72,9 @@ pub struct ReviewReport {
     pub pod: String,
     pub operation: String,
     pub dry_run: bool,
-    /// One entry per container action taken (or, in audit, that would be taken),
-    /// e.g. `set_request`, `inject_gomemlimit`; counted by the metrics.
-    pub container_actions: Vec<&'static str>,
+    /// One entry per container event (in audit, what would happen); counted by the
+    /// metrics.
+    pub(crate) events: Vec<ContainerEvent>,
     /// Reason for a 4xx reply or a denial.
     pub message: Option<String>,
 }
@@ -83,8 +84,6 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 const API_VERSION: &str = "admission.k8s.io/v1";
 const KIND: &str = "AdmissionReview";
-/// Cap on the audit summary annotation, which lands in every audit event.
-const SUMMARY: Limit = Limit::Bytes(1024);
 
 /// Handles one AdmissionReview body. Never panics on input; every malformed request gets
 /// a 4xx reply with a one-line reason.
@@ -204,8 +203,8 @@ fn review(
                 Endpoint::Mutate => policy.mode,
             };
             let eval = engine::evaluate_as(&pod, policy, mode);
-            report.container_actions = eval.actions.clone();
-            decide(endpoint, eval, &mut response, report)?
+            report.events = eval.events.clone();
+            decide(eval, &mut response, report)?
         }
     };
     report.outcome = Some(outcome);
@@ -220,12 +219,10 @@ fn review(
 
 /// Turns an evaluation into the response for the endpoint.
 fn decide(
-    endpoint: Endpoint,
     eval: Evaluation,
     response: &mut AdmissionResponse,
     report: &mut ReviewReport,
 ) -> Result<Outcome, String> {
-    let audit = endpoint == Endpoint::Audit || eval.audit_only;
     let mut warnings = eval.warnings;
     let outcome = match eval.decision {
         Decision::Skipped(SkipReason::Disabled | SkipReason::Mirror) => Outcome::Skipped,
@@ -234,7 +231,7 @@ fn decide(
                 format!("gomemlimit-injector: cannot read the pod ({reason}); admitted unchanged"),
                 WARNING,
             ));
-            report.message = Some(reason);
+            report.message = Some(reason.to_string());
             Outcome::Error
         }
         Decision::Denied(message) => {
@@ -246,20 +243,11 @@ fn decide(
             Outcome::Denied
         }
         Decision::Evaluated if eval.changes.is_empty() => Outcome::Unchanged,
-        Decision::Evaluated if audit => {
-            warnings.extend(eval.changes.iter().map(|c| c.describe(true)));
-            response
-                .audit_annotations
-                .insert("would-mutate".into(), "true".into());
-            let summary = eval
-                .changes
-                .iter()
-                .map(Change::summary)
-                .collect::<Vec<_>>()
-                .join(", ");
-            response
-                .audit_annotations
-                .insert("changes".into(), text::shorten(summary, SUMMARY));
+        Decision::Evaluated if eval.audit_only => {
+            warnings.extend(eval.changes.iter().map(report::describe));
+            let annotations = &mut response.audit_annotations;
+            annotations.insert("would-mutate".into(), "true".into());
+            annotations.insert("changes".into(), report::summary(&eval.changes));
             Outcome::Audited
         }
         Decision::Evaluated => {

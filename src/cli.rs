@@ -11,8 +11,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 use std::io::Write;
 
 use crate::live;
-use crate::offline::{self, OfflineError};
+use crate::manifests::{self, ManifestError};
 use crate::policy::{Mode, PolicyArgs};
+use crate::report;
 use crate::server::{self, ServeConfig, TlsSource};
 use crate::telemetry::{self, LogFormat};
 use crate::tls::{self, KeyPairFiles};
@@ -383,19 +384,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads a file, or stdin for `-`.
-fn read_input(file: &str) -> Result<(String, String), OfflineError> {
+fn read_input(file: &str) -> Result<(String, String), ManifestError> {
     use std::io::Read;
     if file == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|source| OfflineError::Read {
+            .map_err(|source| ManifestError::Read {
                 name: "standard input".to_owned(),
                 source,
             })?;
         return Ok(("stdin".to_owned(), text));
     }
-    let text = std::fs::read_to_string(file).map_err(|source| OfflineError::Read {
+    let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
         name: file.to_owned(),
         source,
     })?;
@@ -405,30 +406,20 @@ fn read_input(file: &str) -> Result<(String, String), OfflineError> {
 fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
     let policy = args.policy.load()?;
     let (name, text) = read_input(&args.file)?;
-    let output = offline::process_text(&name, &text, &policy, policy.mode, &args.namespace)?;
+    let output = manifests::process_text(&name, &text, &policy, policy.mode, &args.namespace)?;
     let mut stdout = std::io::stdout().lock();
     if args.diff {
         write!(
             stdout,
             "{}",
-            offline::unified_diff(&name, &text, &output.text)
+            manifests::unified_diff(&name, &text, &output.text)
         )?;
     } else {
         write!(stdout, "{}", output.text)?;
     }
-    let mut denied = false;
-    for report in &output.reports {
-        let who = format!("{} {}/{}", report.kind, report.namespace, report.name);
-        for warning in &report.warnings {
-            eprintln!("warning: {who}: {warning}");
-        }
-        if let Some(message) = &report.denied {
-            eprintln!("denied: {who}: {message}");
-            denied = true;
-        }
-    }
+    eprint!("{}", report::messages(&output.reports));
     // A manifest the webhook would reject cannot be applied as it is.
-    Ok(if denied {
+    Ok(if output.reports.iter().any(|r| r.denied.is_some()) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -441,7 +432,7 @@ fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         Some(file) => {
             let (name, text) = read_input(file)?;
             let namespace = args.namespace.as_deref().unwrap_or("default");
-            offline::process_text(&name, &text, &policy, Mode::Audit, namespace)?.reports
+            manifests::process_text(&name, &text, &policy, Mode::Audit, namespace)?.reports
         }
         None => {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -452,8 +443,8 @@ fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let text = match args.output {
-        OutputFormat::Table => offline::table(&reports),
-        OutputFormat::Json => offline::json_report(&reports),
+        OutputFormat::Table => report::table(&reports),
+        OutputFormat::Json => report::json(&reports),
     };
     print!("{text}");
     Ok(if reports.iter().any(|r| r.would_change()) {

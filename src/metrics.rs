@@ -13,6 +13,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::admission::{Endpoint, Outcome};
+use crate::engine::ContainerEvent;
+
 /// Prefix of every metric name.
 pub const PREFIX: &str = "gomemlimit_injector";
 
@@ -130,22 +133,25 @@ impl Metrics {
         metrics
     }
 
-    /// Records one answered review. `outcome` is one of the `admission::Outcome` labels,
-    /// or `error` for every 4xx reply (including 413 and 408).
-    pub fn record_review(
+    /// Records one answered review, with the events of its containers. Every 4xx reply
+    /// (including 413 and 408) has the outcome [`Outcome::Error`].
+    pub(crate) fn record_review(
         &self,
-        path: &'static str,
-        outcome: &'static str,
+        endpoint: Endpoint,
+        outcome: Outcome,
         duration: Duration,
-        container_actions: &[&'static str],
+        events: &[ContainerEvent],
     ) {
+        let path = endpoint.as_str();
+        let outcome = outcome.as_str();
         self.requests
             .get_or_create(&RequestLabels { path, outcome })
             .inc();
         self.duration
             .get_or_create(&PathLabels { path })
             .observe(duration.as_secs_f64());
-        for &action in container_actions {
+        for event in events {
+            let action = event.label();
             self.containers
                 .get_or_create(&ActionLabels { action })
                 .inc();
@@ -196,10 +202,10 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         metrics.record_review(
-            "mutate",
-            "mutated",
+            Endpoint::Mutate,
+            Outcome::Mutated,
             Duration::from_micros(300),
-            &["set_request", "inject_gomemlimit"],
+            &[ContainerEvent::SetRequest, ContainerEvent::InjectGomemlimit],
         );
         metrics.set_certificate_expiry(1_900_000_000);
         metrics.tls_reload(false);
@@ -222,7 +228,12 @@ mod tests {
     fn sub_millisecond_reviews_land_in_their_own_bucket() {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
-        metrics.record_review("audit", "audited", Duration::from_micros(80), &[]);
+        metrics.record_review(
+            Endpoint::Audit,
+            Outcome::Audited,
+            Duration::from_micros(80),
+            &[],
+        );
         let text = encode(&registry).unwrap();
         assert!(
             text.contains(

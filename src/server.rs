@@ -364,13 +364,14 @@ async fn review(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: B
     let path = endpoint.as_str();
     // Every 4xx (bad request, 408, 413) is an error, whatever the handler decided.
     let outcome = match report.outcome {
-        _ if reply.status.is_client_error() => Outcome::Error.as_str(),
-        Some(outcome) => outcome.as_str(),
-        None => Outcome::Error.as_str(),
+        _ if reply.status.is_client_error() => Outcome::Error,
+        Some(outcome) => outcome,
+        None => Outcome::Error,
     };
     state
         .metrics()
-        .record_review(path, outcome, elapsed, &report.container_actions);
+        .record_review(endpoint, outcome, elapsed, &report.events);
+    let outcome = outcome.as_str();
     match &report.message {
         Some(reason) if reply.status.is_client_error() => {
             review_event!(warn, report, path, outcome, elapsed, reply.status, reason = %reason, "review rejected")

@@ -42,7 +42,7 @@ impl std::ops::Deref for Out {
 }
 
 fn eval(pod: &Value, policy: &Policy) -> Out {
-    let eval = evaluate(pod, policy);
+    let eval = evaluate_as(pod, policy, policy.mode);
     let mutated = eval.patched(pod);
     Out { eval, mutated }
 }
@@ -122,10 +122,13 @@ fn sets_request_to_limit_and_describes_it() {
     let p = pod(vec![container("app", Some("512Mi"), Some("256Mi"))]);
     let e = run(&p);
     assert_eq!(
-        e.changes[0].describe(true),
+        crate::report::describe(&e.changes[0]),
         "container \"app\": would set requests.memory to 512Mi (was 256Mi)"
     );
-    assert_eq!(e.changes[0].summary(), "app: requests.memory 256Mi->512Mi");
+    assert_eq!(
+        crate::report::summary(&e.changes[..1]),
+        "app: requests.memory 256Mi->512Mi"
+    );
 }
 
 #[test]
@@ -204,7 +207,7 @@ fn existing_gomemlimit_wins_and_no_gogc_is_added() {
             memory(&e.mutated, "containers", 0, "requests").as_deref(),
             Some("512Mi")
         );
-        assert!(e.actions.contains(&"kept_gomemlimit"));
+        assert!(e.events.contains(&ContainerEvent::KeptGomemlimit));
     }
 }
 
@@ -509,7 +512,13 @@ fn exclusions_by_policy_and_annotation() {
         e.mutated["spec"]["containers"][2],
         p["spec"]["containers"][2]
     );
-    assert_eq!(e.actions.iter().filter(|a| **a == "excluded").count(), 2);
+    assert_eq!(
+        e.events
+            .iter()
+            .filter(|e| **e == ContainerEvent::Excluded)
+            .count(),
+        2
+    );
 }
 
 #[test]
