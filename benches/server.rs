@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gomemlimit_injector::policy::PolicyArgs;
+use gomemlimit_injector::policy::PolicySource;
 use gomemlimit_injector::server::{ServeConfig, Server, TlsSource};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -25,7 +25,7 @@ fn server(c: &mut Criterion) {
             names: Vec::new(),
             ca_out: ca_out.clone(),
         },
-        policy: PolicyArgs::default(),
+        policy: PolicySource::default(),
         reload_interval: Duration::from_secs(60),
         header_read_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(10),

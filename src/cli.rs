@@ -1,18 +1,19 @@
-//! Command line: `serve` and `certs`. Every flag also reads `GOMEMLIMIT_INJECTOR_<NAME>`.
+//! Command line: `serve`, `certs`, `mutate` and `audit`. Every `serve` and policy flag also
+//! reads `GOMEMLIMIT_INJECTOR_<NAME>`.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{ArgGroup, Args, Parser, Subcommand};
-
-use std::io::Write;
+use clap::builder::PossibleValue;
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::live;
 use crate::manifests::{self, ManifestError};
-use crate::policy::{Mode, PolicyArgs};
+use crate::policy::{self, Gogc, MissingLimit, Mode, Overrides, PolicySource};
 use crate::report;
 use crate::server::{self, ServeConfig, TlsSource};
 use crate::telemetry::{self, LogFormat};
@@ -23,9 +24,9 @@ use crate::tls::{self, KeyPairFiles};
 #[command(name = "gomemlimit-injector", version, about, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
-    pub log: LogArgs,
+    pub(crate) log: LogArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Installed as `kubectl-gomemlimit`, the binary is the kubectl plugin `kubectl gomemlimit`.
@@ -53,7 +54,7 @@ impl Cli {
 
 /// Logging flags, accepted before or after the subcommand.
 #[derive(Debug, Args)]
-pub struct LogArgs {
+pub(crate) struct LogArgs {
     /// Log line format.
     #[arg(
         long,
@@ -63,7 +64,7 @@ pub struct LogArgs {
         value_enum,
         default_value_t = LogFormat::Text
     )]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// Log filter (a level such as info or debug, or tracing directives); RUST_LOG wins
     /// when set.
     #[arg(
@@ -73,12 +74,12 @@ pub struct LogArgs {
         env = "GOMEMLIMIT_INJECTOR_LOG_LEVEL",
         default_value = "info"
     )]
-    pub log_level: String,
+    pub(crate) log_level: String,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the admission webhook.
     Serve(Box<ServeArgs>),
     /// Write a CA and a serving certificate (ca.crt, ca.key, tls.crt, tls.key).
@@ -90,48 +91,158 @@ pub enum Command {
     Audit(AuditArgs),
 }
 
+/// Policy flags, shared by `serve`, `mutate` and `audit` so that offline results match the
+/// webhook's. Each also reads `GOMEMLIMIT_INJECTOR_<NAME>`; flags beat variables beat the file.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct PolicyArgs {
+    /// Policy YAML file (keys: percent, gogc, missingLimit, defaultMemory, minPercent,
+    /// maxPercent, excludeContainers, mode).
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// GOMEMLIMIT as a percentage of the memory limit; 100 uses the downward API.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    percent: Option<u8>,
+    /// GOGC to add: off, keep (add nothing) or an integer.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_GOGC", value_parser = parse_gogc)]
+    gogc: Option<Gogc>,
+    /// Containers with neither memory request nor limit: skip, deny or default.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MISSING_LIMIT", value_enum)]
+    missing_limit: Option<MissingLimit>,
+    /// Memory request and limit for `--missing-limit default`, e.g. 512Mi.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_DEFAULT_MEMORY", value_parser = policy::parse_memory)]
+    default_memory: Option<crate::quantity::Quantity>,
+    /// Lowest `gomemlimit.io/percent` a pod may ask for.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MIN_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    min_percent: Option<u8>,
+    /// Highest `gomemlimit.io/percent` a pod may ask for.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MAX_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    max_percent: Option<u8>,
+    /// Container names never to touch (comma-separated).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_EXCLUDE_CONTAINERS",
+        value_delimiter = ','
+    )]
+    exclude_containers: Option<Vec<String>>,
+    /// enforce (patch pods) or audit (report only).
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MODE", value_enum)]
+    mode: Option<Mode>,
+}
+
+impl PolicyArgs {
+    /// Where the policy comes from, as these flags say.
+    fn source(&self) -> PolicySource {
+        PolicySource {
+            file: self.config.clone(),
+            overrides: Overrides {
+                percent: self.percent,
+                gogc: self.gogc,
+                missing_limit: self.missing_limit,
+                default_memory: self.default_memory.clone(),
+                min_percent: self.min_percent,
+                max_percent: self.max_percent,
+                exclude_containers: self.exclude_containers.clone(),
+                mode: self.mode,
+            },
+        }
+    }
+}
+
+fn parse_gogc(s: &str) -> Result<Gogc, String> {
+    s.parse()
+}
+
+impl ValueEnum for MissingLimit {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            MissingLimit::Skip,
+            MissingLimit::Deny,
+            MissingLimit::Default,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            MissingLimit::Skip => {
+                PossibleValue::new("skip").help("Leave the container alone and warn")
+            }
+            MissingLimit::Deny => PossibleValue::new("deny").help("Reject the pod"),
+            MissingLimit::Default => {
+                PossibleValue::new("default").help("Set request and limit to `defaultMemory`")
+            }
+        })
+    }
+}
+
+impl ValueEnum for Mode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Mode::Enforce, Mode::Audit]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }))
+    }
+}
+
+impl ValueEnum for LogFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[LogFormat::Text, LogFormat::Json]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            LogFormat::Text => PossibleValue::new("text").help("Human-readable lines"),
+            LogFormat::Json => PossibleValue::new("json")
+                .help("One JSON object per line, fields at the top level (for log collectors)"),
+        })
+    }
+}
+
 /// `mutate` flags.
 #[derive(Debug, Args)]
-pub struct MutateArgs {
+pub(crate) struct MutateArgs {
     /// Manifest file (YAML, multi-document, or JSON; a List works too), or - for stdin.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    pub file: String,
+    pub(crate) file: String,
     /// Print a unified diff instead of the manifests.
     #[arg(long)]
-    pub diff: bool,
+    pub(crate) diff: bool,
     /// Namespace for objects that name none (used in messages).
     #[arg(short = 'n', long, default_value = "default")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     #[command(flatten)]
-    pub policy: PolicyArgs,
+    pub(crate) policy: PolicyArgs,
 }
 
 /// How `audit` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     Table,
     Json,
 }
 
 /// `audit` flags.
 #[derive(Debug, Args)]
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     /// Manifest file or - for stdin; without it the live cluster (current kubeconfig, or
     /// in-cluster configuration) is audited.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    pub file: Option<String>,
+    pub(crate) file: Option<String>,
     /// Live: only this namespace (default: all namespaces). Manifests: namespace for
     /// objects that name none.
     #[arg(short = 'n', long)]
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// Live: every namespace (the default when --namespace is not given).
     #[arg(short = 'A', long, conflicts_with = "namespace")]
-    pub all_namespaces: bool,
+    pub(crate) all_namespaces: bool,
     /// table (default) or json.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub(crate) output: OutputFormat,
     #[command(flatten)]
-    pub policy: PolicyArgs,
+    pub(crate) policy: PolicyArgs,
 }
 
 /// `serve` flags.
@@ -141,21 +252,21 @@ pub struct AuditArgs {
         .required(true)
         .args(["tls_cert_file", "self_signed", "cert_secret"])
 ))]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// HTTPS address for AdmissionReviews.
     #[arg(
         long,
         env = "GOMEMLIMIT_INJECTOR_LISTEN",
         default_value = "0.0.0.0:8443"
     )]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Plain HTTP address for /metrics, /healthz and /readyz.
     #[arg(
         long,
         env = "GOMEMLIMIT_INJECTOR_METRICS_LISTEN",
         default_value = "0.0.0.0:9090"
     )]
-    pub metrics_listen: SocketAddr,
+    pub(crate) metrics_listen: SocketAddr,
     /// PEM certificate chain (leaf first); reloaded when it changes.
     #[arg(
         long,
@@ -163,7 +274,7 @@ pub struct ServeArgs {
         value_name = "FILE",
         requires = "tls_key_file"
     )]
-    pub tls_cert_file: Option<PathBuf>,
+    pub(crate) tls_cert_file: Option<PathBuf>,
     /// PEM private key of the certificate; reloaded when it changes.
     #[arg(
         long,
@@ -171,14 +282,14 @@ pub struct ServeArgs {
         value_name = "FILE",
         requires = "tls_cert_file"
     )]
-    pub tls_key_file: Option<PathBuf>,
+    pub(crate) tls_key_file: Option<PathBuf>,
     /// Generate a CA and a serving certificate at start-up (for local use).
     #[arg(
         long,
         env = "GOMEMLIMIT_INJECTOR_SELF_SIGNED",
         conflicts_with_all = ["tls_cert_file", "tls_key_file", "cert_secret"]
     )]
-    pub self_signed: bool,
+    pub(crate) self_signed: bool,
     /// Keep the CA and serving certificate in this Secret (created and renewed by the
     /// webhook itself; no cert-manager needed).
     #[arg(
@@ -187,7 +298,7 @@ pub struct ServeArgs {
         value_name = "NAME",
         conflicts_with_all = ["tls_cert_file", "tls_key_file"]
     )]
-    pub cert_secret: Option<String>,
+    pub(crate) cert_secret: Option<String>,
     /// Namespace of --cert-secret (default: POD_NAMESPACE, else this pod's namespace).
     #[arg(
         long,
@@ -195,7 +306,7 @@ pub struct ServeArgs {
         value_name = "NAMESPACE",
         requires = "cert_secret"
     )]
-    pub cert_secret_namespace: Option<String>,
+    pub(crate) cert_secret_namespace: Option<String>,
     /// MutatingWebhookConfiguration whose caBundle --cert-secret keeps set to its CA.
     #[arg(
         long,
@@ -203,7 +314,7 @@ pub struct ServeArgs {
         value_name = "NAME",
         requires = "cert_secret"
     )]
-    pub webhook_configuration: Option<String>,
+    pub(crate) webhook_configuration: Option<String>,
     /// Service in front of the webhook; its in-cluster DNS names go into the --cert-secret
     /// certificate.
     #[arg(
@@ -212,7 +323,7 @@ pub struct ServeArgs {
         value_name = "NAME",
         requires = "cert_secret"
     )]
-    pub service_name: Option<String>,
+    pub(crate) service_name: Option<String>,
     /// Validity of a --cert-secret serving certificate; renewed when a third is left.
     #[arg(
         long,
@@ -221,7 +332,7 @@ pub struct ServeArgs {
         default_value = "2160h",
         value_parser = parse_duration
     )]
-    pub cert_validity: Duration,
+    pub(crate) cert_validity: Duration,
     /// Where --self-signed writes its CA certificate.
     #[arg(
         long,
@@ -229,7 +340,7 @@ pub struct ServeArgs {
         value_name = "FILE",
         default_value = "gomemlimit-injector-ca.crt"
     )]
-    pub ca_out: PathBuf,
+    pub(crate) ca_out: PathBuf,
     /// Extra subject alternative name for --self-signed (where localhost, 127.0.0.1 and ::1
     /// are always included) or --cert-secret (repeatable or comma-separated).
     #[arg(
@@ -238,7 +349,7 @@ pub struct ServeArgs {
         value_name = "NAME",
         value_delimiter = ','
     )]
-    pub dns_names: Vec<String>,
+    pub(crate) dns_names: Vec<String>,
     /// How often the certificate and policy files are checked for changes (e.g. 500ms, 2s).
     #[arg(
         long,
@@ -247,7 +358,7 @@ pub struct ServeArgs {
         default_value = "2s",
         value_parser = parse_duration
     )]
-    pub tls_reload_interval: Duration,
+    pub(crate) tls_reload_interval: Duration,
     /// Deadline for the TLS handshake and for an HTTP/1.1 request head.
     #[arg(
         long,
@@ -256,7 +367,7 @@ pub struct ServeArgs {
         default_value = "5s",
         value_parser = parse_duration
     )]
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// Deadline for receiving a request body and answering (HTTP 408 after it).
     #[arg(
         long,
@@ -265,7 +376,7 @@ pub struct ServeArgs {
         default_value = "10s",
         value_parser = parse_duration
     )]
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// How long a shutdown waits for in-flight reviews before dropping connections.
     #[arg(
         long,
@@ -274,7 +385,7 @@ pub struct ServeArgs {
         default_value = "20s",
         value_parser = parse_duration
     )]
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// After SIGTERM, keep serving this long with /readyz at 503 before closing the
     /// listener, so that the API server stops sending reviews here first.
     #[arg(
@@ -284,14 +395,14 @@ pub struct ServeArgs {
         default_value = "5s",
         value_parser = parse_duration_or_zero
     )]
-    pub shutdown_delay: Duration,
+    pub(crate) shutdown_delay: Duration,
     #[command(flatten)]
-    pub policy: PolicyArgs,
+    pub(crate) policy: PolicyArgs,
 }
 
 impl ServeArgs {
     /// The server configuration these flags describe.
-    pub fn to_config(&self) -> ServeConfig {
+    pub(crate) fn to_config(&self) -> ServeConfig {
         let tls = match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(cert), Some(key)) => TlsSource::Files(KeyPairFiles {
                 cert: cert.clone(),
@@ -324,7 +435,7 @@ impl ServeArgs {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
             tls,
-            policy: self.policy.clone(),
+            policy: self.policy.source(),
             reload_interval: self.tls_reload_interval,
             header_read_timeout: self.header_read_timeout,
             request_timeout: self.request_timeout,
@@ -336,7 +447,7 @@ impl ServeArgs {
 
 /// `certs` flags.
 #[derive(Debug, Args)]
-pub struct CertsArgs {
+pub(crate) struct CertsArgs {
     /// DNS name (or IP address) of the serving certificate, e.g.
     /// gomemlimit-injector.gomemlimit-system.svc (repeatable or comma-separated; the first
     /// is also the common name).
@@ -347,7 +458,7 @@ pub struct CertsArgs {
         value_delimiter = ',',
         required = true
     )]
-    pub dns_names: Vec<String>,
+    pub(crate) dns_names: Vec<String>,
     /// Directory to write ca.crt, ca.key, tls.crt and tls.key into.
     #[arg(
         long,
@@ -355,7 +466,7 @@ pub struct CertsArgs {
         value_name = "DIR",
         default_value = "certs"
     )]
-    pub out_dir: PathBuf,
+    pub(crate) out_dir: PathBuf,
     /// Validity of the serving certificate in days (the CA is valid ten years).
     #[arg(
         long,
@@ -363,10 +474,10 @@ pub struct CertsArgs {
         default_value_t = 365,
         value_parser = clap::value_parser!(u32).range(1..=3650)
     )]
-    pub days: u32,
+    pub(crate) days: u32,
     /// Overwrite existing files.
     #[arg(long, env = "GOMEMLIMIT_INJECTOR_FORCE")]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// Runs the parsed command line; the exit code is for the process on success.
@@ -404,7 +515,7 @@ fn read_input(file: &str) -> Result<(String, String), ManifestError> {
 }
 
 fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
-    let policy = args.policy.load()?;
+    let policy = args.policy.source().load()?;
     let (name, text) = read_input(&args.file)?;
     let output = manifests::process_text(&name, &text, &policy, policy.mode, &args.namespace)?;
     let mut stdout = std::io::stdout().lock();
@@ -427,7 +538,7 @@ fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
-    let policy = args.policy.load()?;
+    let policy = args.policy.source().load()?;
     let reports = match &args.file {
         Some(file) => {
             let (name, text) = read_input(file)?;
@@ -479,7 +590,7 @@ fn certs(args: &CertsArgs) -> anyhow::Result<ExitCode> {
 /// Parses a duration such as `500ms`, `2s`, `1m30s` or `1h`; units `ms`, `s`, `m`, `h`,
 /// whole numbers only. Zero is refused: every duration here is a poll interval or a
 /// deadline, and zero would spin or time out at once.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration: expected e.g. 500ms, 2s, 1m30s");
     let mut rest = text.trim();
     if rest.is_empty() {
@@ -508,7 +619,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// [`parse_duration`], also accepting `0` (or `0s`) for "none".
-pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     let bare = text
         .trim()
         .trim_end_matches(|c: char| c.is_ascii_alphabetic());

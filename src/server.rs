@@ -49,7 +49,7 @@ use crate::admission::{self, Endpoint, MAX_BODY_BYTES, Outcome, ReviewReport, te
 use crate::error::error_chain;
 use crate::managed::{ManagedConfig, ManagedError, Manager};
 use crate::metrics::{self, Metrics};
-use crate::policy::{Policy, PolicyArgs, PolicyError};
+use crate::policy::{Policy, PolicyError, PolicySource};
 use crate::tls::{self, CertStore, CertWatcher, Credentials, KeyPairFiles, Reload, TlsError};
 
 /// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY). The API
@@ -134,7 +134,7 @@ pub struct ServeConfig {
     /// The serving key pair.
     pub tls: TlsSource,
     /// Policy flags and file; the file is watched for changes.
-    pub policy: PolicyArgs,
+    pub policy: PolicySource,
     /// How often the certificate and policy files are checked for changes.
     pub reload_interval: Duration,
     /// Deadline for the TLS handshake and for an HTTP/1.1 request head.
@@ -393,7 +393,7 @@ async fn review(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: B
 /// Watches the policy file by content, like [`CertWatcher`] does the key pair (ConfigMap
 /// volumes are updated by the same atomic symlink swap).
 struct PolicyWatcher {
-    args: PolicyArgs,
+    args: PolicySource,
     path: PathBuf,
     seen: Result<Vec<u8>, String>,
 }
@@ -401,8 +401,8 @@ struct PolicyWatcher {
 impl PolicyWatcher {
     /// Reads the file before the policy is loaded from it, so a change in between is seen
     /// at the first poll rather than missed.
-    fn start(args: &PolicyArgs) -> Option<Self> {
-        let path = args.config_file()?.to_owned();
+    fn start(args: &PolicySource) -> Option<Self> {
+        let path = args.file.clone()?;
         let seen = std::fs::read(&path).map_err(|e| e.to_string());
         Some(PolicyWatcher {
             args: args.clone(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Options, TestServer, eventually, fixture, post, sample};
 use gomemlimit_injector::metrics::Metrics;
-use gomemlimit_injector::policy::{Policy, PolicyArgs};
+use gomemlimit_injector::policy::{Policy, PolicySource};
 use gomemlimit_injector::server::{AppState, ServeConfig, Server, TlsSource, router};
 use gomemlimit_injector::tls::KeyPairFiles;
 use prometheus_client::registry::Registry;
@@ -603,7 +603,7 @@ async fn refuses_to_start_with_a_bad_key_pair_and_names_the_file() {
         listen: ([127, 0, 0, 1], 0).into(),
         metrics_listen: ([127, 0, 0, 1], 0).into(),
         tls: TlsSource::Files(files.clone()),
-        policy: PolicyArgs::default(),
+        policy: PolicySource::default(),
         reload_interval: Duration::from_secs(1),
         header_read_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
@@ -644,7 +644,7 @@ async fn self_signed_mode_writes_its_ca_and_serves_with_it() {
             names: vec!["webhook.example.svc".into()],
             ca_out: ca_out.clone(),
         },
-        policy: PolicyArgs::default(),
+        policy: PolicySource::default(),
         reload_interval: Duration::from_secs(1),
         header_read_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gomemlimit_injector::policy::PolicyArgs;
+use gomemlimit_injector::policy::PolicySource;
 use gomemlimit_injector::server::{ServeConfig, Server, ServerError, TlsSource};
 use gomemlimit_injector::tls::KeyPairFiles;
 use rcgen::{
@@ -199,9 +199,9 @@ impl TestServer {
             listen: ([127, 0, 0, 1], 0).into(),
             metrics_listen: ([127, 0, 0, 1], 0).into(),
             tls: TlsSource::Files(self.files.clone()),
-            policy: PolicyArgs {
-                config: self.policy_path.clone(),
-                ..PolicyArgs::default()
+            policy: PolicySource {
+                file: self.policy_path.clone(),
+                ..PolicySource::default()
             },
             reload_interval: options.reload_interval,
             header_read_timeout: options.header_read_timeout,
