@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gomemlimit_injector::policy::PolicySource;
-use gomemlimit_injector::server::{ServeConfig, Server, TlsSource};
+use gomemlimit_injector::server::{ServeConfig, Server};
+use gomemlimit_injector::tls::TlsSource;
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));

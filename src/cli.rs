@@ -15,9 +15,9 @@ use crate::live;
 use crate::manifests::{self, ManifestError};
 use crate::policy::{self, Gogc, MissingLimit, Mode, Overrides, PolicySource};
 use crate::report;
-use crate::server::{self, ServeConfig, TlsSource};
+use crate::server::{self, ServeConfig};
 use crate::telemetry::{self, LogFormat};
-use crate::tls::{self, KeyPairFiles};
+use crate::tls::{self, KeyPairFiles, SecretConfig, TlsSource};
 
 /// Gives Go containers GOMEMLIMIT and a memory request equal to their limit.
 #[derive(Debug, Parser)]
@@ -412,10 +412,10 @@ impl ServeArgs {
                 let namespace = self
                     .cert_secret_namespace
                     .clone()
-                    .unwrap_or_else(crate::managed::own_namespace);
-                TlsSource::Managed(crate::managed::ManagedConfig {
+                    .unwrap_or_else(tls::own_namespace);
+                TlsSource::Secret(SecretConfig {
                     secret: self.cert_secret.clone().unwrap_or_default(),
-                    names: crate::managed::ManagedConfig::service_names(
+                    names: SecretConfig::service_names(
                         self.service_name.as_deref(),
                         &namespace,
                         &self.dns_names,

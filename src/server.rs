@@ -47,10 +47,12 @@ use tracing::{debug, error, info, warn};
 
 use crate::admission::{self, Endpoint, MAX_BODY_BYTES, Outcome, ReviewReport, text_reply};
 use crate::error::error_chain;
-use crate::managed::{ManagedConfig, ManagedError, Manager};
 use crate::metrics::{self, Metrics};
 use crate::policy::{Policy, PolicyError, PolicySource};
-use crate::tls::{self, CertStore, CertWatcher, Credentials, KeyPairFiles, Reload, TlsError};
+use crate::tls::{
+    self, CertStore, CertificateSource, SecretError, SourceError, TlsError, TlsSource,
+};
+use crate::watch::{LastSeen, Reload};
 
 /// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY). The API
 /// server reuses connections well within it, and reconnects cheaply when it does not.
@@ -94,32 +96,14 @@ pub enum ServerError {
     #[error("failed to shut down gracefully: aborted by a second signal")]
     Aborted,
     #[error("failed to set up the self-managed certificate")]
-    Managed(#[source] ManagedError),
+    Secret(#[source] SecretError),
 }
 
-/// Where the serving key pair comes from.
-#[derive(Clone, Debug)]
-pub enum TlsSource {
-    /// PEM files, watched for rotation.
-    Files(KeyPairFiles),
-    /// Generated at start-up for [`tls::LOCAL_NAMES`] plus `names`; the CA certificate is
-    /// written to `ca_out`.
-    SelfSigned { names: Vec<String>, ca_out: PathBuf },
-    /// Kept by the webhook itself in a Secret, with the CA in its webhook configuration.
-    Managed(ManagedConfig),
-}
-
-/// Where rotated key pairs come from.
-enum CertSource {
-    Files(CertWatcher),
-    Managed(Box<Manager>),
-}
-
-impl CertSource {
-    async fn poll(&mut self) -> Reload {
-        match self {
-            CertSource::Files(watcher) => watcher.poll().await,
-            CertSource::Managed(manager) => manager.poll().await,
+impl From<SourceError> for ServerError {
+    fn from(error: SourceError) -> Self {
+        match error {
+            SourceError::Tls(e) => ServerError::Tls(e),
+            SourceError::Secret(e) => ServerError::Secret(e),
         }
     }
 }
@@ -390,44 +374,60 @@ async fn review(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: B
     response
 }
 
-/// Watches the policy file by content, like [`CertWatcher`] does the key pair (ConfigMap
+/// Why a changed policy file could not be used.
+#[derive(Debug, thiserror::Error)]
+enum PolicyReloadError {
+    #[error("failed to read policy file {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Load(PolicyError),
+    #[error("failed to load the policy: {0}")]
+    Task(tokio::task::JoinError),
+}
+
+/// Watches the policy file by content, as the key pair's files are watched (ConfigMap
 /// volumes are updated by the same atomic symlink swap).
 struct PolicyWatcher {
-    args: PolicySource,
+    source: PolicySource,
     path: PathBuf,
-    seen: Result<Vec<u8>, String>,
+    /// The contents, or the text of the error reading them.
+    seen: LastSeen<Result<Vec<u8>, String>>,
 }
 
 impl PolicyWatcher {
     /// Reads the file before the policy is loaded from it, so a change in between is seen
     /// at the first poll rather than missed.
-    fn start(args: &PolicySource) -> Option<Self> {
-        let path = args.file.clone()?;
+    fn start(source: &PolicySource) -> Option<Self> {
+        let path = source.file.clone()?;
         let seen = std::fs::read(&path).map_err(|e| e.to_string());
         Some(PolicyWatcher {
-            args: args.clone(),
+            source: source.clone(),
             path,
-            seen,
+            seen: LastSeen::new(seen),
         })
     }
 
-    /// `None` when the file is unchanged, else the result of loading it.
-    async fn poll(&mut self) -> Option<Result<Policy, String>> {
-        let seen = tokio::fs::read(&self.path).await.map_err(|e| e.to_string());
-        if seen == self.seen {
-            return None;
+    /// Re-reads the file and, when it changed, loads the policy from it.
+    async fn poll(&mut self) -> Reload<Policy, PolicyReloadError> {
+        let (seen, error) = match tokio::fs::read(&self.path).await {
+            Ok(contents) => (Ok(contents), None),
+            Err(e) => (Err(e.to_string()), Some(e)),
+        };
+        if !self.seen.changed(seen) {
+            return Reload::Unchanged;
         }
-        self.seen = seen;
-        if let Err(e) = &self.seen {
-            return Some(Err(format!(
-                "failed to read policy file {}: {e}",
-                self.path.display()
-            )));
+        if let Some(error) = error {
+            let path = self.path.clone();
+            return Reload::Failed(PolicyReloadError::Read { path, error });
         }
-        let args = self.args.clone();
-        match tokio::task::spawn_blocking(move || args.load()).await {
-            Ok(result) => Some(result.map_err(|e| error_chain(&e))),
-            Err(e) => Some(Err(format!("failed to load the policy: {e}"))),
+        let source = self.source.clone();
+        match tokio::task::spawn_blocking(move || source.load()).await {
+            Ok(Ok(policy)) => Reload::Loaded(policy),
+            Ok(Err(e)) => Reload::Failed(PolicyReloadError::Load(e)),
+            Err(e) => Reload::Failed(PolicyReloadError::Task(e)),
         }
     }
 }
@@ -436,7 +436,7 @@ impl PolicyWatcher {
 /// one is logged and counted while the last good version stays in force.
 async fn reload_loop(
     interval: Duration,
-    mut certs: Option<(CertSource, Arc<CertStore>)>,
+    mut certs: (CertificateSource, Arc<CertStore>),
     mut policy: Option<PolicyWatcher>,
     state: AppState,
 ) {
@@ -446,8 +446,9 @@ async fn reload_loop(
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        if let Some((watcher, store)) = &mut certs {
-            match watcher.poll().await {
+        {
+            let (source, store) = &mut certs;
+            match source.poll().await {
                 Reload::Unchanged => {}
                 Reload::Loaded(credentials) => {
                     info!(
@@ -475,14 +476,14 @@ async fn reload_loop(
         }
         if let Some(watcher) = &mut policy {
             match watcher.poll().await {
-                None => {}
-                Some(Ok(new_policy)) => {
+                Reload::Unchanged => {}
+                Reload::Loaded(new_policy) => {
                     info!(policy = ?new_policy, "policy reloaded");
                     state.set_policy(new_policy);
                     state.metrics().policy_reload(true);
                 }
-                Some(Err(e)) => {
-                    error!(error = %e, "failed to reload the policy; keeping the current one");
+                Reload::Failed(e) => {
+                    error!(error = %error_chain(&e), "failed to reload the policy; keeping the current one");
                     state.metrics().policy_reload(false);
                 }
             }
@@ -743,7 +744,7 @@ pub struct Server {
     metrics_addr: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     certs: Arc<CertStore>,
-    cert_watcher: Option<CertSource>,
+    cert_source: CertificateSource,
     policy_watcher: Option<PolicyWatcher>,
     state: AppState,
     registry: Arc<Registry>,
@@ -769,22 +770,7 @@ impl Server {
         let policy_watcher = PolicyWatcher::start(&config.policy);
         let policy = config.policy.load().map_err(ServerError::Policy)?;
 
-        let (credentials, cert_watcher) = match &config.tls {
-            TlsSource::Files(files) => {
-                let (watcher, credentials) =
-                    CertWatcher::start(files.clone()).map_err(ServerError::Tls)?;
-                (credentials, Some(CertSource::Files(watcher)))
-            }
-            TlsSource::Managed(managed) => {
-                let (manager, credentials) = Manager::start(managed.clone())
-                    .await
-                    .map_err(ServerError::Managed)?;
-                (credentials, Some(CertSource::Managed(Box::new(manager))))
-            }
-            TlsSource::SelfSigned { names, ca_out } => {
-                (self_signed(names, ca_out).map_err(ServerError::Tls)?, None)
-            }
-        };
+        let (cert_source, credentials) = CertificateSource::start(&config.tls).await?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         if credentials.not_after() <= now {
             // Not fatal: the volume may be about to receive the renewed pair, which the
@@ -820,7 +806,7 @@ impl Server {
             metrics_addr,
             tls,
             certs,
-            cert_watcher,
+            cert_source,
             policy_watcher,
             state: AppState::new(policy, metrics, config.request_timeout),
             registry: Arc::new(registry),
@@ -851,7 +837,7 @@ impl Server {
             metrics_addr,
             tls,
             certs,
-            cert_watcher,
+            cert_source,
             policy_watcher,
             state,
             registry,
@@ -864,7 +850,7 @@ impl Server {
 
         let reloader = tokio::spawn(reload_loop(
             reload_interval,
-            cert_watcher.map(|w| (w, certs)),
+            (cert_source, certs),
             policy_watcher,
             state.clone(),
         ));
@@ -943,25 +929,6 @@ fn listener_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAdd
     listener
         .local_addr()
         .map_err(|source| ServerError::LocalAddr { what, source })
-}
-
-/// Generates the `--self-signed` pair and writes its CA to `ca_out`.
-fn self_signed(extra_names: &[String], ca_out: &std::path::Path) -> Result<Credentials, TlsError> {
-    let mut names: Vec<String> = tls::LOCAL_NAMES.iter().map(|n| (*n).to_owned()).collect();
-    for name in extra_names {
-        if !names.contains(name) {
-            names.push(name.clone());
-        }
-    }
-    // The key only lives in memory; a restart makes a new CA, so a year is plenty.
-    let pki = tls::generate(&names, 365)?;
-    tls::write_file(ca_out, pki.ca_cert_pem.as_bytes(), false, true)?;
-    info!(path = %ca_out.display(), "wrote the self-signed CA certificate");
-    let origin = KeyPairFiles {
-        cert: "(self-signed certificate)".into(),
-        key: "(self-signed key)".into(),
-    };
-    Credentials::from_pem(&origin, pki.cert_pem.as_bytes(), pki.key_pem.as_bytes())
 }
 
 /// SIGTERM and SIGINT, counted. The first starts a graceful shutdown, the second aborts it.

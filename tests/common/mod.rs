@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gomemlimit_injector::policy::PolicySource;
-use gomemlimit_injector::server::{ServeConfig, Server, ServerError, TlsSource};
-use gomemlimit_injector::tls::KeyPairFiles;
+use gomemlimit_injector::server::{ServeConfig, Server, ServerError};
+use gomemlimit_injector::tls::{KeyPairFiles, TlsSource};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SerialNumber,
