@@ -3,15 +3,15 @@
 //! probes and volumes. The `json_roundtrip` baseline (parse and re-serialize the same body)
 //! is measured in the same run, so the ratio holds on a noisy machine.
 
+#[path = "../tests/support/mod.rs"]
+pub mod support;
+
+use std::hint::black_box;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use gomemlimit_injector::admission::{Endpoint, handle};
 use gomemlimit_injector::policy::Policy;
-use std::hint::black_box;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("failed to read {path}: {e}"))
-}
+use support::fixture;
 
 fn reviews(c: &mut Criterion) {
     let pod = fixture("pod-create.json");

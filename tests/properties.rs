@@ -2,7 +2,7 @@
 //! the patch always applies, a second pass is a no-op, and nothing outside the fields the
 //! webhook owns changes (so fields unknown to any client library survive).
 
-mod support;
+pub mod support;
 
 use gomemlimit_injector::admission::{Endpoint, Outcome};
 use gomemlimit_injector::engine::STATUS;
@@ -10,7 +10,7 @@ use gomemlimit_injector::policy::{Gogc, MissingLimit, Policy};
 use gomemlimit_injector::quantity::Quantity;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use support::*;
+use support::review::*;
 
 const QUANTITIES: &[&str] = &[
     "64Mi",
@@ -245,7 +245,7 @@ proptest! {
     #[test]
     fn patch_applies_is_idempotent_and_touches_only_owned_fields(pod in pod(), policy in policy()) {
         let review = pod_review("prop-uid", &pod);
-        let (reply, report) = post(Endpoint::Mutate, &serde_json::to_vec(&review).unwrap(), &policy);
+        let (reply, report) = handle_json(Endpoint::Mutate, &serde_json::to_vec(&review).unwrap(), &policy);
         prop_assert_eq!(reply.status, http::StatusCode::OK);
         let response = response_of(&reply.body);
         prop_assert_eq!(&response["uid"], "prop-uid");
@@ -285,7 +285,7 @@ proptest! {
 
         // Sending the patched pod again yields no patch.
         let again = pod_review("prop-uid-2", &patched);
-        let (reply, _) = post(Endpoint::Mutate, &serde_json::to_vec(&again).unwrap(), &policy);
+        let (reply, _) = handle_json(Endpoint::Mutate, &serde_json::to_vec(&again).unwrap(), &policy);
         let response = response_of(&reply.body);
         prop_assert!(patch_of(&response).is_none(), "second pass patched: {:?}", patch_of(&response));
     }
@@ -293,7 +293,7 @@ proptest! {
     #[test]
     fn audit_never_patches_and_keeps_warnings_short(pod in pod(), policy in policy()) {
         let review = pod_review("audit-uid", &pod);
-        let (reply, _) = post(Endpoint::Audit, &serde_json::to_vec(&review).unwrap(), &policy);
+        let (reply, _) = handle_json(Endpoint::Audit, &serde_json::to_vec(&review).unwrap(), &policy);
         let response = response_of(&reply.body);
         prop_assert_eq!(&response["allowed"], true);
         prop_assert!(response.get("patch").is_none());
