@@ -28,46 +28,16 @@ fn reviews(c: &mut Criterion) {
             serde_json::to_vec(&v).unwrap()
         })
     });
-    group.bench_function("mutate", |b| {
-        b.iter(|| {
-            handle(
-                Endpoint::Mutate,
-                Some("application/json"),
-                black_box(&pod),
-                &policy,
-            )
-        })
-    });
-    group.bench_function("mutate_percent_90", |b| {
-        b.iter(|| {
-            handle(
-                Endpoint::Mutate,
-                Some("application/json"),
-                black_box(&pod),
-                &literal,
-            )
-        })
-    });
-    group.bench_function("audit", |b| {
-        b.iter(|| {
-            handle(
-                Endpoint::Audit,
-                Some("application/json"),
-                black_box(&pod),
-                &policy,
-            )
-        })
-    });
-    group.bench_function("mutate_compliant", |b| {
-        b.iter(|| {
-            handle(
-                Endpoint::Mutate,
-                Some("application/json"),
-                black_box(&compliant),
-                &policy,
-            )
-        })
-    });
+    for (name, endpoint, body, policy) in [
+        ("mutate", Endpoint::Mutate, &pod, &policy),
+        ("mutate_percent_90", Endpoint::Mutate, &pod, &literal),
+        ("audit", Endpoint::Audit, &pod, &policy),
+        ("mutate_compliant", Endpoint::Mutate, &compliant, &policy),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| handle(endpoint, Some("application/json"), black_box(body), policy))
+        });
+    }
     group.finish();
 }
 

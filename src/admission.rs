@@ -24,7 +24,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The label used in metrics and logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Endpoint::Mutate => "mutate",
             Endpoint::Audit => "audit",
@@ -44,7 +44,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Mutated => "mutated",
             Outcome::Unchanged => "unchanged",
@@ -68,7 +68,7 @@ pub struct HttpReply {
 #[derive(Debug, Default)]
 pub struct ReviewReport {
     pub outcome: Option<Outcome>,
-    pub uid: String,
+    pub(crate) uid: String,
     pub namespace: String,
     /// Pod name, or its generateName when the name is not set yet.
     pub pod: String,
@@ -78,11 +78,11 @@ pub struct ReviewReport {
     /// metrics.
     pub(crate) events: Vec<ContainerEvent>,
     /// Reason for a 4xx reply or a denial.
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 /// Largest AdmissionReview body accepted; the server answers 413 above it.
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 const API_VERSION: &str = "admission.k8s.io/v1";
 const KIND: &str = "AdmissionReview";

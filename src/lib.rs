@@ -1,8 +1,10 @@
 //! gomemlimit-injector: a Kubernetes mutating admission webhook that sets each container's
 //! memory request to its limit and hands the limit to the Go runtime as `GOMEMLIMIT`.
 //!
-//! Dependencies point one way: `server` → `admission` → `engine` → `quantity`/`policy`;
-//! `server` → `tls`, `metrics`. The engine is a pure function over JSON values.
+//! Dependencies point one way: `cli` → `server`, `manifests`, `live`; `server` →
+//! `admission` → `engine` → `policy`, `quantity`; `server` → `tls`, `metrics`. What the
+//! engine's results say in words is `report`'s, which `admission`, `manifests` and `live`
+//! use. The engine is a pure function over JSON values.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -14,9 +16,9 @@ mod manifests;
 pub mod metrics;
 pub mod policy;
 pub mod quantity;
-pub mod report;
+mod report;
 pub mod server;
-pub mod telemetry;
-pub mod text;
+mod telemetry;
+mod text;
 pub mod tls;
 mod watch;

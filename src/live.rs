@@ -84,7 +84,7 @@ fn controller(owners: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
 }
 
 /// Audits the pods of `namespace` (all namespaces when `None`) against `policy`.
-pub async fn audit(
+pub(crate) async fn audit(
     namespace: Option<&str>,
     policy: &Policy,
 ) -> Result<Vec<ObjectReport>, LiveError> {

@@ -17,10 +17,10 @@ use crate::admission::{Endpoint, Outcome};
 use crate::engine::ContainerEvent;
 
 /// Prefix of every metric name.
-pub const PREFIX: &str = "gomemlimit_injector";
+pub(crate) const PREFIX: &str = "gomemlimit_injector";
 
 /// Content type of [`encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Review latency buckets in seconds. A review is pure CPU work of a few microseconds to a
 /// few milliseconds for huge pods; the upper buckets catch slow uploads, and the API
@@ -31,7 +31,7 @@ const DURATION_BUCKETS: [f64; 14] = [
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
+pub(crate) enum MetricsError {
     #[error("failed to encode the metrics")]
     Encode(#[source] std::fmt::Error),
 }
@@ -159,12 +159,12 @@ impl Metrics {
     }
 
     /// Sets the serving certificate's NotAfter (Unix seconds).
-    pub fn set_certificate_expiry(&self, not_after_unix: i64) {
+    pub(crate) fn set_certificate_expiry(&self, not_after_unix: i64) {
         self.cert_expiry.set(not_after_unix);
     }
 
     /// Counts a certificate reload attempt.
-    pub fn tls_reload(&self, success: bool) {
+    pub(crate) fn tls_reload(&self, success: bool) {
         self.tls_reloads
             .get_or_create(&ResultLabels {
                 result: result_label(success),
@@ -173,7 +173,7 @@ impl Metrics {
     }
 
     /// Counts a policy reload attempt.
-    pub fn policy_reload(&self, success: bool) {
+    pub(crate) fn policy_reload(&self, success: bool) {
         self.policy_reloads
             .get_or_create(&ResultLabels {
                 result: result_label(success),
@@ -187,7 +187,7 @@ fn result_label(success: bool) -> &'static str {
 }
 
 /// Encodes `registry` in the OpenMetrics text format (see [`CONTENT_TYPE`]).
-pub fn encode(registry: &Registry) -> Result<String, MetricsError> {
+pub(crate) fn encode(registry: &Registry) -> Result<String, MetricsError> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry).map_err(MetricsError::Encode)?;
     Ok(text)

@@ -154,26 +154,34 @@ impl PolicyError {
 #[derive(Debug, Clone, Default)]
 pub struct PolicySource {
     /// The policy YAML file; the server watches it for changes.
-    pub file: Option<PathBuf>,
-    pub overrides: Overrides,
+    pub(crate) file: Option<PathBuf>,
+    pub(crate) overrides: Overrides,
 }
 
 /// Policy settings given outside the file (flags and variables); each wins over the file.
 #[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub percent: Option<u8>,
-    pub gogc: Option<Gogc>,
-    pub missing_limit: Option<MissingLimit>,
-    pub default_memory: Option<Quantity>,
-    pub min_percent: Option<u8>,
-    pub max_percent: Option<u8>,
-    pub exclude_containers: Option<Vec<String>>,
-    pub mode: Option<Mode>,
+pub(crate) struct Overrides {
+    pub(crate) percent: Option<u8>,
+    pub(crate) gogc: Option<Gogc>,
+    pub(crate) missing_limit: Option<MissingLimit>,
+    pub(crate) default_memory: Option<Quantity>,
+    pub(crate) min_percent: Option<u8>,
+    pub(crate) max_percent: Option<u8>,
+    pub(crate) exclude_containers: Option<Vec<String>>,
+    pub(crate) mode: Option<Mode>,
 }
 
 impl PolicySource {
+    /// The policy in `file`, if any (else the defaults), with nothing over it.
+    pub fn new(file: Option<PathBuf>) -> Self {
+        PolicySource {
+            file,
+            overrides: Overrides::default(),
+        }
+    }
+
     /// Reads the file (if any), applies the overrides and validates the result.
-    pub fn load(&self) -> Result<Policy, PolicyError> {
+    pub(crate) fn load(&self) -> Result<Policy, PolicyError> {
         let written = match &self.file {
             Some(path) => PolicyFile::read(path)?,
             None => PolicyFile::default(),
@@ -284,7 +292,7 @@ impl PolicyFile {
 
 impl Policy {
     /// Checks the cross-setting rules; the error names the setting at fault.
-    pub fn validate(&self) -> Result<(), PolicyError> {
+    pub(crate) fn validate(&self) -> Result<(), PolicyError> {
         for (setting, value) in [
             ("percent", self.percent),
             ("minPercent", self.min_percent),

@@ -2,11 +2,11 @@
 //! request.
 
 /// Kubernetes asks for warnings of at most 120 characters.
-pub const MAX_WARNING_LEN: usize = 120;
+pub(crate) const MAX_WARNING_LEN: usize = 120;
 
 /// How long a text may be, and in what unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Limit {
+pub(crate) enum Limit {
     /// Characters, as a person reads them (warnings).
     Chars(usize),
     /// Bytes, as a size is counted (annotation values).
@@ -14,13 +14,13 @@ pub enum Limit {
 }
 
 /// The limit of an admission warning.
-pub const WARNING: Limit = Limit::Chars(MAX_WARNING_LEN);
+pub(crate) const WARNING: Limit = Limit::Chars(MAX_WARNING_LEN);
 
 const ELLIPSIS: &str = "...";
 
 /// Cuts `text` on a character boundary so that, with a trailing `...`, it fits `limit`;
 /// text that fits already is returned as it is.
-pub fn shorten(mut text: String, limit: Limit) -> String {
+pub(crate) fn shorten(mut text: String, limit: Limit) -> String {
     let (max, fits) = match limit {
         Limit::Chars(max) => (max, text.chars().count() <= max),
         Limit::Bytes(max) => (max, text.len() <= max),

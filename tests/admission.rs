@@ -281,63 +281,51 @@ fn uid_is_echoed_exactly() {
     }
 }
 
-#[test]
-fn malformed_requests_get_400_with_a_one_line_reason() {
-    let valid = fixture_json("pod-create.json");
-    // The valid review with one change, as a body.
-    let changed = |change: &dyn Fn(&mut Value)| {
-        let mut review = valid.clone();
-        change(&mut review);
-        serde_json::to_vec(&review).unwrap()
-    };
+/// Malformed requests: content type, body, and what the reason must mention.
+fn malformed_requests() -> Vec<(Option<&'static str>, Vec<u8>, &'static str)> {
     let json = Some("application/json");
-    let cases: Vec<(Option<&str>, Vec<u8>, &str)> = vec![
+    let mut cases = vec![
         (json, b"{not json".to_vec(), "malformed JSON"),
         (json, b"".to_vec(), "malformed JSON"),
         (json, b"[]".to_vec(), "apiVersion"),
+    ];
+    // The valid review with one change each.
+    type Change = fn(&mut Value);
+    let changes: [(Change, &str); 6] = [
         (
-            json,
-            changed(&|r| r["apiVersion"] = json!("admission.k8s.io/v1beta1")),
+            |r| r["apiVersion"] = json!("admission.k8s.io/v1beta1"),
             "admission.k8s.io/v1beta1",
         ),
-        (json, changed(&|r| r["kind"] = json!("Pod")), "kind"),
+        (|r| r["kind"] = json!("Pod"), "kind"),
         (
-            json,
-            changed(&|r| {
-                r.as_object_mut().unwrap().remove("request");
-            }),
+            |r| drop(r.as_object_mut().unwrap().remove("request")),
             "missing request",
         ),
         (
-            json,
-            changed(&|r| {
-                r["request"].as_object_mut().unwrap().remove("uid");
-            }),
+            |r| drop(r["request"].as_object_mut().unwrap().remove("uid")),
             "missing request.uid",
         ),
+        (|r| r["request"]["uid"] = json!(""), "missing request.uid"),
         (
-            json,
-            changed(&|r| r["request"]["uid"] = json!("")),
-            "missing request.uid",
-        ),
-        (
-            json,
-            changed(&|r| r["request"]["operation"] = json!("EXPLODE")),
+            |r| r["request"]["operation"] = json!("EXPLODE"),
             "malformed AdmissionReview",
         ),
-        (
-            Some("text/plain"),
-            fixture("pod-create.json"),
-            "content type",
-        ),
-        (None, fixture("pod-create.json"), "content type"),
-        (
-            Some("application/jsonx"),
-            fixture("pod-create.json"),
-            "content type",
-        ),
     ];
-    for (content_type, body, needle) in cases {
+    let valid = fixture_json("pod-create.json");
+    for (change, needle) in changes {
+        let mut review = valid.clone();
+        change(&mut review);
+        cases.push((json, serde_json::to_vec(&review).unwrap(), needle));
+    }
+    for content_type in [Some("text/plain"), None, Some("application/jsonx")] {
+        cases.push((content_type, fixture("pod-create.json"), "content type"));
+    }
+    cases
+}
+
+#[test]
+fn malformed_requests_get_400_with_a_one_line_reason() {
+    for (content_type, body, needle) in malformed_requests() {
         let (reply, report) = gomemlimit_injector::admission::handle(
             Endpoint::Mutate,
             content_type,

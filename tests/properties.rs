@@ -192,21 +192,6 @@ fn strip_owned(pod: &Value, original: &Value) -> Value {
             .unwrap()
             .remove("annotations");
     }
-    let strip_resources = |holder: &mut Value| {
-        if let Some(r) = holder.get_mut("resources").and_then(Value::as_object_mut) {
-            for kind in ["limits", "requests"] {
-                if let Some(m) = r.get_mut(kind).and_then(Value::as_object_mut) {
-                    m.remove("memory");
-                    if m.is_empty() {
-                        r.remove(kind);
-                    }
-                }
-            }
-            if r.is_empty() {
-                holder.as_object_mut().unwrap().remove("resources");
-            }
-        }
-    };
     strip_resources(&mut pod["spec"]);
     for list in ["containers", "initContainers"] {
         let Some(items) = pod["spec"].get_mut(list).and_then(Value::as_array_mut) else {
@@ -214,23 +199,44 @@ fn strip_owned(pod: &Value, original: &Value) -> Value {
         };
         for (i, c) in items.iter_mut().enumerate() {
             strip_resources(c);
-            let original_env = original["spec"][list][i]["env"].as_array().cloned();
-            let keep = original_env.as_ref().map_or(0, Vec::len);
-            if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
-                for added in &env[keep..] {
-                    assert!(
-                        added["name"] == "GOMEMLIMIT" || added["name"] == "GOGC",
-                        "unexpected env entry added: {added}"
-                    );
-                }
-                env.truncate(keep);
-            }
-            if original_env.is_none() {
-                c.as_object_mut().unwrap().remove("env");
-            }
+            strip_env(c, original["spec"][list][i]["env"].as_array());
         }
     }
     pod
+}
+
+/// Removes the memory request and limit, and what is left empty without them.
+fn strip_resources(holder: &mut Value) {
+    if let Some(r) = holder.get_mut("resources").and_then(Value::as_object_mut) {
+        for kind in ["limits", "requests"] {
+            if let Some(m) = r.get_mut(kind).and_then(Value::as_object_mut) {
+                m.remove("memory");
+                if m.is_empty() {
+                    r.remove(kind);
+                }
+            }
+        }
+        if r.is_empty() {
+            holder.as_object_mut().unwrap().remove("resources");
+        }
+    }
+}
+
+/// Removes the env entries added after the `original` ones, which must be ours.
+fn strip_env(container: &mut Value, original: Option<&Vec<Value>>) {
+    let keep = original.map_or(0, Vec::len);
+    if let Some(env) = container.get_mut("env").and_then(Value::as_array_mut) {
+        for added in &env[keep..] {
+            assert!(
+                added["name"] == "GOMEMLIMIT" || added["name"] == "GOGC",
+                "unexpected env entry added: {added}"
+            );
+        }
+        env.truncate(keep);
+    }
+    if original.is_none() {
+        container.as_object_mut().unwrap().remove("env");
+    }
 }
 
 fn names(container: &Value, name: &str) -> usize {

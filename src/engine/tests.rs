@@ -367,14 +367,17 @@ fn init_containers_and_native_sidecars_are_targets() {
     );
 }
 
-#[test]
-fn missing_limit_policies() {
-    let p = pod(vec![
+/// One container with neither request nor limit, one with a limit.
+fn pod_with_a_container_without_memory() -> Value {
+    pod(vec![
         container("app", None, None),
         container("ok", Some("1Gi"), None),
-    ]);
+    ])
+}
 
-    let skip = run(&p);
+#[test]
+fn missing_limit_skip_leaves_the_container_with_a_warning() {
+    let skip = run(&pod_with_a_container_without_memory());
     assert_eq!(skip.decision, Decision::Evaluated);
     assert!(
         skip.warnings
@@ -383,7 +386,11 @@ fn missing_limit_policies() {
     );
     assert!(skip.mutated["spec"]["containers"][0].get("env").is_none());
     assert!(env_value(&skip.mutated, "containers", 1, "GOMEMLIMIT").is_some());
+}
 
+#[test]
+fn missing_limit_deny_denies_in_enforce_and_warns_in_audit() {
+    let p = pod_with_a_container_without_memory();
     let deny = eval(
         &p,
         &Policy {
@@ -415,9 +422,12 @@ fn missing_limit_policies() {
             .iter()
             .any(|w| w.starts_with("would deny"))
     );
+}
 
+#[test]
+fn missing_limit_default_sets_request_and_limit() {
     let default = eval(
-        &p,
+        &pod_with_a_container_without_memory(),
         &Policy {
             missing_limit: MissingLimit::Default,
             default_memory: Some(crate::quantity::Quantity::parse("256Mi").unwrap()),

@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 pub use routes::{AppState, router};
-pub use signals::serve_until_signalled;
+pub(crate) use signals::serve_until_signalled;
 
 use crate::metrics::Metrics;
 use crate::policy::{PolicyError, PolicySource};

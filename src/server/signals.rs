@@ -9,13 +9,13 @@ use super::{LOG_TARGET, ServeConfig, Server, ServerError};
 
 /// SIGTERM and SIGINT, counted. The first starts a graceful shutdown, the second aborts it.
 #[derive(Clone, Debug)]
-pub struct Signals {
+pub(crate) struct Signals {
     count: watch::Receiver<u32>,
 }
 
 impl Signals {
     /// Installs the handlers; from then on the signals no longer kill the process.
-    pub fn install() -> Result<Self, ServerError> {
+    pub(crate) fn install() -> Result<Self, ServerError> {
         let (tx, rx) = watch::channel(0u32);
         let counted = move |name: &'static str| {
             if *tx.borrow() == 0 {
@@ -55,7 +55,7 @@ impl Signals {
     }
 
     /// Completes at the `n`th signal.
-    pub fn nth(&self, n: u32) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn nth(&self, n: u32) -> impl Future<Output = ()> + Send + 'static {
         let mut count = self.count.clone();
         async move {
             if count.wait_for(|c| *c >= n).await.is_err() {
@@ -68,7 +68,7 @@ impl Signals {
 
 /// Runs the binary's server: binds, serves until SIGTERM/SIGINT, drains within the
 /// shutdown timeout; a second signal aborts the drain.
-pub async fn serve_until_signalled(config: ServeConfig) -> Result<(), ServerError> {
+pub(crate) async fn serve_until_signalled(config: ServeConfig) -> Result<(), ServerError> {
     // Installed before binding, so a signal during start-up is not lost.
     let signals = Signals::install()?;
     let server = Server::bind(config).await?;

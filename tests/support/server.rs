@@ -200,10 +200,7 @@ impl TestServer {
             listen: ([127, 0, 0, 1], 0).into(),
             metrics_listen: ([127, 0, 0, 1], 0).into(),
             tls: TlsSource::Files(self.files.clone()),
-            policy: PolicySource {
-                file: self.policy_path.clone(),
-                ..PolicySource::default()
-            },
+            policy: PolicySource::new(self.policy_path.clone()),
             reload_interval: options.reload_interval,
             header_read_timeout: options.header_read_timeout,
             request_timeout: options.request_timeout,
