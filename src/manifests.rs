@@ -222,97 +222,106 @@ pub(crate) fn process_text(
     mode: Mode,
     namespace: &str,
 ) -> Result<Output, ManifestError> {
+    let input = Input {
+        name,
+        policy,
+        mode,
+        namespace,
+    };
     if looks_like_json(text) {
-        process_json(name, text, policy, mode, namespace)
+        input.json(text)
     } else {
-        process_yaml(name, text, policy, mode, namespace)
+        input.yaml(text)
     }
 }
 
-/// One JSON object, or an array of them. A changed input is printed again as a whole.
-fn process_json(
-    name: &str,
-    text: &str,
-    policy: &Policy,
+/// One input and what its objects are processed with.
+struct Input<'a> {
+    /// How errors name the input.
+    name: &'a str,
+    policy: &'a Policy,
     mode: Mode,
-    namespace: &str,
-) -> Result<Output, ManifestError> {
-    let value: Value = serde_json::from_str(text).map_err(|source| ManifestError::Json {
-        name: name.to_owned(),
-        source,
-    })?;
-    let items: Vec<&Value> = match &value {
-        Value::Array(items) => items.iter().collect(),
-        v => vec![v],
-    };
-    let mut reports = Vec::new();
-    let mut changed = Vec::new();
-    for item in &items {
-        let processed = process(item, policy, mode, namespace);
-        reports.extend(processed.reports);
-        changed.push(processed.mutated);
-    }
-    if changed.iter().all(Option::is_none) {
-        let text = text.to_owned();
-        return Ok(Output { text, reports });
-    }
-    let out = match &value {
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .zip(changed)
-                .map(|(orig, new)| new.unwrap_or_else(|| orig.clone()))
-                .collect(),
-        ),
-        v => changed
-            .into_iter()
-            .next()
-            .flatten()
-            .unwrap_or_else(|| v.clone()),
-    };
-    let mut text = serde_json::to_string_pretty(&out).expect("JSON serializes");
-    text.push('\n');
-    Ok(Output { text, reports })
+    namespace: &'a str,
 }
 
-/// A YAML stream: every document is printed as written, unless it changed.
-fn process_yaml(
-    name: &str,
-    text: &str,
-    policy: &Policy,
-    mode: Mode,
-    namespace: &str,
-) -> Result<Output, ManifestError> {
-    let mut out = String::with_capacity(text.len());
-    let mut reports = Vec::new();
-    for (index, chunk) in split_yaml(text).into_iter().enumerate() {
-        out.push_str(&chunk.separator);
-        if is_blank(&chunk.body) {
-            out.push_str(&chunk.body);
-            continue;
-        }
-        let value: Value =
-            serde_saphyr::from_str(&chunk.body).map_err(|e| ManifestError::Yaml {
-                name: name.to_owned(),
-                document: index + 1,
-                line: chunk.line,
-                message: first_line(&e.to_string()),
-            })?;
-        let processed = process(&value, policy, mode, namespace);
-        reports.extend(processed.reports);
-        let Some(mutated) = processed.mutated else {
-            out.push_str(&chunk.body);
-            continue;
+impl Input<'_> {
+    fn process(&self, object: &Value) -> Processed {
+        process(object, self.policy, self.mode, self.namespace)
+    }
+
+    /// One JSON object, or an array of them. A changed input is printed again as a whole.
+    fn json(&self, text: &str) -> Result<Output, ManifestError> {
+        let value: Value = serde_json::from_str(text).map_err(|source| ManifestError::Json {
+            name: self.name.to_owned(),
+            source,
+        })?;
+        let items: Vec<&Value> = match &value {
+            Value::Array(items) => items.iter().collect(),
+            v => vec![v],
         };
-        out.push_str(leading_comments(&chunk.body));
-        let yaml =
-            serde_saphyr::to_string(&mutated).map_err(|e| ManifestError::Write(e.to_string()))?;
-        out.push_str(&yaml);
-        if !yaml.ends_with('\n') {
-            out.push('\n');
+        let mut reports = Vec::new();
+        let mut changed = Vec::new();
+        for item in &items {
+            let processed = self.process(item);
+            reports.extend(processed.reports);
+            changed.push(processed.mutated);
         }
+        if changed.iter().all(Option::is_none) {
+            let text = text.to_owned();
+            return Ok(Output { text, reports });
+        }
+        let out = match &value {
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .zip(changed)
+                    .map(|(orig, new)| new.unwrap_or_else(|| orig.clone()))
+                    .collect(),
+            ),
+            v => changed
+                .into_iter()
+                .next()
+                .flatten()
+                .unwrap_or_else(|| v.clone()),
+        };
+        let mut text = serde_json::to_string_pretty(&out).expect("JSON serializes");
+        text.push('\n');
+        Ok(Output { text, reports })
     }
-    Ok(Output { text: out, reports })
+
+    /// A YAML stream: every document is printed as written, unless it changed.
+    fn yaml(&self, text: &str) -> Result<Output, ManifestError> {
+        let mut out = String::with_capacity(text.len());
+        let mut reports = Vec::new();
+        for (index, chunk) in split_yaml(text).into_iter().enumerate() {
+            out.push_str(&chunk.separator);
+            if is_blank(&chunk.body) {
+                out.push_str(&chunk.body);
+                continue;
+            }
+            let value: Value =
+                serde_saphyr::from_str(&chunk.body).map_err(|e| ManifestError::Yaml {
+                    name: self.name.to_owned(),
+                    document: index + 1,
+                    line: chunk.line,
+                    message: first_line(&e.to_string()),
+                })?;
+            let processed = self.process(&value);
+            reports.extend(processed.reports);
+            let Some(mutated) = processed.mutated else {
+                out.push_str(&chunk.body);
+                continue;
+            };
+            out.push_str(leading_comments(&chunk.body));
+            let yaml = serde_saphyr::to_string(&mutated)
+                .map_err(|e| ManifestError::Write(e.to_string()))?;
+            out.push_str(&yaml);
+            if !yaml.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        Ok(Output { text: out, reports })
+    }
 }
 
 /// The comment and blank lines that head a document, kept when it is printed again.

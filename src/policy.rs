@@ -359,12 +359,7 @@ mod tests {
             "percent: 90\ngogc: 100\nmissingLimit: default\ndefaultMemory: 256Mi\n\
              minPercent: 60\nmaxPercent: 95\nexcludeContainers: [istio-proxy, linkerd-proxy]\nmode: audit\n",
         );
-        let p = PolicySource {
-            file: Some(f.path().to_owned()),
-            ..Default::default()
-        }
-        .load()
-        .unwrap();
+        let p = PolicySource::new(Some(f.path().to_owned())).load().unwrap();
         assert_eq!(p.percent, 90);
         assert_eq!(p.gogc, Gogc::Percent(100));
         assert_eq!(p.missing_limit, MissingLimit::Default);
@@ -393,26 +388,20 @@ mod tests {
     #[test]
     fn unknown_key_is_an_error_naming_the_file() {
         let f = file("percnt: 90\n");
-        let err = PolicySource {
-            file: Some(f.path().to_owned()),
-            ..Default::default()
-        }
-        .load()
-        .unwrap_err()
-        .to_string();
+        let err = PolicySource::new(Some(f.path().to_owned()))
+            .load()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&f.path().display().to_string()), "{err}");
         assert!(err.contains("percnt"), "{err}");
     }
 
     #[test]
     fn missing_file_is_an_error_naming_it() {
-        let err = PolicySource {
-            file: Some("/nonexistent/policy.yaml".into()),
-            ..Default::default()
-        }
-        .load()
-        .unwrap_err()
-        .to_string();
+        let err = PolicySource::new(Some("/nonexistent/policy.yaml".into()))
+            .load()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/policy.yaml"), "{err}");
     }
 
@@ -432,13 +421,10 @@ mod tests {
         ];
         for (yaml, setting) in cases {
             let f = file(yaml);
-            let err = PolicySource {
-                file: Some(f.path().to_owned()),
-                ..Default::default()
-            }
-            .load()
-            .unwrap_err()
-            .to_string();
+            let err = PolicySource::new(Some(f.path().to_owned()))
+                .load()
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(setting), "{yaml:?}: {err}");
         }
     }

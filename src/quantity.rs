@@ -364,23 +364,16 @@ mod tests {
 
     #[test]
     fn names_the_kind_of_error() {
-        assert_eq!(Quantity::parse(""), Err(QuantityError::Empty));
-        assert!(matches!(
-            Quantity::parse("1Mb"),
-            Err(QuantityError::Suffix(_))
-        ));
-        assert!(matches!(
-            Quantity::parse("1 Gi"),
-            Err(QuantityError::Format(_))
-        ));
-        assert!(matches!(
-            Quantity::parse("1e400"),
-            Err(QuantityError::Range(_))
-        ));
-        assert!(matches!(
-            Quantity::parse("-1"),
-            Err(QuantityError::Negative(_))
-        ));
+        let cases = [
+            ("", QuantityError::Empty),
+            ("1Mb", QuantityError::Suffix("1Mb".into())),
+            ("1 Gi", QuantityError::Format("1 Gi".into())),
+            ("1e400", QuantityError::Range("1e400".into())),
+            ("-1", QuantityError::Negative("-1".into())),
+        ];
+        for (text, error) in cases {
+            assert_eq!(Quantity::parse(text), Err(error), "{text:?}");
+        }
     }
 
     #[test]

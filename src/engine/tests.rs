@@ -23,6 +23,11 @@ fn pod(containers: Vec<Value>) -> Value {
     })
 }
 
+/// A pod with the one container `app`, limited to `limit`.
+fn app_pod(limit: &str) -> Value {
+    pod(vec![container("app", Some(limit), None)])
+}
+
 fn with_annotation(mut pod: Value, key: &str, value: &str) -> Value {
     pod["metadata"]["annotations"][key] = json!(value);
     pod
@@ -133,7 +138,7 @@ fn sets_request_to_limit_and_describes_it() {
 
 #[test]
 fn injects_downward_api_gomemlimit_and_gogc_off() {
-    let e = run(&pod(vec![container("app", Some("512Mi"), None)]));
+    let e = run(&app_pod("512Mi"));
     let gml = env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap();
     assert_eq!(
         gml,
@@ -175,7 +180,7 @@ fn literal_gomemlimit_is_floor_of_percent_in_bytes() {
             percent: *percent,
             ..Policy::default()
         };
-        let e = eval(&pod(vec![container("app", Some(limit), None)]), &policy);
+        let e = eval(&app_pod(limit), &policy);
         let gml = env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap();
         assert_eq!(
             gml,
@@ -238,7 +243,7 @@ fn gogc_policies() {
             gogc: *gogc,
             ..Policy::default()
         };
-        let mut p = pod(vec![container("app", Some("1Gi"), None)]);
+        let mut p = app_pod("1Gi");
         if let Some(a) = annotation {
             p = with_annotation(p, GOGC_ANNOTATION, a);
         }
@@ -252,22 +257,14 @@ fn gogc_policies() {
 
 #[test]
 fn percent_annotation_overrides_policy_within_bounds() {
-    let p = with_annotation(
-        pod(vec![container("app", Some("1000"), None)]),
-        PERCENT,
-        "75",
-    );
+    let p = with_annotation(app_pod("1000"), PERCENT, "75");
     let e = run(&p);
     assert_eq!(
         env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap()["value"],
         "750"
     );
     // 100 through the annotation means the downward API, like the policy.
-    let p = with_annotation(
-        pod(vec![container("app", Some("1000"), None)]),
-        PERCENT,
-        "100",
-    );
+    let p = with_annotation(app_pod("1000"), PERCENT, "100");
     let e = eval(
         &p,
         &Policy {
@@ -298,7 +295,7 @@ fn invalid_annotations_deny_in_enforce_and_warn_in_audit() {
         (EXCLUDE_CONTAINERS, "app,Bad_Name", EXCLUDE_CONTAINERS),
     ];
     for (key, value, needle) in table {
-        let p = with_annotation(pod(vec![container("app", Some("1Gi"), None)]), key, value);
+        let p = with_annotation(app_pod("1Gi"), key, value);
         let e = run(&p);
         match &e.decision {
             Decision::Denied(msg) => {
@@ -327,11 +324,7 @@ fn invalid_annotations_deny_in_enforce_and_warn_in_audit() {
 
 #[test]
 fn mode_annotation_turns_a_pod_to_audit() {
-    let p = with_annotation(
-        pod(vec![container("app", Some("1Gi"), None)]),
-        MODE,
-        "audit",
-    );
+    let p = with_annotation(app_pod("1Gi"), MODE, "audit");
     let e = run(&p);
     assert!(e.audit_only);
     assert!(!e.changes.is_empty(), "audit still reports the changes");
@@ -339,7 +332,7 @@ fn mode_annotation_turns_a_pod_to_audit() {
 
 #[test]
 fn init_containers_and_native_sidecars_are_targets() {
-    let mut p = pod(vec![container("app", Some("1Gi"), None)]);
+    let mut p = app_pod("1Gi");
     let mut sidecar = container("proxy", Some("128Mi"), Some("64Mi"));
     sidecar["restartPolicy"] = json!("Always");
     p["spec"]["initContainers"] = json!([container("setup", Some("64Mi"), None), sidecar]);
@@ -478,7 +471,7 @@ fn unparseable_or_unusable_quantities_skip_the_container() {
 #[test]
 fn literal_of_zero_bytes_is_not_injected() {
     let e = eval(
-        &pod(vec![container("app", Some("1"), None)]),
+        &app_pod("1"),
         &Policy {
             percent: 90,
             ..Policy::default()
@@ -533,7 +526,7 @@ fn exclusions_by_policy_and_annotation() {
 
 #[test]
 fn opted_out_and_mirror_pods_are_skipped() {
-    let base = pod(vec![container("app", Some("1Gi"), None)]);
+    let base = app_pod("1Gi");
     let mut labelled = base.clone();
     labelled["metadata"]["labels"] = json!({INJECT: "disabled"});
     let annotated = with_annotation(base.clone(), INJECT, "disabled");
@@ -693,7 +686,7 @@ fn reinvocation_recomputes_our_literal_for_a_changed_limit() {
 
 #[test]
 fn reinvocation_lowers_our_request_with_a_lowered_limit() {
-    let first = run(&pod(vec![container("app", Some("512Mi"), None)]));
+    let first = run(&app_pod("512Mi"));
     let mut changed = first.mutated.clone();
     changed["spec"]["containers"][0]["resources"]["limits"]["memory"] = json!("256Mi");
     let again = run(&changed);
@@ -708,7 +701,7 @@ fn reinvocation_lowers_our_request_with_a_lowered_limit() {
 
 #[test]
 fn status_annotation_merges_with_an_earlier_pass() {
-    let first = run(&pod(vec![container("app", Some("512Mi"), None)]));
+    let first = run(&app_pod("512Mi"));
     let mut later = first.mutated.clone();
     later["spec"]["containers"]
         .as_array_mut()
@@ -757,7 +750,7 @@ fn warnings_fit_in_120_characters() {
 
 #[test]
 fn unknown_fields_survive() {
-    let mut p = pod(vec![container("app", Some("1Gi"), None)]);
+    let mut p = app_pod("1Gi");
     p["spec"]["futureField"] = json!({"x": [1, 2]});
     p["spec"]["containers"][0]["resources"]["futureResourceField"] = json!(true);
     p["metadata"]["futureMeta"] = json!("v");
