@@ -96,7 +96,7 @@ pub(crate) async fn audit(
     audit_with(client, &url, namespace, policy, PAGE).await
 }
 
-/// [`audit`] with a given client (reaching `url`) and list page size.
+/// `audit` with a given client (reaching `url`) and list page size.
 pub async fn audit_with(
     client: Client,
     url: &str,

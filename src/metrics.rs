@@ -80,7 +80,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them under [`PREFIX`] in `registry`.
+    /// Creates the metrics and registers them under the `gomemlimit_injector` prefix in `registry`.
     pub fn new(registry: &mut Registry) -> Self {
         let registry = registry.sub_registry_with_prefix(PREFIX);
         let metrics = Metrics {

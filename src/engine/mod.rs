@@ -1,7 +1,7 @@
 //! The policy engine: a pure function from a Pod (as JSON) and a [`Policy`] to the changes
 //! it needs, the warnings to give and a decision.
 //!
-//! [`evaluate_as`] reads the pod, applies the rules to its pod-level resources and then to
+//! `evaluate_as` reads the pod, applies the rules to its pod-level resources and then to
 //! each container in pod order, and plans an edit for every field it sets. Once the pod is
 //! known not to be denied, the planned edits become a JSONPatch of `add` and `replace`
 //! operations on the fields the webhook owns: memory requests and limits, two env entries
@@ -9,7 +9,7 @@
 //! including fields newer than any Kubernetes client library, stays as it was sent.
 //!
 //! The webhook (`/mutate` and `/audit`), the offline `mutate` and `audit` commands and the
-//! benchmarks all call [`evaluate_as`]; how its result is shown to people is the business
+//! benchmarks all call `evaluate_as`; how its result is shown to people is the business
 //! of `report`.
 
 mod annotations;

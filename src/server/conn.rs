@@ -37,7 +37,7 @@ use super::LOG_TARGET;
 
 /// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY). The API
 /// server reuses connections well within it, and reconnects cheaply when it does not.
-pub(crate) const HTTP2_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+const HTTP2_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How often HTTP/2 connections are pinged, and how long an answer may take, so that
 /// connections to vanished peers do not linger.

@@ -1,11 +1,11 @@
 //! TLS: the serving key pair and where it comes from, and certificate generation for
 //! `serve --self-signed`, self-managed certificates and the `certs` command.
 //!
-//! The server resolves its certificate through [`CertStore`] on every handshake, so a
+//! The server resolves its certificate through `CertStore` on every handshake, so a
 //! rotation is one atomic store and connections already open keep their session. A
-//! [`CertificateSource`] delivers the pairs to store: PEM files it watches
-//! ([`files`]), a pair generated at start-up ([`generate`]), or a Secret it keeps itself
-//! ([`secret`]). Each is started once, checked before anything binds, and polled on every
+//! `CertificateSource` delivers the pairs to store: PEM files it watches
+//! (`files`), a pair generated at start-up (`generate`), or a Secret it keeps itself
+//! (`secret`). Each is started once, checked before anything binds, and polled on every
 //! reload tick.
 
 mod credentials;
