@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use rustls::sign::{CertifiedKey, SigningKey};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -86,22 +86,7 @@ impl Credentials {
             at: cert_at.clone(),
             reason,
         })?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| match source {
-            rustls_pki_types::pem::Error::NoItemsFound => {
-                TlsError::NoPrivateKey { at: key_at.clone() }
-            }
-            source => TlsError::Pem {
-                at: key_at.clone(),
-                source,
-            },
-        })?;
-        let signing_key = provider()
-            .key_provider
-            .load_private_key(key)
-            .map_err(|source| TlsError::PrivateKey {
-                at: key_at.clone(),
-                source,
-            })?;
+        let signing_key = signing_key(&key_at, key_pem)?;
         let certified = CertifiedKey::new(chain, signing_key);
         // `keys_match` compares SubjectPublicKeyInfo; ring can always derive it from the
         // keys it loads, so "unknown" is treated as a mismatch rather than waved through.
@@ -137,6 +122,24 @@ impl Credentials {
     pub(crate) fn names(&self) -> &[String] {
         &self.names
     }
+}
+
+/// The private key in `key_pem`, loaded by the ring provider.
+fn signing_key(at: &PemOrigin, key_pem: &[u8]) -> Result<Arc<dyn SigningKey>, TlsError> {
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| match source {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoPrivateKey { at: at.clone() },
+        source => TlsError::Pem {
+            at: at.clone(),
+            source,
+        },
+    })?;
+    provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|source| TlsError::PrivateKey {
+            at: at.clone(),
+            source,
+        })
 }
 
 /// What a leaf certificate says about itself.
