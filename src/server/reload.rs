@@ -16,7 +16,8 @@ use crate::policy::{Policy, PolicyError, PolicySource};
 use crate::tls::{CertStore, CertificateSource};
 use crate::watch::{LastSeen, Reload};
 
-/// Why a changed policy file could not be used.
+/// Why a changed policy file could not be used. Causes are part of the message rather than
+/// sources, so that the log line names each once.
 #[derive(Debug, thiserror::Error)]
 enum PolicyReloadError {
     #[error("failed to read policy file {}: {error}", path.display())]
