@@ -3,15 +3,15 @@
 //! probes and volumes. The `json_roundtrip` baseline (parse and re-serialize the same body)
 //! is measured in the same run, so the ratio holds on a noisy machine.
 
+#[path = "../tests/support/mod.rs"]
+pub mod support;
+
+use std::hint::black_box;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use gomemlimit_injector::admission::{Endpoint, handle};
 use gomemlimit_injector::policy::Policy;
-use std::hint::black_box;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("failed to read {path}: {e}"))
-}
+use support::fixture;
 
 fn reviews(c: &mut Criterion) {
     let pod = fixture("pod-create.json");
@@ -28,46 +28,16 @@ fn reviews(c: &mut Criterion) {
             serde_json::to_vec(&v).unwrap()
         })
     });
-    group.bench_function("mutate", |b| {
-        b.iter(|| {
-            handle(
-                Endpoint::Mutate,
-                Some("application/json"),
-                black_box(&pod),
-                &policy,
-            )
-        })
-    });
-    group.bench_function("mutate_percent_90", |b| {
-        b.iter(|| {
-            handle(
-                Endpoint::Mutate,
-                Some("application/json"),
-                black_box(&pod),
-                &literal,
-            )
-        })
-    });
-    group.bench_function("audit", |b| {
-        b.iter(|| {
-            handle(
-                Endpoint::Audit,
-                Some("application/json"),
-                black_box(&pod),
-                &policy,
-            )
-        })
-    });
-    group.bench_function("mutate_compliant", |b| {
-        b.iter(|| {
-            handle(
-                Endpoint::Mutate,
-                Some("application/json"),
-                black_box(&compliant),
-                &policy,
-            )
-        })
-    });
+    for (name, endpoint, body, policy) in [
+        ("mutate", Endpoint::Mutate, &pod, &policy),
+        ("mutate_percent_90", Endpoint::Mutate, &pod, &literal),
+        ("audit", Endpoint::Audit, &pod, &policy),
+        ("mutate_compliant", Endpoint::Mutate, &compliant, &policy),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| handle(endpoint, Some("application/json"), black_box(body), policy))
+        });
+    }
     group.finish();
 }
 

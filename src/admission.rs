@@ -1,13 +1,17 @@
 //! AdmissionReview wire handling: validate the request, run the engine, build the response.
 //! Pure: no I/O, no logging; the server records metrics and logs from the returned report.
 
+use std::time::Duration;
+
 use http::StatusCode;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
 
-use crate::engine::{self, Change, Decision, Evaluation, SkipReason};
+use crate::engine::{self, ContainerEvent, Decision, Evaluation, SkipReason};
 use crate::policy::{Mode, Policy};
+use crate::report;
+use crate::text::{self, WARNING};
 
 /// The endpoint a review arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +24,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The label used in metrics and logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Endpoint::Mutate => "mutate",
             Endpoint::Audit => "audit",
@@ -40,7 +44,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Mutated => "mutated",
             Outcome::Unchanged => "unchanged",
@@ -64,26 +68,90 @@ pub struct HttpReply {
 #[derive(Debug, Default)]
 pub struct ReviewReport {
     pub outcome: Option<Outcome>,
-    pub uid: String,
+    pub(crate) uid: String,
     pub namespace: String,
     /// Pod name, or its generateName when the name is not set yet.
     pub pod: String,
     pub operation: String,
     pub dry_run: bool,
-    /// One entry per container action taken (or, in audit, that would be taken),
-    /// e.g. `set_request`, `inject_gomemlimit`; counted by the metrics.
-    pub container_actions: Vec<&'static str>,
+    /// One entry per container event (in audit, what would happen); counted by the
+    /// metrics.
+    pub(crate) events: Vec<ContainerEvent>,
     /// Reason for a 4xx reply or a denial.
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 /// Largest AdmissionReview body accepted; the server answers 413 above it.
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 const API_VERSION: &str = "admission.k8s.io/v1";
 const KIND: &str = "AdmissionReview";
-/// Cap on the audit summary annotation, which lands in every audit event.
-const MAX_SUMMARY_LEN: usize = 1024;
+
+/// Why a request gets a 4xx answer instead of an AdmissionReview. Each reason reads as one
+/// line, and the rejection turns itself into the answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Rejection {
+    #[error("request body exceeds the limit of {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("failed to read the request body: {0}")]
+    BodyRead(String),
+    #[error("request timed out: the body was not received within {}", human(*.0))]
+    Timeout(Duration),
+    #[error("unsupported content type {0:?}: expected application/json")]
+    ContentType(String),
+    #[error("malformed JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("unsupported apiVersion {0:?}: only {API_VERSION} is served")]
+    ApiVersion(String),
+    #[error("unsupported kind {0:?}: expected {KIND}")]
+    Kind(String),
+    #[error("missing request")]
+    MissingRequest,
+    #[error("missing request.uid")]
+    MissingUid,
+    #[error("malformed AdmissionReview: {0}")]
+    Review(serde_json::Error),
+    #[error("failed to serialize the patch: {0}")]
+    Patch(kube::core::admission::SerializePatchError),
+    #[error("failed to serialize the response: {0}")]
+    Response(serde_json::Error),
+}
+
+impl Rejection {
+    /// 413 for a body over the limit, 408 for one that came too slowly, else 400.
+    fn status(&self) -> StatusCode {
+        match self {
+            Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The answer, `status` with the reason as one line of text, and `report` (what was
+    /// learned of the request before it was rejected) with the reason.
+    pub(crate) fn answer(self, mut report: ReviewReport) -> (HttpReply, ReviewReport) {
+        let reason = self.to_string();
+        let mut body = reason.replace('\n', " ").into_bytes();
+        body.push(b'\n');
+        let reply = HttpReply {
+            status: self.status(),
+            content_type: "text/plain; charset=utf-8",
+            body,
+        };
+        report.outcome = Some(Outcome::Error);
+        report.message = Some(reason);
+        (reply, report)
+    }
+}
+
+/// `2s` or `1500ms`, for messages.
+fn human(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
 
 /// Handles one AdmissionReview body. Never panics on input; every malformed request gets
 /// a 4xx reply with a one-line reason.
@@ -94,32 +162,10 @@ pub fn handle(
     policy: &Policy,
 ) -> (HttpReply, ReviewReport) {
     let mut report = ReviewReport::default();
-    let reply = match review(endpoint, content_type, body, policy, &mut report) {
-        Ok(reply) => reply,
-        Err(reason) => {
-            report.outcome = Some(Outcome::Error);
-            report.message = Some(reason.clone());
-            text_reply(StatusCode::BAD_REQUEST, &reason)
-        }
-    };
-    (reply, report)
-}
-
-/// An error answer: `status` with a one-line text reason.
-pub fn text_reply(status: StatusCode, reason: &str) -> HttpReply {
-    let mut body = reason.replace('\n', " ").into_bytes();
-    body.push(b'\n');
-    HttpReply {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        body,
+    match review(endpoint, content_type, body, policy, &mut report) {
+        Ok(reply) => (reply, report),
+        Err(rejection) => rejection.answer(report),
     }
-}
-
-fn is_json(content_type: Option<&str>) -> bool {
-    content_type
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn review(
@@ -128,67 +174,15 @@ fn review(
     body: &[u8],
     policy: &Policy,
     report: &mut ReviewReport,
-) -> Result<HttpReply, String> {
-    if !is_json(content_type) {
-        return Err(format!(
-            "unsupported content type {:?}: expected application/json",
-            content_type.unwrap_or("")
-        ));
-    }
-    let mut root: Value =
-        serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
-    let api_version = root.get("apiVersion").and_then(Value::as_str);
-    if api_version != Some(API_VERSION) {
-        return Err(format!(
-            "unsupported apiVersion {:?}: only {API_VERSION} is served",
-            api_version.unwrap_or("")
-        ));
-    }
-    let kind = root.get("kind").and_then(Value::as_str);
-    if kind != Some(KIND) {
-        return Err(format!(
-            "unsupported kind {:?}: expected {KIND}",
-            kind.unwrap_or("")
-        ));
-    }
-    let request = root
-        .get_mut("request")
-        .filter(|r| r.is_object())
-        .ok_or("missing request")?;
-    match request.get("uid").and_then(Value::as_str) {
-        Some(uid) if !uid.is_empty() => report.uid = uid.to_owned(),
-        _ => return Err("missing request.uid".to_owned()),
-    }
-    // The object is kept as raw JSON so that no field is lost; the rest is typed.
-    let object = request
-        .get_mut("object")
-        .map(Value::take)
-        .filter(|o| !o.is_null());
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_value(root).map_err(|e| format!("malformed AdmissionReview: {e}"))?;
-    let req: AdmissionRequest<DynamicObject> = review
-        .try_into()
-        .map_err(|_| "missing request".to_owned())?;
-
-    report.namespace = req.namespace.clone().unwrap_or_default();
-    report.operation = format!("{:?}", req.operation).to_uppercase();
-    report.dry_run = req.dry_run;
-    report.pod = req.name.clone();
-    if report.pod.is_empty()
-        && let Some(generate) = object
-            .as_ref()
-            .and_then(|o| o.pointer("/metadata/generateName"))
-            .and_then(Value::as_str)
-    {
-        report.pod = generate.to_owned();
-    }
-
-    let mut response = AdmissionResponse::from(&req);
-    let is_pod_create = req.kind.group.is_empty()
-        && req.kind.kind == "Pod"
-        && req.resource.resource == "pods"
-        && req.sub_resource.as_deref().unwrap_or("").is_empty()
-        && req.operation == Operation::Create;
+) -> Result<HttpReply, Rejection> {
+    let Request { request, object } = Request::parse(content_type, body, report)?;
+    report.describe(&request, object.as_ref());
+    let mut response = AdmissionResponse::from(&request);
+    let is_pod_create = request.kind.group.is_empty()
+        && request.kind.kind == "Pod"
+        && request.resource.resource == "pods"
+        && request.sub_resource.as_deref().unwrap_or("").is_empty()
+        && request.operation == Operation::Create;
     let outcome = match (is_pod_create, object) {
         (false, _) => Outcome::Skipped,
         (true, None) => {
@@ -203,13 +197,12 @@ fn review(
                 Endpoint::Mutate => policy.mode,
             };
             let eval = engine::evaluate_as(&pod, policy, mode);
-            report.container_actions = eval.actions.clone();
-            decide(endpoint, eval, &mut response, report)?
+            report.events = eval.events.clone();
+            decide(eval, &mut response, report)?
         }
     };
     report.outcome = Some(outcome);
-    let body = serde_json::to_vec(&WireReview::from(&response))
-        .map_err(|e| format!("failed to serialize the response: {e}"))?;
+    let body = serde_json::to_vec(&WireReview::from(&response)).map_err(Rejection::Response)?;
     Ok(HttpReply {
         status: StatusCode::OK,
         content_type: "application/json",
@@ -217,22 +210,92 @@ fn review(
     })
 }
 
+/// An AdmissionReview request, with its object kept apart as raw JSON so that no field of
+/// it is lost.
+struct Request {
+    request: AdmissionRequest<DynamicObject>,
+    object: Option<Value>,
+}
+
+impl Request {
+    /// Checks and parses a body; the uid goes into `report` as soon as it is known.
+    fn parse(
+        content_type: Option<&str>,
+        body: &[u8],
+        report: &mut ReviewReport,
+    ) -> Result<Self, Rejection> {
+        if !is_json(content_type) {
+            return Err(Rejection::ContentType(
+                content_type.unwrap_or("").to_owned(),
+            ));
+        }
+        let mut root: Value = serde_json::from_slice(body).map_err(Rejection::Json)?;
+        let text = |key: &str| root.get(key).and_then(Value::as_str).map(str::to_owned);
+        match text("apiVersion") {
+            Some(v) if v == API_VERSION => {}
+            other => return Err(Rejection::ApiVersion(other.unwrap_or_default())),
+        }
+        match text("kind") {
+            Some(k) if k == KIND => {}
+            other => return Err(Rejection::Kind(other.unwrap_or_default())),
+        }
+        let request = root
+            .get_mut("request")
+            .filter(|r| r.is_object())
+            .ok_or(Rejection::MissingRequest)?;
+        match request.get("uid").and_then(Value::as_str) {
+            Some(uid) if !uid.is_empty() => report.uid = uid.to_owned(),
+            _ => return Err(Rejection::MissingUid),
+        }
+        let object = request
+            .get_mut("object")
+            .map(Value::take)
+            .filter(|o| !o.is_null());
+        let review: AdmissionReview<DynamicObject> =
+            serde_json::from_value(root).map_err(Rejection::Review)?;
+        let request = review.try_into().map_err(|_| Rejection::MissingRequest)?;
+        Ok(Request { request, object })
+    }
+}
+
+impl ReviewReport {
+    /// What the log line says of the request.
+    fn describe(&mut self, request: &AdmissionRequest<DynamicObject>, object: Option<&Value>) {
+        self.namespace = request.namespace.clone().unwrap_or_default();
+        self.operation = format!("{:?}", request.operation).to_uppercase();
+        self.dry_run = request.dry_run;
+        self.pod = request.name.clone();
+        if self.pod.is_empty()
+            && let Some(generate) = object
+                .and_then(|o| o.pointer("/metadata/generateName"))
+                .and_then(Value::as_str)
+        {
+            self.pod = generate.to_owned();
+        }
+    }
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// Turns an evaluation into the response for the endpoint.
 fn decide(
-    endpoint: Endpoint,
     eval: Evaluation,
     response: &mut AdmissionResponse,
     report: &mut ReviewReport,
-) -> Result<Outcome, String> {
-    let audit = endpoint == Endpoint::Audit || eval.audit_only;
+) -> Result<Outcome, Rejection> {
     let mut warnings = eval.warnings;
     let outcome = match eval.decision {
         Decision::Skipped(SkipReason::Disabled | SkipReason::Mirror) => Outcome::Skipped,
         Decision::Skipped(SkipReason::NotUnderstood(reason)) => {
-            warnings.push(engine::truncate(format!(
-                "gomemlimit-injector: cannot read the pod ({reason}); admitted unchanged"
-            )));
-            report.message = Some(reason);
+            warnings.push(text::shorten(
+                format!("gomemlimit-injector: cannot read the pod ({reason}); admitted unchanged"),
+                WARNING,
+            ));
+            report.message = Some(reason.to_string());
             Outcome::Error
         }
         Decision::Denied(message) => {
@@ -244,28 +307,17 @@ fn decide(
             Outcome::Denied
         }
         Decision::Evaluated if eval.changes.is_empty() => Outcome::Unchanged,
-        Decision::Evaluated if audit => {
-            warnings.extend(eval.changes.iter().map(|c| c.describe(true)));
-            response
-                .audit_annotations
-                .insert("would-mutate".into(), "true".into());
-            let summary = eval
-                .changes
-                .iter()
-                .map(Change::summary)
-                .collect::<Vec<_>>()
-                .join(", ");
-            response
-                .audit_annotations
-                .insert("changes".into(), cap(summary, MAX_SUMMARY_LEN));
+        Decision::Evaluated if eval.audit_only => {
+            warnings.extend(eval.changes.iter().map(report::describe));
+            let annotations = &mut response.audit_annotations;
+            annotations.insert("would-mutate".into(), "true".into());
+            annotations.insert("changes".into(), report::summary(&eval.changes));
             Outcome::Audited
         }
         Decision::Evaluated => {
             let patch = eval.patch;
             let taken = std::mem::replace(response, AdmissionResponse::invalid(""));
-            *response = taken
-                .with_patch(patch)
-                .map_err(|e| format!("failed to serialize the patch: {e}"))?;
+            *response = taken.with_patch(patch).map_err(Rejection::Patch)?;
             Outcome::Mutated
         }
     };
@@ -273,18 +325,6 @@ fn decide(
         response.warnings = Some(warnings);
     }
     Ok(outcome)
-}
-
-fn cap(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut cut = max - 3;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
 }
 
 /// The AdmissionReview answer as the API server reads it. kube's `AdmissionResponse`

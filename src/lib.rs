@@ -1,19 +1,24 @@
 //! gomemlimit-injector: a Kubernetes mutating admission webhook that sets each container's
 //! memory request to its limit and hands the limit to the Go runtime as `GOMEMLIMIT`.
 //!
-//! Dependencies point one way: `server` → `admission` → `engine` → `quantity`/`policy`;
-//! `server` → `tls`, `metrics`. The engine is a pure function over JSON values.
+//! Dependencies point one way: `cli` → `server`, `manifests`, `live`; `server` →
+//! `admission` → `engine` → `policy`, `quantity`; `server` → `tls`, `metrics`. What the
+//! engine's results say in words is `report`'s, which `admission`, `manifests` and `live`
+//! use. The engine is a pure function over JSON values.
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod cli;
 pub mod engine;
+pub mod error;
 pub mod live;
-pub mod managed;
+mod manifests;
 pub mod metrics;
-pub mod offline;
 pub mod policy;
 pub mod quantity;
+mod report;
 pub mod server;
-pub mod telemetry;
+mod telemetry;
+mod text;
 pub mod tls;
+mod watch;

@@ -2,18 +2,19 @@
 //! the workload that owns them (a Deployment rather than each of its replicas), read with
 //! paged lists so that large clusters do not come back in one response.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::ListParams;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
-use crate::offline::{self, ObjectReport};
-use crate::policy::Policy;
+use crate::manifests;
+use crate::policy::{Mode, Policy};
+use crate::report::ObjectReport;
 
 /// Objects per list page.
 pub const PAGE: u32 = 500;
@@ -67,7 +68,7 @@ where
             },
             other => LiveError::Unreachable {
                 url: url.to_owned(),
-                reason: crate::tls::error_chain(&other),
+                reason: crate::error::error_chain(&other),
             },
         })?;
         items.extend(page.items);
@@ -83,7 +84,7 @@ fn controller(owners: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
 }
 
 /// Audits the pods of `namespace` (all namespaces when `None`) against `policy`.
-pub async fn audit(
+pub(crate) async fn audit(
     namespace: Option<&str>,
     policy: &Policy,
 ) -> Result<Vec<ObjectReport>, LiveError> {
@@ -95,7 +96,7 @@ pub async fn audit(
     audit_with(client, &url, namespace, policy, PAGE).await
 }
 
-/// [`audit`] with a given client (reaching `url`) and list page size.
+/// `audit` with a given client (reaching `url`) and list page size.
 pub async fn audit_with(
     client: Client,
     url: &str,
@@ -118,38 +119,104 @@ pub async fn audit_with(
     };
     let pods = list_all(&pods, "pods", &scope, url, page_size).await?;
     // ReplicaSets and Jobs lead to their Deployment and CronJob.
-    let mut parents: HashMap<String, (String, String)> = HashMap::new();
+    let mut parents = Parents::new();
     for rs in list_all(&replicasets, "replicasets", &scope, url, page_size).await? {
-        if let (Some(uid), Some(owner)) = (
-            rs.metadata.uid.clone(),
-            controller(rs.metadata.owner_references.as_ref()),
-        ) {
-            parents.insert(uid, (owner.kind.clone(), owner.name.clone()));
-        }
+        parents.add(&rs.metadata);
     }
     for job in list_all(&jobs, "jobs", &scope, url, page_size).await? {
-        if let (Some(uid), Some(owner)) = (
-            job.metadata.uid.clone(),
-            controller(job.metadata.owner_references.as_ref()),
-        ) {
-            parents.insert(uid, (owner.kind.clone(), owner.name.clone()));
+        parents.add(&job.metadata);
+    }
+    let mut groups: BTreeMap<Workload, Vec<ObjectReport>> = BTreeMap::new();
+    for pod in pods {
+        let workload = parents.workload(&pod);
+        let value = serde_json::to_value(&pod).unwrap_or_default();
+        let mut reports =
+            manifests::process(&value, policy, Mode::Audit, &workload.namespace).reports;
+        for report in &mut reports {
+            report.kind.clone_from(&workload.kind);
+            report.name.clone_from(&workload.name);
+        }
+        groups.entry(workload).or_default().extend(reports);
+    }
+    Ok(groups.into_values().flat_map(distinct).collect())
+}
+
+/// What a pod is reported under: the workload that owns it, or the pod itself.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Workload {
+    namespace: String,
+    kind: String,
+    name: String,
+}
+
+/// An object that controls others, by kind and name.
+#[derive(Clone)]
+struct Owner {
+    kind: String,
+    name: String,
+}
+
+impl Owner {
+    fn of(reference: &OwnerReference) -> Self {
+        Owner {
+            kind: reference.kind.clone(),
+            name: reference.name.clone(),
         }
     }
-    let mut grouped = Vec::with_capacity(pods.len());
-    for pod in pods {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let (kind, name) = match controller(pod.metadata.owner_references.as_ref()) {
-            Some(owner) => parents
-                .get(&owner.uid)
-                .cloned()
-                .unwrap_or_else(|| (owner.kind.clone(), owner.name.clone())),
-            None => (
-                "Pod".to_owned(),
-                pod.metadata.name.clone().unwrap_or_default(),
-            ),
-        };
-        let value = serde_json::to_value(&pod).unwrap_or_default();
-        grouped.push((namespace, kind, name, value));
+}
+
+/// The controllers of ReplicaSets and Jobs, by the uid of what they control.
+struct Parents(HashMap<String, Owner>);
+
+impl Parents {
+    fn new() -> Self {
+        Parents(HashMap::new())
     }
-    Ok(offline::group_pods(grouped, policy))
+
+    fn add(&mut self, metadata: &ObjectMeta) {
+        let owner = controller(metadata.owner_references.as_ref());
+        if let (Some(uid), Some(owner)) = (&metadata.uid, owner) {
+            self.0.insert(uid.clone(), Owner::of(owner));
+        }
+    }
+
+    /// The pod's workload: its controller, or the controller of that (a ReplicaSet's
+    /// Deployment, a Job's CronJob); the pod itself when nothing controls it.
+    fn workload(&self, pod: &Pod) -> Workload {
+        let owner = match controller(pod.metadata.owner_references.as_ref()) {
+            Some(reference) => self
+                .0
+                .get(&reference.uid)
+                .cloned()
+                .unwrap_or_else(|| Owner::of(reference)),
+            None => Owner {
+                kind: "Pod".to_owned(),
+                name: pod.metadata.name.clone().unwrap_or_default(),
+            },
+        };
+        Workload {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            kind: owner.kind,
+            name: owner.name,
+        }
+    }
+}
+
+/// The reports of one workload's pods, one row per distinct set of changes: pods of one
+/// workload usually agree, and rows differ only where they do not.
+fn distinct(reports: Vec<ObjectReport>) -> Vec<ObjectReport> {
+    let mut rows: Vec<ObjectReport> = Vec::new();
+    for report in reports {
+        let same = rows
+            .iter_mut()
+            .find(|row| row.containers == report.containers && row.denied == report.denied);
+        match same {
+            Some(row) => row.pods = row.pods.map(|n| n + 1),
+            None => rows.push(ObjectReport {
+                pods: Some(1),
+                ..report
+            }),
+        }
+    }
+    rows
 }

@@ -13,11 +13,14 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::admission::{Endpoint, Outcome};
+use crate::engine::ContainerEvent;
+
 /// Prefix of every metric name.
-pub const PREFIX: &str = "gomemlimit_injector";
+pub(crate) const PREFIX: &str = "gomemlimit_injector";
 
 /// Content type of [`encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Review latency buckets in seconds. A review is pure CPU work of a few microseconds to a
 /// few milliseconds for huge pods; the upper buckets catch slow uploads, and the API
@@ -28,7 +31,7 @@ const DURATION_BUCKETS: [f64; 14] = [
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
+pub(crate) enum MetricsError {
     #[error("failed to encode the metrics")]
     Encode(#[source] std::fmt::Error),
 }
@@ -77,7 +80,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them under [`PREFIX`] in `registry`.
+    /// Creates the metrics and registers them under the `gomemlimit_injector` prefix in `registry`.
     pub fn new(registry: &mut Registry) -> Self {
         let registry = registry.sub_registry_with_prefix(PREFIX);
         let metrics = Metrics {
@@ -130,22 +133,25 @@ impl Metrics {
         metrics
     }
 
-    /// Records one answered review. `outcome` is one of the `admission::Outcome` labels,
-    /// or `error` for every 4xx reply (including 413 and 408).
-    pub fn record_review(
+    /// Records one answered review, with the events of its containers. Every 4xx reply
+    /// (including 413 and 408) has the outcome [`Outcome::Error`].
+    pub(crate) fn record_review(
         &self,
-        path: &'static str,
-        outcome: &'static str,
+        endpoint: Endpoint,
+        outcome: Outcome,
         duration: Duration,
-        container_actions: &[&'static str],
+        events: &[ContainerEvent],
     ) {
+        let path = endpoint.as_str();
+        let outcome = outcome.as_str();
         self.requests
             .get_or_create(&RequestLabels { path, outcome })
             .inc();
         self.duration
             .get_or_create(&PathLabels { path })
             .observe(duration.as_secs_f64());
-        for &action in container_actions {
+        for event in events {
+            let action = event.label();
             self.containers
                 .get_or_create(&ActionLabels { action })
                 .inc();
@@ -153,12 +159,12 @@ impl Metrics {
     }
 
     /// Sets the serving certificate's NotAfter (Unix seconds).
-    pub fn set_certificate_expiry(&self, not_after_unix: i64) {
+    pub(crate) fn set_certificate_expiry(&self, not_after_unix: i64) {
         self.cert_expiry.set(not_after_unix);
     }
 
     /// Counts a certificate reload attempt.
-    pub fn tls_reload(&self, success: bool) {
+    pub(crate) fn tls_reload(&self, success: bool) {
         self.tls_reloads
             .get_or_create(&ResultLabels {
                 result: result_label(success),
@@ -167,7 +173,7 @@ impl Metrics {
     }
 
     /// Counts a policy reload attempt.
-    pub fn policy_reload(&self, success: bool) {
+    pub(crate) fn policy_reload(&self, success: bool) {
         self.policy_reloads
             .get_or_create(&ResultLabels {
                 result: result_label(success),
@@ -181,7 +187,7 @@ fn result_label(success: bool) -> &'static str {
 }
 
 /// Encodes `registry` in the OpenMetrics text format (see [`CONTENT_TYPE`]).
-pub fn encode(registry: &Registry) -> Result<String, MetricsError> {
+pub(crate) fn encode(registry: &Registry) -> Result<String, MetricsError> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry).map_err(MetricsError::Encode)?;
     Ok(text)
@@ -196,10 +202,10 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         metrics.record_review(
-            "mutate",
-            "mutated",
+            Endpoint::Mutate,
+            Outcome::Mutated,
             Duration::from_micros(300),
-            &["set_request", "inject_gomemlimit"],
+            &[ContainerEvent::SetRequest, ContainerEvent::InjectGomemlimit],
         );
         metrics.set_certificate_expiry(1_900_000_000);
         metrics.tls_reload(false);
@@ -222,7 +228,12 @@ mod tests {
     fn sub_millisecond_reviews_land_in_their_own_bucket() {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
-        metrics.record_review("audit", "audited", Duration::from_micros(80), &[]);
+        metrics.record_review(
+            Endpoint::Audit,
+            Outcome::Audited,
+            Duration::from_micros(80),
+            &[],
+        );
         let text = encode(&registry).unwrap();
         assert!(
             text.contains(

@@ -1,5 +1,6 @@
 //! The policy: what the engine does to a pod. Read from a YAML file (`--config`, what a
-//! ConfigMap mounts), then overridden by flags and `GOMEMLIMIT_INJECTOR_<NAME>` variables.
+//! ConfigMap mounts), then overridden by settings given outside it (the flags and
+//! `GOMEMLIMIT_INJECTOR_<NAME>` variables of the command line), and validated.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -52,7 +53,7 @@ fn gogc_error(s: &str) -> String {
 }
 
 /// What to do with a container that has neither a memory request nor a limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MissingLimit {
     /// Leave the container alone and warn.
@@ -64,7 +65,7 @@ pub enum MissingLimit {
 }
 
 /// Whether changes are applied or only reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Enforce,
@@ -110,79 +111,135 @@ pub enum PolicyError {
     },
     #[error("failed to parse policy file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("invalid policy{origin}: {setting}: {message}")]
+    #[error("invalid policy{}: {setting}: {message}", origin(.file.as_deref()))]
     Invalid {
-        origin: String,
+        /// The file the policy was read from, with the flags over it.
+        file: Option<PathBuf>,
         setting: &'static str,
         message: String,
     },
 }
 
-/// The policy as written in the YAML file; every key is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PolicyFile {
-    pub percent: Option<u8>,
-    pub gogc: Option<GogcValue>,
-    pub missing_limit: Option<MissingLimit>,
-    pub default_memory: Option<String>,
-    pub min_percent: Option<u8>,
-    pub max_percent: Option<u8>,
-    pub exclude_containers: Option<Vec<String>>,
-    pub mode: Option<Mode>,
+/// How an invalid policy names where it came from.
+fn origin(file: Option<&Path>) -> String {
+    file.map(|path| format!(" (file {} and flags)", path.display()))
+        .unwrap_or_default()
 }
 
-/// `gogc:` may be written as `off`, `keep`, `100` or `"100"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum GogcValue {
-    Int(u32),
-    Text(String),
+impl PolicyError {
+    fn invalid(setting: &'static str, message: impl Into<String>) -> Self {
+        PolicyError::Invalid {
+            file: None,
+            setting,
+            message: message.into(),
+        }
+    }
+
+    /// The same error, said of a policy read from `file` (and flags).
+    fn in_file(self, file: Option<&Path>) -> Self {
+        match self {
+            PolicyError::Invalid {
+                setting, message, ..
+            } => PolicyError::Invalid {
+                file: file.map(Path::to_owned),
+                setting,
+                message,
+            },
+            other => other,
+        }
+    }
 }
 
-/// Policy flags, shared by `serve`, `mutate` and `audit` so that offline results match the
-/// webhook's. Each also reads `GOMEMLIMIT_INJECTOR_<NAME>`; flags beat variables beat the file.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct PolicyArgs {
-    /// Policy YAML file (keys: percent, gogc, missingLimit, defaultMemory, minPercent,
-    /// maxPercent, excludeContainers, mode).
-    #[arg(long, env = "GOMEMLIMIT_INJECTOR_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// GOMEMLIMIT as a percentage of the memory limit; 100 uses the downward API.
-    #[arg(long, env = "GOMEMLIMIT_INJECTOR_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub percent: Option<u8>,
-    /// GOGC to add: off, keep (add nothing) or an integer.
-    #[arg(long, env = "GOMEMLIMIT_INJECTOR_GOGC", value_parser = parse_gogc)]
-    pub gogc: Option<Gogc>,
-    /// Containers with neither memory request nor limit: skip, deny or default.
-    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MISSING_LIMIT", value_enum)]
-    pub missing_limit: Option<MissingLimit>,
-    /// Memory request and limit for `--missing-limit default`, e.g. 512Mi.
-    #[arg(long, env = "GOMEMLIMIT_INJECTOR_DEFAULT_MEMORY", value_parser = parse_memory)]
-    pub default_memory: Option<Quantity>,
-    /// Lowest `gomemlimit.io/percent` a pod may ask for.
-    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MIN_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub min_percent: Option<u8>,
-    /// Highest `gomemlimit.io/percent` a pod may ask for.
-    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MAX_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub max_percent: Option<u8>,
-    /// Container names never to touch (comma-separated).
-    #[arg(
-        long,
-        env = "GOMEMLIMIT_INJECTOR_EXCLUDE_CONTAINERS",
-        value_delimiter = ','
-    )]
-    pub exclude_containers: Option<Vec<String>>,
-    /// enforce (patch pods) or audit (report only).
-    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MODE", value_enum)]
-    pub mode: Option<Mode>,
+/// Where a policy comes from: a file, if any, and settings that override it.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySource {
+    /// The policy YAML file; the server watches it for changes.
+    pub(crate) file: Option<PathBuf>,
+    pub(crate) overrides: Overrides,
 }
 
-fn parse_gogc(s: &str) -> Result<Gogc, String> {
-    s.parse()
+/// Policy settings given outside the file (flags and variables); each wins over the file.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Overrides {
+    pub(crate) percent: Option<u8>,
+    pub(crate) gogc: Option<Gogc>,
+    pub(crate) missing_limit: Option<MissingLimit>,
+    pub(crate) default_memory: Option<Quantity>,
+    pub(crate) min_percent: Option<u8>,
+    pub(crate) max_percent: Option<u8>,
+    pub(crate) exclude_containers: Option<Vec<String>>,
+    pub(crate) mode: Option<Mode>,
 }
 
-fn parse_memory(s: &str) -> Result<Quantity, String> {
+impl PolicySource {
+    /// The policy in `file`, if any (else the defaults), with nothing over it.
+    pub fn new(file: Option<PathBuf>) -> Self {
+        PolicySource {
+            file,
+            overrides: Overrides::default(),
+        }
+    }
+
+    /// Reads the file (if any), applies the overrides and validates the result.
+    pub(crate) fn load(&self) -> Result<Policy, PolicyError> {
+        let written = match &self.file {
+            Some(path) => PolicyFile::read(path)?,
+            None => PolicyFile::default(),
+        };
+        self.overrides
+            .over(written)
+            .and_then(|policy| policy.validate().map(|()| policy))
+            .map_err(|e| e.in_file(self.file.as_deref()))
+    }
+}
+
+impl Overrides {
+    /// The policy `file` says, with these settings over it and defaults for the rest.
+    fn over(&self, file: PolicyFile) -> Result<Policy, PolicyError> {
+        let defaults = Policy::default();
+        let gogc = match (&self.gogc, &file.gogc) {
+            (Some(g), _) => *g,
+            (None, Some(GogcValue::Int(n))) => n
+                .to_string()
+                .parse()
+                .map_err(|e: String| PolicyError::invalid("gogc", e))?,
+            (None, Some(GogcValue::Text(t))) => t
+                .parse()
+                .map_err(|e: String| PolicyError::invalid("gogc", e))?,
+            (None, None) => defaults.gogc,
+        };
+        let default_memory = match (&self.default_memory, &file.default_memory) {
+            (Some(q), _) => Some(q.clone()),
+            (None, Some(text)) => {
+                Some(parse_memory(text).map_err(|e| PolicyError::invalid("defaultMemory", e))?)
+            }
+            (None, None) => None,
+        };
+        let exclude_containers = self
+            .exclude_containers
+            .clone()
+            .or(file.exclude_containers)
+            .unwrap_or_default();
+        Ok(Policy {
+            percent: self.percent.or(file.percent).unwrap_or(defaults.percent),
+            gogc,
+            missing_limit: (self.missing_limit.or(file.missing_limit))
+                .unwrap_or(defaults.missing_limit),
+            default_memory,
+            min_percent: (self.min_percent.or(file.min_percent)).unwrap_or(defaults.min_percent),
+            max_percent: (self.max_percent.or(file.max_percent)).unwrap_or(defaults.max_percent),
+            exclude_containers: exclude_containers
+                .into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            mode: self.mode.or(file.mode).unwrap_or(defaults.mode),
+        })
+    }
+}
+
+/// A memory quantity for `defaultMemory`: valid, and greater than zero.
+pub(crate) fn parse_memory(s: &str) -> Result<Quantity, String> {
     let q = Quantity::parse(s).map_err(|e| e.to_string())?;
     if q.is_zero() {
         return Err("memory must be greater than zero".to_owned());
@@ -190,88 +247,42 @@ fn parse_memory(s: &str) -> Result<Quantity, String> {
     Ok(q)
 }
 
-impl PolicyArgs {
-    /// The config file, if one is set (the server watches it for changes).
-    pub fn config_file(&self) -> Option<&Path> {
-        self.config.as_deref()
-    }
+/// The policy as written in the YAML file; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PolicyFile {
+    percent: Option<u8>,
+    gogc: Option<GogcValue>,
+    missing_limit: Option<MissingLimit>,
+    default_memory: Option<String>,
+    min_percent: Option<u8>,
+    max_percent: Option<u8>,
+    exclude_containers: Option<Vec<String>>,
+    mode: Option<Mode>,
+}
 
-    /// Reads the file (if any), applies the flags over it and validates the result.
-    pub fn load(&self) -> Result<Policy, PolicyError> {
-        let (file, origin) = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                (
-                    PolicyFile::from_yaml(&text).map_err(|message| PolicyError::Parse {
-                        path: path.clone(),
-                        message,
-                    })?,
-                    format!(" (file {} and flags)", path.display()),
-                )
-            }
-            None => (PolicyFile::default(), String::new()),
-        };
-        let invalid = |setting, message: String| PolicyError::Invalid {
-            origin: origin.clone(),
-            setting,
-            message,
-        };
-        let defaults = Policy::default();
-        let gogc = match (&self.gogc, &file.gogc) {
-            (Some(g), _) => *g,
-            (None, Some(GogcValue::Int(n))) => {
-                n.to_string().parse().map_err(|e| invalid("gogc", e))?
-            }
-            (None, Some(GogcValue::Text(t))) => t.parse().map_err(|e| invalid("gogc", e))?,
-            (None, None) => defaults.gogc,
-        };
-        let default_memory = match (&self.default_memory, &file.default_memory) {
-            (Some(q), _) => Some(q.clone()),
-            (None, Some(text)) => {
-                Some(parse_memory(text).map_err(|e| invalid("defaultMemory", e))?)
-            }
-            (None, None) => None,
-        };
-        let policy = Policy {
-            percent: self.percent.or(file.percent).unwrap_or(defaults.percent),
-            gogc,
-            missing_limit: self
-                .missing_limit
-                .or(file.missing_limit)
-                .unwrap_or(defaults.missing_limit),
-            default_memory,
-            min_percent: self
-                .min_percent
-                .or(file.min_percent)
-                .unwrap_or(defaults.min_percent),
-            max_percent: self
-                .max_percent
-                .or(file.max_percent)
-                .unwrap_or(defaults.max_percent),
-            exclude_containers: self
-                .exclude_containers
-                .clone()
-                .or(file.exclude_containers)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            mode: self.mode.or(file.mode).unwrap_or(defaults.mode),
-        };
-        policy
-            .validate()
-            .map_err(|(setting, message)| invalid(setting, message))?;
-        Ok(policy)
-    }
+/// `gogc:` may be written as `off`, `keep`, `100` or `"100"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum GogcValue {
+    Int(u32),
+    Text(String),
 }
 
 impl PolicyFile {
+    fn read(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        PolicyFile::from_yaml(&text).map_err(|message| PolicyError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
     /// Parses the YAML text of a policy file. Unknown keys are errors, so a typo is caught.
-    pub fn from_yaml(text: &str) -> Result<Self, String> {
+    fn from_yaml(text: &str) -> Result<Self, String> {
         if text.trim().is_empty() {
             return Ok(PolicyFile::default());
         }
@@ -280,45 +291,41 @@ impl PolicyFile {
 }
 
 impl Policy {
-    /// Checks the cross-setting rules; returns the setting at fault and why.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// Checks the cross-setting rules; the error names the setting at fault.
+    pub(crate) fn validate(&self) -> Result<(), PolicyError> {
         for (setting, value) in [
             ("percent", self.percent),
             ("minPercent", self.min_percent),
             ("maxPercent", self.max_percent),
         ] {
             if !(1..=100).contains(&value) {
-                return Err((setting, format!("{value} is not within 1..100")));
+                let message = format!("{value} is not within 1..100");
+                return Err(PolicyError::invalid(setting, message));
             }
         }
-        if self.min_percent > self.max_percent {
-            return Err((
-                "minPercent",
-                format!(
-                    "{} is greater than maxPercent {}",
-                    self.min_percent, self.max_percent
-                ),
-            ));
+        let (min, max) = (self.min_percent, self.max_percent);
+        if min > max {
+            let message = format!("{min} is greater than maxPercent {max}");
+            return Err(PolicyError::invalid("minPercent", message));
         }
-        if !(self.min_percent..=self.max_percent).contains(&self.percent) {
-            return Err((
-                "percent",
-                format!(
-                    "{} is outside [minPercent {}, maxPercent {}]",
-                    self.percent, self.min_percent, self.max_percent
-                ),
-            ));
+        if !(min..=max).contains(&self.percent) {
+            let message = format!(
+                "{} is outside [minPercent {min}, maxPercent {max}]",
+                self.percent
+            );
+            return Err(PolicyError::invalid("percent", message));
         }
         if self.missing_limit == MissingLimit::Default && self.default_memory.is_none() {
-            return Err((
-                "defaultMemory",
-                "must be set when missingLimit is \"default\"".to_owned(),
-            ));
+            let message = "must be set when missingLimit is \"default\"";
+            return Err(PolicyError::invalid("defaultMemory", message));
         }
         if let Some(q) = &self.default_memory
             && q.is_zero()
         {
-            return Err(("defaultMemory", "must be greater than zero".to_owned()));
+            return Err(PolicyError::invalid(
+                "defaultMemory",
+                "must be greater than zero",
+            ));
         }
         Ok(())
     }
@@ -337,7 +344,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_contract() {
-        let p = PolicyArgs::default().load().unwrap();
+        let p = PolicySource::default().load().unwrap();
         assert_eq!(p.percent, 100);
         assert_eq!(p.gogc, Gogc::Off);
         assert_eq!(p.missing_limit, MissingLimit::Skip);
@@ -352,12 +359,7 @@ mod tests {
             "percent: 90\ngogc: 100\nmissingLimit: default\ndefaultMemory: 256Mi\n\
              minPercent: 60\nmaxPercent: 95\nexcludeContainers: [istio-proxy, linkerd-proxy]\nmode: audit\n",
         );
-        let p = PolicyArgs {
-            config: Some(f.path().to_owned()),
-            ..Default::default()
-        }
-        .load()
-        .unwrap();
+        let p = PolicySource::new(Some(f.path().to_owned())).load().unwrap();
         assert_eq!(p.percent, 90);
         assert_eq!(p.gogc, Gogc::Percent(100));
         assert_eq!(p.missing_limit, MissingLimit::Default);
@@ -370,10 +372,12 @@ mod tests {
     #[test]
     fn flags_override_the_file() {
         let f = file("percent: 90\ngogc: keep\n");
-        let p = PolicyArgs {
-            config: Some(f.path().to_owned()),
-            percent: Some(80),
-            ..Default::default()
+        let p = PolicySource {
+            file: Some(f.path().to_owned()),
+            overrides: Overrides {
+                percent: Some(80),
+                ..Overrides::default()
+            },
         }
         .load()
         .unwrap();
@@ -384,26 +388,20 @@ mod tests {
     #[test]
     fn unknown_key_is_an_error_naming_the_file() {
         let f = file("percnt: 90\n");
-        let err = PolicyArgs {
-            config: Some(f.path().to_owned()),
-            ..Default::default()
-        }
-        .load()
-        .unwrap_err()
-        .to_string();
+        let err = PolicySource::new(Some(f.path().to_owned()))
+            .load()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&f.path().display().to_string()), "{err}");
         assert!(err.contains("percnt"), "{err}");
     }
 
     #[test]
     fn missing_file_is_an_error_naming_it() {
-        let err = PolicyArgs {
-            config: Some("/nonexistent/policy.yaml".into()),
-            ..Default::default()
-        }
-        .load()
-        .unwrap_err()
-        .to_string();
+        let err = PolicySource::new(Some("/nonexistent/policy.yaml".into()))
+            .load()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/policy.yaml"), "{err}");
     }
 
@@ -423,13 +421,10 @@ mod tests {
         ];
         for (yaml, setting) in cases {
             let f = file(yaml);
-            let err = PolicyArgs {
-                config: Some(f.path().to_owned()),
-                ..Default::default()
-            }
-            .load()
-            .unwrap_err()
-            .to_string();
+            let err = PolicySource::new(Some(f.path().to_owned()))
+                .load()
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(setting), "{yaml:?}: {err}");
         }
     }

@@ -21,7 +21,7 @@ use std::cmp::Ordering;
 use std::fmt;
 
 /// The largest byte count we accept: Kubernetes stores `Value()` in an int64.
-pub const MAX_BYTES: u128 = i64::MAX as u128;
+pub(crate) const MAX_BYTES: u128 = i64::MAX as u128;
 
 /// Why a string is not a quantity we can use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,7 +51,11 @@ impl Quantity {
     /// Parses a Kubernetes quantity. Negative values are rejected: memory cannot be negative
     /// and the API server refuses such pods anyway.
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
-        let (negative, unscaled, scale) = parse_exact(text)?;
+        let Exact {
+            negative,
+            unscaled,
+            scale,
+        } = parse_exact(text)?;
         if negative && unscaled != 0 {
             return Err(QuantityError::Negative(text.to_owned()));
         }
@@ -68,23 +72,23 @@ impl Quantity {
     }
 
     /// The text this quantity was parsed from, unchanged.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 
     /// Whole bytes, rounded up (what the kubelet hands to a `resourceFieldRef` with divisor 1).
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         // Bounded by MAX_BYTES at construction.
         self.ceil_bytes_u128() as u64
     }
 
     /// `floor(bytes * percent / 100)`, in integer arithmetic.
-    pub fn percent_of_bytes(&self, percent: u8) -> u64 {
+    pub(crate) fn percent_of_bytes(&self, percent: u8) -> u64 {
         (u128::from(self.bytes()) * u128::from(percent) / 100) as u64
     }
 
     /// Whether the value is exactly zero.
-    pub fn is_zero(&self) -> bool {
+    pub(crate) fn is_zero(&self) -> bool {
         self.unscaled == 0
     }
 
@@ -135,68 +139,92 @@ impl std::str::FromStr for Quantity {
     }
 }
 
-/// Parses into `(negative, unscaled, scale)` with `value = unscaled / 10^scale`.
-fn parse_exact(text: &str) -> Result<(bool, u128, u32), QuantityError> {
+/// A number as written, exactly: `value = unscaled / 10^scale`, with its sign.
+struct Exact {
+    negative: bool,
+    unscaled: u128,
+    scale: u32,
+}
+
+/// The parts of a quantity's text: `<sign><digits>.<digits><suffix>`.
+struct Parts<'a> {
+    negative: bool,
+    int_digits: &'a str,
+    frac_digits: &'a str,
+    suffix: &'a str,
+}
+
+/// Parses `text` exactly, in the steps of the grammar: split it, read the digits, apply the
+/// suffix, normalise the scale.
+fn parse_exact(text: &str) -> Result<Exact, QuantityError> {
     if text.is_empty() {
         return Err(QuantityError::Empty);
     }
-    let format = || QuantityError::Format(text.to_owned());
-    let range = || QuantityError::Range(text.to_owned());
-    let bytes = text.as_bytes();
-    let mut pos = 0;
-    let negative = match bytes[0] {
-        b'-' => {
-            pos = 1;
-            true
-        }
-        b'+' => {
-            pos = 1;
-            false
-        }
-        _ => false,
-    };
-    let int_start = pos;
-    while pos < bytes.len() && bytes[pos].is_ascii_digit() {
-        pos += 1;
-    }
-    let int_digits = &text[int_start..pos];
-    let mut frac_digits = "";
-    if pos < bytes.len() && bytes[pos] == b'.' {
-        pos += 1;
-        let frac_start = pos;
-        while pos < bytes.len() && bytes[pos].is_ascii_digit() {
-            pos += 1;
-        }
-        frac_digits = &text[frac_start..pos];
-    }
-    // <number> needs at least one digit on one side of the point.
-    if int_digits.is_empty() && frac_digits.is_empty() {
-        return Err(format());
-    }
-    let suffix = &text[pos..];
-
+    let parts = Parts::split(text)?;
     // Mantissa as an exact integer with `scale` fractional digits.
     let mut unscaled: u128 = 0;
-    for d in int_digits.bytes().chain(frac_digits.bytes()) {
+    for d in parts.int_digits.bytes().chain(parts.frac_digits.bytes()) {
         unscaled = unscaled
             .checked_mul(10)
             .and_then(|v| v.checked_add(u128::from(d - b'0')))
-            .ok_or_else(range)?;
+            .ok_or_else(|| QuantityError::Range(text.to_owned()))?;
     }
     // `scale` may go negative through positive exponents or large suffixes.
-    let mut scale: i64 = frac_digits.len() as i64;
+    let scale = parts.frac_digits.len() as i64;
+    let (unscaled, scale) = apply_suffix(text, parts.suffix, unscaled, scale)?;
+    normalise(text, parts.negative, unscaled, scale)
+}
 
-    match suffix {
-        "" => {}
-        "n" => scale += 9,
-        "u" => scale += 6,
-        "m" => scale += 3,
-        "k" => scale -= 3,
-        "M" => scale -= 6,
-        "G" => scale -= 9,
-        "T" => scale -= 12,
-        "P" => scale -= 15,
-        "E" => scale -= 18,
+impl<'a> Parts<'a> {
+    fn split(text: &'a str) -> Result<Self, QuantityError> {
+        let (negative, unsigned) = match text.as_bytes()[0] {
+            b'-' => (true, &text[1..]),
+            b'+' => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let digits = |s: &'a str| {
+            let end = s.bytes().take_while(u8::is_ascii_digit).count();
+            s.split_at(end)
+        };
+        let (int_digits, rest) = digits(unsigned);
+        let (frac_digits, suffix) = match rest.strip_prefix('.') {
+            Some(after_point) => digits(after_point),
+            None => ("", rest),
+        };
+        // <number> needs at least one digit on one side of the point.
+        if int_digits.is_empty() && frac_digits.is_empty() {
+            return Err(QuantityError::Format(text.to_owned()));
+        }
+        Ok(Parts {
+            negative,
+            int_digits,
+            frac_digits,
+            suffix,
+        })
+    }
+}
+
+/// The value with its suffix applied: a decimal suffix or an exponent moves the scale, a
+/// binary suffix multiplies the unscaled part.
+fn apply_suffix(
+    text: &str,
+    suffix: &str,
+    unscaled: u128,
+    scale: i64,
+) -> Result<(u128, i64), QuantityError> {
+    let format = || QuantityError::Format(text.to_owned());
+    let range = || QuantityError::Range(text.to_owned());
+    let decimal = match suffix {
+        "" => 0,
+        "n" => -9,
+        "u" => -6,
+        "m" => -3,
+        "k" => 3,
+        "M" => 6,
+        "G" => 9,
+        "T" => 12,
+        "P" => 15,
+        "E" => 18,
         "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => {
             let power = match suffix {
                 "Ki" => 10,
@@ -206,7 +234,8 @@ fn parse_exact(text: &str) -> Result<(bool, u128, u32), QuantityError> {
                 "Pi" => 50,
                 _ => 60,
             };
-            unscaled = unscaled.checked_mul(1u128 << power).ok_or_else(range)?;
+            let unscaled = unscaled.checked_mul(1u128 << power).ok_or_else(range)?;
+            return Ok((unscaled, scale));
         }
         _ if suffix.starts_with(['e', 'E']) => {
             let exp = &suffix[1..];
@@ -219,26 +248,37 @@ fn parse_exact(text: &str) -> Result<(bool, u128, u32), QuantityError> {
             if e.unsigned_abs() > i32::MAX as u64 {
                 return Err(range());
             }
-            scale -= e;
+            e
         }
-        _ => {
-            // Distinguish "1 Gi" / "1.5.5" (not a quantity at all) from "1Mb" (bad suffix).
-            if suffix.bytes().all(|b| b.is_ascii_alphabetic()) {
-                return Err(QuantityError::Suffix(text.to_owned()));
-            }
-            return Err(format());
+        // Distinguish "1 Gi" / "1.5.5" (not a quantity at all) from "1Mb" (bad suffix).
+        _ if suffix.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            return Err(QuantityError::Suffix(text.to_owned()));
         }
-    }
+        _ => return Err(format()),
+    };
+    Ok((unscaled, scale - decimal))
+}
 
+/// The value with no trailing zeros in a fractional scale and no negative scale.
+fn normalise(
+    text: &str,
+    negative: bool,
+    mut unscaled: u128,
+    mut scale: i64,
+) -> Result<Exact, QuantityError> {
     if unscaled == 0 {
-        return Ok((negative, 0, 0));
+        return Ok(Exact {
+            negative,
+            unscaled: 0,
+            scale: 0,
+        });
     }
-    // Drop trailing zeros while the value keeps a fractional scale.
     while scale > 0 && unscaled.is_multiple_of(10) {
         unscaled /= 10;
         scale -= 1;
     }
     if scale < 0 {
+        let range = || QuantityError::Range(text.to_owned());
         let factor = u32::try_from(-scale)
             .ok()
             .and_then(|s| 10u128.checked_pow(s))
@@ -248,9 +288,17 @@ fn parse_exact(text: &str) -> Result<(bool, u128, u32), QuantityError> {
     }
     // A scale this deep means a value far below one byte; 10^38 still fits u128.
     if scale > 38 {
-        return Ok((negative, 1, 38));
+        return Ok(Exact {
+            negative,
+            unscaled: 1,
+            scale: 38,
+        });
     }
-    Ok((negative, unscaled, scale as u32))
+    Ok(Exact {
+        negative,
+        unscaled,
+        scale: scale as u32,
+    })
 }
 
 #[cfg(test)]
@@ -316,23 +364,16 @@ mod tests {
 
     #[test]
     fn names_the_kind_of_error() {
-        assert_eq!(Quantity::parse(""), Err(QuantityError::Empty));
-        assert!(matches!(
-            Quantity::parse("1Mb"),
-            Err(QuantityError::Suffix(_))
-        ));
-        assert!(matches!(
-            Quantity::parse("1 Gi"),
-            Err(QuantityError::Format(_))
-        ));
-        assert!(matches!(
-            Quantity::parse("1e400"),
-            Err(QuantityError::Range(_))
-        ));
-        assert!(matches!(
-            Quantity::parse("-1"),
-            Err(QuantityError::Negative(_))
-        ));
+        let cases = [
+            ("", QuantityError::Empty),
+            ("1Mb", QuantityError::Suffix("1Mb".into())),
+            ("1 Gi", QuantityError::Format("1 Gi".into())),
+            ("1e400", QuantityError::Range("1e400".into())),
+            ("-1", QuantityError::Negative("-1".into())),
+        ];
+        for (text, error) in cases {
+            assert_eq!(Quantity::parse(text), Err(error), "{text:?}");
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     #[default]
     Text,
@@ -16,7 +16,7 @@ pub enum LogFormat {
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
-pub enum TelemetryError {
+pub(crate) enum TelemetryError {
     #[error("failed to parse the log filter {filter:?}")]
     Filter {
         filter: String,
@@ -29,7 +29,7 @@ pub enum TelemetryError {
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `level` so that one
 /// module can be turned up without a new flag; `level` is any `EnvFilter` directive.
-pub fn init(format: LogFormat, level: &str) -> Result<(), TelemetryError> {
+pub(crate) fn init(format: LogFormat, level: &str) -> Result<(), TelemetryError> {
     let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
         Ok(env) if !env.trim().is_empty() => env,
         _ => level.to_owned(),

@@ -1,13 +1,14 @@
 //! AdmissionReview fixtures through the admission handler: what the API server gets back.
 
-mod support;
+pub mod support;
 
 use gomemlimit_injector::admission::{Endpoint, Outcome};
 use gomemlimit_injector::engine::STATUS;
 use gomemlimit_injector::policy::{Mode, Policy};
 use http::StatusCode;
 use serde_json::{Value, json};
-use support::*;
+use support::review::*;
+use support::{fixture, fixture_json};
 
 fn env_named<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
     container["env"]
@@ -19,11 +20,7 @@ fn env_named<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
 #[test]
 fn mutate_patches_every_container_and_echoes_the_uid() {
     let review = fixture_json("pod-create.json");
-    let (reply, report) = post(
-        Endpoint::Mutate,
-        &fixture("pod-create.json"),
-        &Policy::default(),
-    );
+    let (reply, report) = handle_fixture(Endpoint::Mutate, "pod-create.json");
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.content_type, "application/json");
     assert_eq!(report.outcome, Some(Outcome::Mutated));
@@ -79,11 +76,7 @@ fn mutate_patches_every_container_and_echoes_the_uid() {
 
 #[test]
 fn patch_escapes_the_status_annotation_key() {
-    let (reply, _) = post(
-        Endpoint::Mutate,
-        &fixture("pod-create.json"),
-        &Policy::default(),
-    );
+    let (reply, _) = handle_fixture(Endpoint::Mutate, "pod-create.json");
     let patch = patch_of(&response_of(&reply.body)).unwrap();
     let text = serde_json::to_string(&patch).unwrap();
     assert!(
@@ -105,7 +98,7 @@ fn audit_reports_and_never_patches() {
             },
         ),
     ] {
-        let (reply, report) = post(endpoint, &fixture("pod-create.json"), &policy);
+        let (reply, report) = handle_json(endpoint, &fixture("pod-create.json"), &policy);
         assert_eq!(report.outcome, Some(Outcome::Audited));
         let response = response_of(&reply.body);
         assert_eq!(response["allowed"], true);
@@ -136,11 +129,7 @@ fn audit_reports_and_never_patches() {
 
 #[test]
 fn audit_of_a_compliant_pod_is_quiet() {
-    let (reply, report) = post(
-        Endpoint::Audit,
-        &fixture("pod-create-compliant.json"),
-        &Policy::default(),
-    );
+    let (reply, report) = handle_fixture(Endpoint::Audit, "pod-create-compliant.json");
     assert_eq!(report.outcome, Some(Outcome::Unchanged));
     let response = response_of(&reply.body);
     assert!(response.get("warnings").is_none());
@@ -152,7 +141,7 @@ fn pod_mode_annotation_audits_on_mutate() {
     let mut review = fixture_json("pod-create.json");
     review["request"]["object"]["metadata"]["annotations"]["gomemlimit.io/mode"] = json!("audit");
     let body = serde_json::to_vec(&review).unwrap();
-    let (reply, report) = post(Endpoint::Mutate, &body, &Policy::default());
+    let (reply, report) = handle_json(Endpoint::Mutate, &body, &Policy::default());
     assert_eq!(report.outcome, Some(Outcome::Audited));
     assert!(response_of(&reply.body).get("patch").is_none());
 }
@@ -163,12 +152,12 @@ fn dry_run_gets_exactly_the_same_answer() {
     let mut dry = real.clone();
     dry["request"]["dryRun"] = json!(true);
     for endpoint in [Endpoint::Mutate, Endpoint::Audit] {
-        let (a, ra) = post(
+        let (a, ra) = handle_json(
             endpoint,
             &serde_json::to_vec(&real).unwrap(),
             &Policy::default(),
         );
-        let (b, rb) = post(
+        let (b, rb) = handle_json(
             endpoint,
             &serde_json::to_vec(&dry).unwrap(),
             &Policy::default(),
@@ -176,11 +165,7 @@ fn dry_run_gets_exactly_the_same_answer() {
         assert_eq!(a.body, b.body);
         assert!(!ra.dry_run && rb.dry_run);
     }
-    let (reply, report) = post(
-        Endpoint::Mutate,
-        &fixture("pod-create-dryrun.json"),
-        &Policy::default(),
-    );
+    let (reply, report) = handle_fixture(Endpoint::Mutate, "pod-create-dryrun.json");
     assert!(report.dry_run);
     assert!(patch_of(&response_of(&reply.body)).is_some());
 }
@@ -194,7 +179,7 @@ fn other_operations_kinds_and_subresources_pass_unchanged() {
     ] {
         for endpoint in [Endpoint::Mutate, Endpoint::Audit] {
             let review = fixture_json(name);
-            let (reply, report) = post(endpoint, &fixture(name), &Policy::default());
+            let (reply, report) = handle_fixture(endpoint, name);
             assert_eq!(reply.status, StatusCode::OK, "{name}");
             assert_eq!(report.outcome, Some(Outcome::Skipped), "{name}");
             let response = response_of(&reply.body);
@@ -208,11 +193,7 @@ fn other_operations_kinds_and_subresources_pass_unchanged() {
 
 #[test]
 fn invalid_annotation_is_denied_with_a_message_naming_it() {
-    let (reply, report) = post(
-        Endpoint::Mutate,
-        &fixture("pod-create-invalid-annotation.json"),
-        &Policy::default(),
-    );
+    let (reply, report) = handle_fixture(Endpoint::Mutate, "pod-create-invalid-annotation.json");
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(report.outcome, Some(Outcome::Denied));
     let response = response_of(&reply.body);
@@ -223,11 +204,7 @@ fn invalid_annotation_is_denied_with_a_message_naming_it() {
     assert!(message.contains("50 to 100"), "{message}");
 
     // Audit: the same pod is allowed with a warning.
-    let (reply, report) = post(
-        Endpoint::Audit,
-        &fixture("pod-create-invalid-annotation.json"),
-        &Policy::default(),
-    );
+    let (reply, report) = handle_fixture(Endpoint::Audit, "pod-create-invalid-annotation.json");
     assert_eq!(report.outcome, Some(Outcome::Audited));
     let response = response_of(&reply.body);
     assert_eq!(response["allowed"], true);
@@ -241,15 +218,11 @@ fn invalid_annotation_is_denied_with_a_message_naming_it() {
 #[test]
 fn second_review_of_the_patched_pod_yields_no_patch() {
     let review = fixture_json("pod-create.json");
-    let (reply, _) = post(
-        Endpoint::Mutate,
-        &fixture("pod-create.json"),
-        &Policy::default(),
-    );
+    let (reply, _) = handle_fixture(Endpoint::Mutate, "pod-create.json");
     let patched = apply(&review, &response_of(&reply.body));
     let mut again = review.clone();
     again["request"]["object"] = patched;
-    let (reply, report) = post(
+    let (reply, report) = handle_json(
         Endpoint::Mutate,
         &serde_json::to_vec(&again).unwrap(),
         &Policy::default(),
@@ -262,7 +235,7 @@ fn second_review_of_the_patched_pod_yields_no_patch() {
 fn a_pod_it_cannot_read_is_allowed_with_a_warning() {
     let mut review = fixture_json("pod-create.json");
     review["request"]["object"]["spec"]["containers"] = json!({"not": "a list"});
-    let (reply, report) = post(
+    let (reply, report) = handle_json(
         Endpoint::Mutate,
         &serde_json::to_vec(&review).unwrap(),
         &Policy::default(),
@@ -280,7 +253,7 @@ fn a_pod_it_cannot_read_is_allowed_with_a_warning() {
     );
 
     review["request"]["object"] = Value::Null;
-    let (reply, report) = post(
+    let (reply, report) = handle_json(
         Endpoint::Mutate,
         &serde_json::to_vec(&review).unwrap(),
         &Policy::default(),
@@ -299,7 +272,7 @@ fn uid_is_echoed_exactly() {
     ] {
         let mut review = fixture_json("configmap-create.json");
         review["request"]["uid"] = json!(uid);
-        let (reply, _) = post(
+        let (reply, _) = handle_json(
             Endpoint::Mutate,
             &serde_json::to_vec(&review).unwrap(),
             &Policy::default(),
@@ -308,72 +281,51 @@ fn uid_is_echoed_exactly() {
     }
 }
 
-#[test]
-fn malformed_requests_get_400_with_a_one_line_reason() {
-    let valid = fixture_json("pod-create.json");
-    let mut v1beta1 = valid.clone();
-    v1beta1["apiVersion"] = json!("admission.k8s.io/v1beta1");
-    let mut wrong_kind = valid.clone();
-    wrong_kind["kind"] = json!("Pod");
-    let mut no_request = valid.clone();
-    no_request.as_object_mut().unwrap().remove("request");
-    let mut no_uid = valid.clone();
-    no_uid["request"].as_object_mut().unwrap().remove("uid");
-    let mut empty_uid = valid.clone();
-    empty_uid["request"]["uid"] = json!("");
-    let mut bad_operation = valid.clone();
-    bad_operation["request"]["operation"] = json!("EXPLODE");
-    let cases: Vec<(Option<&str>, Vec<u8>, &str)> = vec![
+/// Malformed requests: content type, body, and what the reason must mention.
+fn malformed_requests() -> Vec<(Option<&'static str>, Vec<u8>, &'static str)> {
+    let json = Some("application/json");
+    let mut cases = vec![
+        (json, b"{not json".to_vec(), "malformed JSON"),
+        (json, b"".to_vec(), "malformed JSON"),
+        (json, b"[]".to_vec(), "apiVersion"),
+    ];
+    // The valid review with one change each.
+    type Change = fn(&mut Value);
+    let changes: [(Change, &str); 6] = [
         (
-            Some("application/json"),
-            b"{not json".to_vec(),
-            "malformed JSON",
-        ),
-        (Some("application/json"), b"".to_vec(), "malformed JSON"),
-        (Some("application/json"), b"[]".to_vec(), "apiVersion"),
-        (
-            Some("application/json"),
-            serde_json::to_vec(&v1beta1).unwrap(),
+            |r| r["apiVersion"] = json!("admission.k8s.io/v1beta1"),
             "admission.k8s.io/v1beta1",
         ),
+        (|r| r["kind"] = json!("Pod"), "kind"),
         (
-            Some("application/json"),
-            serde_json::to_vec(&wrong_kind).unwrap(),
-            "kind",
-        ),
-        (
-            Some("application/json"),
-            serde_json::to_vec(&no_request).unwrap(),
+            |r| drop(r.as_object_mut().unwrap().remove("request")),
             "missing request",
         ),
         (
-            Some("application/json"),
-            serde_json::to_vec(&no_uid).unwrap(),
+            |r| drop(r["request"].as_object_mut().unwrap().remove("uid")),
             "missing request.uid",
         ),
+        (|r| r["request"]["uid"] = json!(""), "missing request.uid"),
         (
-            Some("application/json"),
-            serde_json::to_vec(&empty_uid).unwrap(),
-            "missing request.uid",
-        ),
-        (
-            Some("application/json"),
-            serde_json::to_vec(&bad_operation).unwrap(),
+            |r| r["request"]["operation"] = json!("EXPLODE"),
             "malformed AdmissionReview",
         ),
-        (
-            Some("text/plain"),
-            fixture("pod-create.json"),
-            "content type",
-        ),
-        (None, fixture("pod-create.json"), "content type"),
-        (
-            Some("application/jsonx"),
-            fixture("pod-create.json"),
-            "content type",
-        ),
     ];
-    for (content_type, body, needle) in cases {
+    let valid = fixture_json("pod-create.json");
+    for (change, needle) in changes {
+        let mut review = valid.clone();
+        change(&mut review);
+        cases.push((json, serde_json::to_vec(&review).unwrap(), needle));
+    }
+    for content_type in [Some("text/plain"), None, Some("application/jsonx")] {
+        cases.push((content_type, fixture("pod-create.json"), "content type"));
+    }
+    cases
+}
+
+#[test]
+fn malformed_requests_get_400_with_a_one_line_reason() {
+    for (content_type, body, needle) in malformed_requests() {
         let (reply, report) = gomemlimit_injector::admission::handle(
             Endpoint::Mutate,
             content_type,

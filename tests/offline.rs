@@ -2,7 +2,7 @@
 //! `List` and multi-document input, errors that name their cause, and the same answer as
 //! the webhook's HTTPS path.
 
-mod common;
+pub mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -305,24 +305,22 @@ fn works_as_a_kubectl_plugin() {
 /// The offline answer and the webhook's answer over HTTPS are the same pod.
 #[tokio::test]
 async fn mutate_equals_the_webhook_over_https() {
-    let server = common::TestServer::start().await;
+    let server = support::server::TestServer::start().await;
     let client = server.http2();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     for fixture in [
         "pod-create.json",
         "pod-create-compliant.json",
         "pod-create-invalid-annotation.json",
     ] {
-        let review: Value =
-            serde_json::from_slice(&std::fs::read(data.join(fixture)).unwrap()).unwrap();
-        let reply = common::post(
-            &server,
-            &client,
-            "/mutate",
-            "application/json",
-            serde_json::to_vec(&review).unwrap(),
-        )
-        .await;
+        let review = support::fixture_json(fixture);
+        let reply = server
+            .post(
+                &client,
+                "/mutate",
+                "application/json",
+                serde_json::to_vec(&review).unwrap(),
+            )
+            .await;
         let response = reply.json()["response"].clone();
         let mut via_webhook = review["request"]["object"].clone();
         if let Some(patch) = response["patch"].as_str() {

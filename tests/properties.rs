@@ -2,7 +2,7 @@
 //! the patch always applies, a second pass is a no-op, and nothing outside the fields the
 //! webhook owns changes (so fields unknown to any client library survive).
 
-mod support;
+pub mod support;
 
 use gomemlimit_injector::admission::{Endpoint, Outcome};
 use gomemlimit_injector::engine::STATUS;
@@ -10,7 +10,7 @@ use gomemlimit_injector::policy::{Gogc, MissingLimit, Policy};
 use gomemlimit_injector::quantity::Quantity;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use support::*;
+use support::review::*;
 
 const QUANTITIES: &[&str] = &[
     "64Mi",
@@ -192,21 +192,6 @@ fn strip_owned(pod: &Value, original: &Value) -> Value {
             .unwrap()
             .remove("annotations");
     }
-    let strip_resources = |holder: &mut Value| {
-        if let Some(r) = holder.get_mut("resources").and_then(Value::as_object_mut) {
-            for kind in ["limits", "requests"] {
-                if let Some(m) = r.get_mut(kind).and_then(Value::as_object_mut) {
-                    m.remove("memory");
-                    if m.is_empty() {
-                        r.remove(kind);
-                    }
-                }
-            }
-            if r.is_empty() {
-                holder.as_object_mut().unwrap().remove("resources");
-            }
-        }
-    };
     strip_resources(&mut pod["spec"]);
     for list in ["containers", "initContainers"] {
         let Some(items) = pod["spec"].get_mut(list).and_then(Value::as_array_mut) else {
@@ -214,23 +199,44 @@ fn strip_owned(pod: &Value, original: &Value) -> Value {
         };
         for (i, c) in items.iter_mut().enumerate() {
             strip_resources(c);
-            let original_env = original["spec"][list][i]["env"].as_array().cloned();
-            let keep = original_env.as_ref().map_or(0, Vec::len);
-            if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
-                for added in &env[keep..] {
-                    assert!(
-                        added["name"] == "GOMEMLIMIT" || added["name"] == "GOGC",
-                        "unexpected env entry added: {added}"
-                    );
-                }
-                env.truncate(keep);
-            }
-            if original_env.is_none() {
-                c.as_object_mut().unwrap().remove("env");
-            }
+            strip_env(c, original["spec"][list][i]["env"].as_array());
         }
     }
     pod
+}
+
+/// Removes the memory request and limit, and what is left empty without them.
+fn strip_resources(holder: &mut Value) {
+    if let Some(r) = holder.get_mut("resources").and_then(Value::as_object_mut) {
+        for kind in ["limits", "requests"] {
+            if let Some(m) = r.get_mut(kind).and_then(Value::as_object_mut) {
+                m.remove("memory");
+                if m.is_empty() {
+                    r.remove(kind);
+                }
+            }
+        }
+        if r.is_empty() {
+            holder.as_object_mut().unwrap().remove("resources");
+        }
+    }
+}
+
+/// Removes the env entries added after the `original` ones, which must be ours.
+fn strip_env(container: &mut Value, original: Option<&Vec<Value>>) {
+    let keep = original.map_or(0, Vec::len);
+    if let Some(env) = container.get_mut("env").and_then(Value::as_array_mut) {
+        for added in &env[keep..] {
+            assert!(
+                added["name"] == "GOMEMLIMIT" || added["name"] == "GOGC",
+                "unexpected env entry added: {added}"
+            );
+        }
+        env.truncate(keep);
+    }
+    if original.is_none() {
+        container.as_object_mut().unwrap().remove("env");
+    }
 }
 
 fn names(container: &Value, name: &str) -> usize {
@@ -245,7 +251,7 @@ proptest! {
     #[test]
     fn patch_applies_is_idempotent_and_touches_only_owned_fields(pod in pod(), policy in policy()) {
         let review = pod_review("prop-uid", &pod);
-        let (reply, report) = post(Endpoint::Mutate, &serde_json::to_vec(&review).unwrap(), &policy);
+        let (reply, report) = handle_json(Endpoint::Mutate, &serde_json::to_vec(&review).unwrap(), &policy);
         prop_assert_eq!(reply.status, http::StatusCode::OK);
         let response = response_of(&reply.body);
         prop_assert_eq!(&response["uid"], "prop-uid");
@@ -285,7 +291,7 @@ proptest! {
 
         // Sending the patched pod again yields no patch.
         let again = pod_review("prop-uid-2", &patched);
-        let (reply, _) = post(Endpoint::Mutate, &serde_json::to_vec(&again).unwrap(), &policy);
+        let (reply, _) = handle_json(Endpoint::Mutate, &serde_json::to_vec(&again).unwrap(), &policy);
         let response = response_of(&reply.body);
         prop_assert!(patch_of(&response).is_none(), "second pass patched: {:?}", patch_of(&response));
     }
@@ -293,7 +299,7 @@ proptest! {
     #[test]
     fn audit_never_patches_and_keeps_warnings_short(pod in pod(), policy in policy()) {
         let review = pod_review("audit-uid", &pod);
-        let (reply, _) = post(Endpoint::Audit, &serde_json::to_vec(&review).unwrap(), &policy);
+        let (reply, _) = handle_json(Endpoint::Audit, &serde_json::to_vec(&review).unwrap(), &policy);
         let response = response_of(&reply.body);
         prop_assert_eq!(&response["allowed"], true);
         prop_assert!(response.get("patch").is_none());

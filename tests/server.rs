@@ -1,6 +1,6 @@
 //! The real server, in-process, over TLS on 127.0.0.1:0.
 
-mod common;
+pub mod support;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,19 +9,24 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Options, TestServer, eventually, fixture, post, sample};
 use gomemlimit_injector::metrics::Metrics;
-use gomemlimit_injector::policy::{Policy, PolicyArgs};
-use gomemlimit_injector::server::{AppState, ServeConfig, Server, TlsSource, router};
-use gomemlimit_injector::tls::KeyPairFiles;
+use gomemlimit_injector::policy::{Policy, PolicySource};
+use gomemlimit_injector::server::{AppState, ServeConfig, Server, router};
+use gomemlimit_injector::tls::{KeyPairFiles, TlsSource};
 use prometheus_client::registry::Registry;
+use support::fixture;
+use support::server::{Options, Pair, Reply, TestCa, TestServer, eventually, sample};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tower::ServiceExt;
 
 const JSON: &str = "application/json";
 const REVIEW_UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
+const TLS_RELOADED: &str = r#"gomemlimit_injector_tls_reloads_total{result="success"}"#;
+const TLS_RELOAD_FAILED: &str = r#"gomemlimit_injector_tls_reloads_total{result="failure"}"#;
+const POLICY_RELOADED: &str = r#"gomemlimit_injector_policy_reloads_total{result="success"}"#;
+const POLICY_RELOAD_FAILED: &str = r#"gomemlimit_injector_policy_reloads_total{result="failure"}"#;
 
-fn assert_review_answered(reply: &common::Reply) {
+fn assert_review_answered(reply: &Reply) {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.content_type, JSON);
     let review = reply.json();
@@ -34,14 +39,7 @@ fn assert_review_answered(reply: &common::Reply) {
 #[tokio::test]
 async fn answers_reviews_over_http1() {
     let server = TestServer::start().await;
-    let reply = post(
-        &server,
-        &server.http1(),
-        "/mutate",
-        JSON,
-        fixture("pod-create.json"),
-    )
-    .await;
+    let reply = server.review(&server.http1(), "/mutate").await;
     assert_eq!(reply.version, reqwest::Version::HTTP_11);
     assert_review_answered(&reply);
     assert_eq!(reply.json()["response"]["patchType"], "JSONPatch");
@@ -51,14 +49,7 @@ async fn answers_reviews_over_http1() {
 #[tokio::test]
 async fn answers_reviews_over_http2() {
     let server = TestServer::start().await;
-    let reply = post(
-        &server,
-        &server.http2(),
-        "/mutate",
-        JSON,
-        fixture("pod-create.json"),
-    )
-    .await;
+    let reply = server.review(&server.http2(), "/mutate").await;
     assert_eq!(reply.version, reqwest::Version::HTTP_2);
     assert_review_answered(&reply);
     server.stop().await;
@@ -67,14 +58,7 @@ async fn answers_reviews_over_http2() {
 #[tokio::test]
 async fn audit_endpoint_reports_without_patching() {
     let server = TestServer::start().await;
-    let reply = post(
-        &server,
-        &server.http2(),
-        "/audit",
-        JSON,
-        fixture("pod-create.json"),
-    )
-    .await;
+    let reply = server.review(&server.http2(), "/audit").await;
     assert_review_answered(&reply);
     let response = &reply.json()["response"];
     assert!(response.get("patch").is_none(), "{response}");
@@ -115,15 +99,19 @@ async fn rejects_malformed_reviews_with_a_one_line_400() {
     let server = TestServer::start().await;
     let client = server.http1();
     let cases = [
-        ("malformed JSON", JSON, fixture("malformed.json")),
-        ("missing request", JSON, fixture("missing-request.json")),
-        ("missing uid", JSON, fixture("missing-uid.json")),
-        ("apiVersion v1beta1", JSON, fixture("v1beta1.json")),
-        ("text/plain", "text/plain", fixture("pod-create.json")),
+        ("malformed JSON", JSON, fixture("wire/malformed.json")),
+        (
+            "missing request",
+            JSON,
+            fixture("wire/missing-request.json"),
+        ),
+        ("missing uid", JSON, fixture("wire/missing-uid.json")),
+        ("apiVersion v1beta1", JSON, fixture("wire/v1beta1.json")),
+        ("text/plain", "text/plain", fixture("wire/pod-create.json")),
     ];
     for (case, content_type, body) in cases {
         for path in ["/mutate", "/audit"] {
-            let reply = post(&server, &client, path, content_type, body.clone()).await;
+            let reply = server.post(&client, path, content_type, body.clone()).await;
             assert_eq!(reply.status, 400, "{case} {path}: {}", reply.text());
             let text = reply.text();
             assert!(
@@ -140,7 +128,7 @@ async fn rejects_a_9_mib_body_with_413() {
     let server = TestServer::start().await;
     let body = vec![b' '; 9 * 1024 * 1024];
     for client in [server.http1(), server.http2()] {
-        let reply = post(&server, &client, "/mutate", JSON, body.clone()).await;
+        let reply = server.post(&client, "/mutate", JSON, body.clone()).await;
         assert_eq!(reply.status, 413, "{:?}: {}", reply.version, reply.text());
     }
     assert_eq!(
@@ -190,36 +178,38 @@ fn test_router() -> axum::Router {
     router(state)
 }
 
+/// Posts `frames` 1 MiB frames to `/mutate` through the router, with `declared` as the
+/// `Content-Length`; returns the status and how many frames were read.
+async fn post_frames(frames: usize, declared: Option<usize>) -> (http::StatusCode, usize) {
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let mut request = http::Request::post("/mutate").header("content-type", JSON);
+    if let Some(length) = declared {
+        request = request.header("content-length", length);
+    }
+    let body = axum::body::Body::new(Chunks {
+        left: frames,
+        pulled: Arc::clone(&pulled),
+    });
+    let response = test_router()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    (response.status(), pulled.load(Ordering::SeqCst))
+}
+
 #[tokio::test]
 async fn cuts_off_an_oversized_chunked_body_without_reading_it_all() {
-    let pulled = Arc::new(AtomicUsize::new(0));
-    let request = http::Request::post("/mutate")
-        .header("content-type", JSON)
-        .body(axum::body::Body::new(Chunks {
-            left: 64,
-            pulled: Arc::clone(&pulled),
-        }))
-        .unwrap();
-    let response = test_router().oneshot(request).await.unwrap();
-    assert_eq!(response.status(), 413);
+    let (status, pulled) = post_frames(64, None).await;
+    assert_eq!(status, 413);
     // 8 MiB fit; the ninth frame crosses the limit. The remaining 55 are never read.
-    assert_eq!(pulled.load(Ordering::SeqCst), 9);
+    assert_eq!(pulled, 9);
 }
 
 #[tokio::test]
 async fn refuses_a_declared_oversized_body_before_reading_any() {
-    let pulled = Arc::new(AtomicUsize::new(0));
-    let request = http::Request::post("/mutate")
-        .header("content-type", JSON)
-        .header("content-length", 9 * 1024 * 1024)
-        .body(axum::body::Body::new(Chunks {
-            left: 9,
-            pulled: Arc::clone(&pulled),
-        }))
-        .unwrap();
-    let response = test_router().oneshot(request).await.unwrap();
-    assert_eq!(response.status(), 413);
-    assert_eq!(pulled.load(Ordering::SeqCst), 0);
+    let (status, pulled) = post_frames(9, Some(9 * 1024 * 1024)).await;
+    assert_eq!(status, 413);
+    assert_eq!(pulled, 0);
 }
 
 /// Reads until EOF (or error) and returns what arrived.
@@ -323,111 +313,61 @@ async fn serves_a_rewritten_certificate_without_restart() {
     assert_eq!(server.served_certificate().await, server.first.der());
     let second = server.ca.issue(2);
     server.write_pair(&second);
-    eventually(Duration::from_secs(5), "the new certificate", || async {
-        (server.served_certificate().await == second.der()).then_some(())
-    })
-    .await;
-    assert!(
-        server
-            .sample(r#"gomemlimit_injector_tls_reloads_total{result="success"}"#)
-            .await
-            >= 1.0
-    );
+    server.until_serving(&second, Duration::from_secs(5)).await;
+    assert!(server.sample(TLS_RELOADED).await >= 1.0);
     // Requests on the new certificate work.
-    let reply = post(
-        &server,
-        &server.http1(),
-        "/mutate",
-        JSON,
-        fixture("pod-create.json"),
-    )
-    .await;
+    let reply = server.review(&server.http1(), "/mutate").await;
     assert_review_answered(&reply);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn serves_a_certificate_rotated_by_a_secret_volume_symlink_swap() {
-    let mut server = TestServer::start_with(Options {
-        secret_volume: true,
-        ..Options::default()
-    })
-    .await;
+    let mut server = TestServer::start_in_secret_volume().await;
     assert_eq!(server.served_certificate().await, server.first.der());
     let second = server.ca.issue(2);
     server.swap_secret_volume(&second);
-    eventually(
-        Duration::from_secs(5),
-        "the swapped certificate",
-        || async { (server.served_certificate().await == second.der()).then_some(()) },
-    )
-    .await;
+    server.until_serving(&second, Duration::from_secs(5)).await;
     assert_eq!(
-        server
-            .sample(r#"gomemlimit_injector_tls_reloads_total{result="success"}"#)
-            .await,
+        server.sample(TLS_RELOADED).await,
         1.0,
         "an atomic swap is one reload, never a half-written pair"
     );
-    assert_eq!(
-        server
-            .sample(r#"gomemlimit_injector_tls_reloads_total{result="failure"}"#)
-            .await,
-        0.0
-    );
+    assert_eq!(server.sample(TLS_RELOAD_FAILED).await, 0.0);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn keeps_the_current_certificate_when_the_new_pair_is_broken() {
-    let mut server = TestServer::start_with(Options {
-        secret_volume: true,
-        ..Options::default()
-    })
-    .await;
+    let mut server = TestServer::start_in_secret_volume().await;
     let other = server.ca.issue(2);
     // A certificate with somebody else's key.
-    let mismatched = common::Pair {
+    let mismatched = Pair {
         cert_pem: other.cert_pem.clone(),
         key_pem: server.ca.issue(3).key_pem,
     };
     server.swap_secret_volume(&mismatched);
-    let failure = r#"gomemlimit_injector_tls_reloads_total{result="failure"}"#;
-    eventually(Duration::from_secs(5), "a failed reload", || async {
-        (server.sample(failure).await >= 1.0).then_some(())
-    })
-    .await;
+    server
+        .until_sample(TLS_RELOAD_FAILED, 1.0, Duration::from_secs(5))
+        .await;
     assert_eq!(server.served_certificate().await, server.first.der());
 
     // Not PEM at all.
-    let garbage = common::Pair {
+    let garbage = Pair {
         cert_pem: "not a certificate\n".into(),
         key_pem: "not a key\n".into(),
     };
     server.swap_secret_volume(&garbage);
-    eventually(Duration::from_secs(5), "a second failed reload", || async {
-        (server.sample(failure).await >= 2.0).then_some(())
-    })
-    .await;
+    server
+        .until_sample(TLS_RELOAD_FAILED, 2.0, Duration::from_secs(5))
+        .await;
     assert_eq!(server.served_certificate().await, server.first.der());
-    let reply = post(
-        &server,
-        &server.http2(),
-        "/mutate",
-        JSON,
-        fixture("pod-create.json"),
-    )
-    .await;
+    let reply = server.review(&server.http2(), "/mutate").await;
     assert_review_answered(&reply);
 
     // A good pair afterwards is picked up.
     server.swap_secret_volume(&other);
-    eventually(
-        Duration::from_secs(5),
-        "the repaired certificate",
-        || async { (server.served_certificate().await == other.der()).then_some(()) },
-    )
-    .await;
+    server.until_serving(&other, Duration::from_secs(5)).await;
     server.stop().await;
 }
 
@@ -439,17 +379,7 @@ async fn applies_policy_file_changes_and_keeps_the_last_good_policy() {
     })
     .await;
     let client = server.http1();
-    let mutate = || async {
-        post(
-            &server,
-            &client,
-            "/mutate",
-            JSON,
-            fixture("pod-create.json"),
-        )
-        .await
-        .json()
-    };
+    let mutate = || async { server.review(&client, "/mutate").await.json() };
     assert!(mutate().await["response"].get("patch").is_some());
 
     let path = server.policy_path.clone().unwrap();
@@ -463,28 +393,21 @@ async fn applies_policy_file_changes_and_keeps_the_last_good_policy() {
     .await;
 
     std::fs::write(&path, "percnt: 90\n").unwrap();
-    let failure = r#"gomemlimit_injector_policy_reloads_total{result="failure"}"#;
-    eventually(Duration::from_secs(5), "a failed policy reload", || async {
-        (server.sample(failure).await >= 1.0).then_some(())
-    })
-    .await;
+    server
+        .until_sample(POLICY_RELOAD_FAILED, 1.0, Duration::from_secs(5))
+        .await;
     assert!(
         mutate().await["response"].get("patch").is_none(),
         "the broken file replaced the audit policy"
     );
-    assert_eq!(
-        server
-            .sample(r#"gomemlimit_injector_policy_reloads_total{result="success"}"#)
-            .await,
-        1.0
-    );
+    assert_eq!(server.sample(POLICY_RELOADED).await, 1.0);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn finishes_an_in_flight_review_during_shutdown_and_refuses_new_connections() {
     let mut server = TestServer::start().await;
-    let body = fixture("pod-create.json");
+    let body = fixture("wire/pod-create.json");
     let (first_half, second_half) = body.split_at(body.len() / 2);
     let mut stream = server.tls_connect(&[b"http/1.1"]).await;
     let head = format!(
@@ -506,28 +429,8 @@ async fn finishes_an_in_flight_review_during_shutdown_and_refuses_new_connection
     stream.flush().await.unwrap();
 
     server.begin_shutdown();
-    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
-    eventually(Duration::from_secs(3), "readyz to turn 503", || async {
-        let status = plain
-            .get(server.metrics_url("/readyz"))
-            .send()
-            .await
-            .ok()?
-            .status();
-        (status == 503).then_some(())
-    })
-    .await;
-    eventually(
-        Duration::from_secs(3),
-        "new connections to be refused",
-        || async {
-            tokio::net::TcpStream::connect(server.addr)
-                .await
-                .is_err()
-                .then_some(())
-        },
-    )
-    .await;
+    server.until_not_ready(Duration::from_secs(3)).await;
+    server.until_refusing(Duration::from_secs(3)).await;
 
     stream.write_all(second_half).await.unwrap();
     stream.flush().await.unwrap();
@@ -544,19 +447,14 @@ async fn metrics_count_reviews_by_path_and_outcome() {
     let server = TestServer::start().await;
     let client = server.http2();
     for _ in 0..2 {
-        let reply = post(
-            &server,
-            &client,
-            "/mutate",
-            JSON,
-            fixture("pod-create.json"),
-        )
-        .await;
+        let reply = server.review(&client, "/mutate").await;
         assert_eq!(reply.status, 200);
     }
-    let reply = post(&server, &client, "/mutate", JSON, fixture("malformed.json")).await;
+    let reply = server
+        .post(&client, "/mutate", JSON, fixture("wire/malformed.json"))
+        .await;
     assert_eq!(reply.status, 400);
-    let reply = post(&server, &client, "/audit", JSON, fixture("pod-create.json")).await;
+    let reply = server.review(&client, "/audit").await;
     assert_eq!(reply.status, 200);
 
     let metrics = server.metrics().await;
@@ -593,7 +491,7 @@ async fn metrics_count_reviews_by_path_and_outcome() {
 
 #[tokio::test]
 async fn refuses_to_start_with_a_bad_key_pair_and_names_the_file() {
-    let ca = common::TestCa::new();
+    let ca = TestCa::generate();
     let dir = tempfile::tempdir().unwrap();
     let files = KeyPairFiles {
         cert: dir.path().join("tls.crt"),
@@ -603,14 +501,14 @@ async fn refuses_to_start_with_a_bad_key_pair_and_names_the_file() {
         listen: ([127, 0, 0, 1], 0).into(),
         metrics_listen: ([127, 0, 0, 1], 0).into(),
         tls: TlsSource::Files(files.clone()),
-        policy: PolicyArgs::default(),
+        policy: PolicySource::default(),
         reload_interval: Duration::from_secs(1),
         header_read_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
     };
-    let chain = |e: &dyn std::error::Error| gomemlimit_injector::tls::error_chain(e);
+    let chain = |e: &dyn std::error::Error| gomemlimit_injector::error::error_chain(e);
 
     let err = Server::bind(config(&files)).await.unwrap_err();
     assert!(
@@ -644,7 +542,7 @@ async fn self_signed_mode_writes_its_ca_and_serves_with_it() {
             names: vec!["webhook.example.svc".into()],
             ca_out: ca_out.clone(),
         },
-        policy: PolicyArgs::default(),
+        policy: PolicySource::default(),
         reload_interval: Duration::from_secs(1),
         header_read_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
@@ -698,7 +596,7 @@ async fn serves_every_fixture_exactly_as_the_handler_answers() {
         let uid =
             serde_json::from_slice::<serde_json::Value>(&body).unwrap()["request"]["uid"].clone();
         for (path, endpoint) in [("/mutate", Endpoint::Mutate), ("/audit", Endpoint::Audit)] {
-            let reply = post(&server, &client, path, JSON, body.clone()).await;
+            let reply = server.post(&client, path, JSON, body.clone()).await;
             assert_eq!(reply.status, 200, "{name} {path}: {}", reply.text());
             assert_eq!(reply.json()["response"]["uid"], uid, "{name} {path}");
             let (expected, _) = handle(endpoint, Some(JSON), &body, &Policy::default());
@@ -723,42 +621,15 @@ async fn keeps_serving_while_not_ready_during_the_shutdown_delay() {
     .await;
     let begun = Instant::now();
     server.begin_shutdown();
-    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
-    eventually(Duration::from_secs(1), "readyz to turn 503", || async {
-        let status = plain
-            .get(server.metrics_url("/readyz"))
-            .send()
-            .await
-            .ok()?
-            .status();
-        (status == 503).then_some(())
-    })
-    .await;
+    server.until_not_ready(Duration::from_secs(1)).await;
     // A fresh client, so a new connection: still accepted and answered.
-    let reply = post(
-        &server,
-        &server.http1(),
-        "/mutate",
-        JSON,
-        fixture("pod-create.json"),
-    )
-    .await;
+    let reply = server.review(&server.http1(), "/mutate").await;
     assert!(
         begun.elapsed() < Duration::from_millis(1500),
         "too slow to prove anything"
     );
     assert_review_answered(&reply);
-    eventually(
-        Duration::from_secs(4),
-        "new connections to be refused",
-        || async {
-            tokio::net::TcpStream::connect(server.addr)
-                .await
-                .is_err()
-                .then_some(())
-        },
-    )
-    .await;
+    server.until_refusing(Duration::from_secs(4)).await;
     assert!(
         begun.elapsed() >= Duration::from_millis(1500),
         "closed before the delay"

@@ -163,28 +163,67 @@ fn build_workload() -> Option<PathBuf> {
     status.success().then_some(out)
 }
 
-#[test]
-fn the_webhook_environment_keeps_a_go_service_alive_under_its_cgroup_limit() {
+/// The workload binary, once root, Go and a memory cgroup are known to be there; `None`
+/// (after saying what is missing) otherwise.
+fn prerequisites(id: u32) -> Option<PathBuf> {
     if Command::new("id")
         .arg("-u")
         .output()
         .map(|o| o.stdout != b"0\n")
         .unwrap_or(true)
     {
-        return missing("root");
+        missing("root");
+        return None;
     }
     let Some(workload) = build_workload() else {
-        return missing("Go to build workloads/alloc");
+        missing("Go to build workloads/alloc");
+        return None;
     };
-    let id = std::process::id();
     if let Err(e) = Cgroup::create(&format!("gomemlimit-probe-{id}"), LIMIT_BYTES) {
-        return missing(&format!("a memory cgroup ({e})"));
+        missing(&format!("a memory cgroup ({e})"));
+        return None;
     }
-    let home = [("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
+    Some(workload)
+}
 
+/// What every run gets besides the webhook's environment.
+fn base_env() -> [(String, String); 1] {
+    [("PATH".to_owned(), "/usr/bin:/bin".to_owned())]
+}
+
+/// Runs the workload twice under the limit with `env`, the webhook's environment at
+/// `label`; each run must finish, with `limit` as the Go runtime's memory limit.
+fn survives(workload: &Path, id: u32, label: &str, env: &[(String, String)], limit: u64) {
+    for run in 0..2 {
+        let cgroup = Cgroup::create(&format!("gomemlimit-{id}-{run}"), LIMIT_BYTES).unwrap();
+        let mut env = env.to_vec();
+        env.extend(base_env());
+        let (code, stdout) = cgroup.run(workload, &env);
+        let peak = cgroup.peak();
+        println!(
+            "GOMEMLIMIT {label}: exit {code:?}, peak {peak} bytes, {}",
+            stdout.trim()
+        );
+        assert_eq!(
+            code,
+            Some(0),
+            "run {run} at {label} with the webhook's environment was killed"
+        );
+        let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(report["memoryLimit"], limit);
+        assert_eq!(report["gcPercent"], -1, "GOGC=off");
+    }
+}
+
+#[test]
+fn the_webhook_environment_keeps_a_go_service_alive_under_its_cgroup_limit() {
+    let id = std::process::id();
+    let Some(workload) = prerequisites(id) else {
+        return;
+    };
     // The runtime's defaults: GOGC=100 lets the heap grow to twice the live set.
     let cgroup = Cgroup::create(&format!("gomemlimit-default-{id}"), LIMIT_BYTES).unwrap();
-    let (code, _) = cgroup.run(&workload, &home);
+    let (code, _) = cgroup.run(&workload, &base_env());
     println!(
         "defaults: exit {code:?}, peak {} of {LIMIT_BYTES} bytes",
         cgroup.peak()
@@ -213,28 +252,6 @@ fn the_webhook_environment_keeps_a_go_service_alive_under_its_cgroup_limit() {
             (LIMIT_BYTES * 90 / 100).to_string()
         )
     );
-    for (label, env, limit) in [
-        ("100%", &env100, LIMIT_BYTES),
-        ("90%", &env90, LIMIT_BYTES * 90 / 100),
-    ] {
-        for run in 0..2 {
-            let cgroup = Cgroup::create(&format!("gomemlimit-{id}-{run}"), LIMIT_BYTES).unwrap();
-            let mut env = env.clone();
-            env.extend(home.iter().cloned());
-            let (code, stdout) = cgroup.run(&workload, &env);
-            let peak = cgroup.peak();
-            println!(
-                "GOMEMLIMIT {label}: exit {code:?}, peak {peak} bytes, {}",
-                stdout.trim()
-            );
-            assert_eq!(
-                code,
-                Some(0),
-                "run {run} at {label} with the webhook's environment was killed"
-            );
-            let report: Value = serde_json::from_str(stdout.trim()).unwrap();
-            assert_eq!(report["memoryLimit"], limit);
-            assert_eq!(report["gcPercent"], -1, "GOGC=off");
-        }
-    }
+    survives(&workload, id, "100%", &env100, LIMIT_BYTES);
+    survives(&workload, id, "90%", &env90, LIMIT_BYTES * 90 / 100);
 }

@@ -16,22 +16,22 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 
-pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+pub(crate) const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// True under CI (`CI=true`), where a missing prerequisite fails a suite instead of skipping it.
-pub fn ci() -> bool {
+pub(crate) fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
 /// Runs a command to completion, capturing its output.
-pub fn sh(cmd: &mut Command) -> Result<Output> {
+pub(crate) fn sh(cmd: &mut Command) -> Result<Output> {
     cmd.output()
         .with_context(|| format!("failed to run {cmd:?}"))
 }
 
 /// Where the Kubernetes binaries live (`CONTROLPLANE_BIN`, or `cluster/build.sh`'s output),
 /// or `None` when they have not been built.
-pub fn kubernetes_bin() -> Result<Option<PathBuf>> {
+pub(crate) fn kubernetes_bin() -> Result<Option<PathBuf>> {
     if let Ok(dir) = std::env::var("CONTROLPLANE_BIN") {
         return Ok(Some(PathBuf::from(dir)));
     }
@@ -42,17 +42,17 @@ pub fn kubernetes_bin() -> Result<Option<PathBuf>> {
 }
 
 /// A cluster started by one of the `cluster/` scripts, reached through its admin kubeconfig.
-pub struct Cluster {
+pub(crate) struct Cluster {
     /// The directory the script started it in (logs, pki, kubeconfig).
-    pub dir: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub kubectl: PathBuf,
-    pub client: Client,
+    pub(crate) dir: PathBuf,
+    pub(crate) kubeconfig: PathBuf,
+    pub(crate) kubectl: PathBuf,
+    pub(crate) client: Client,
 }
 
 impl Cluster {
     /// Connects to the cluster in `dir` and prints the API server's version.
-    pub async fn connect(dir: PathBuf, bin: &Path) -> Result<Cluster> {
+    pub(crate) async fn connect(dir: PathBuf, bin: &Path) -> Result<Cluster> {
         let kubeconfig = dir.join("kubeconfig");
         let config = Config::from_custom_kubeconfig(
             Kubeconfig::read_from(&kubeconfig)?,
@@ -71,12 +71,12 @@ impl Cluster {
     }
 
     /// Runs kubectl against the cluster.
-    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    pub(crate) fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
         self.run(&self.kubectl, args, stdin)
     }
 
     /// Runs kubectl; fails with its stderr unless it succeeds, else returns its stdout.
-    pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    pub(crate) fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
         let out = self.kubectl(args, stdin)?;
         ensure!(
             out.status.success(),
@@ -90,7 +90,7 @@ impl Cluster {
     /// Waits until a server-side dry-run pod in `ns` shows what the webhook configuration
     /// now in place does, mutated (`enforce`) or only warned about (audit): the API server
     /// picks up configuration changes asynchronously.
-    pub async fn wait_webhook_active(&self, ns: &str, enforce: bool) -> Result<()> {
+    pub(crate) async fn wait_webhook_active(&self, ns: &str, enforce: bool) -> Result<()> {
         let probe = json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
             "spec": {"containers": [{"name": "app", "image": "registry.example/app:1",
@@ -130,7 +130,7 @@ impl Cluster {
     }
 
     /// Runs a program with the cluster's KUBECONFIG and `stdin`, capturing its output.
-    pub fn run(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    pub(crate) fn run(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> Result<Output> {
         use std::io::Write;
         let mut child = Command::new(program)
             .args(args)
@@ -150,7 +150,7 @@ impl Cluster {
 
     /// Creates a namespace with labels and waits for its default ServiceAccount (the
     /// ServiceAccount admission plugin refuses pods until the controller made it).
-    pub async fn namespace(&self, name: &str, labels: Value) -> Result<()> {
+    pub(crate) async fn namespace(&self, name: &str, labels: Value) -> Result<()> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let ns: Namespace = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": labels}
@@ -170,12 +170,12 @@ impl Cluster {
         .await
     }
 
-    pub fn pods(&self, ns: &str) -> Api<Pod> {
+    pub(crate) fn pods(&self, ns: &str) -> Api<Pod> {
         Api::namespaced(self.client.clone(), ns)
     }
 
     /// Creates a pod from JSON and returns the stored object as JSON.
-    pub async fn create_pod(&self, ns: &str, pod: &Value) -> Result<Value> {
+    pub(crate) async fn create_pod(&self, ns: &str, pod: &Value) -> Result<Value> {
         let pod: Pod = serde_json::from_value(pod.clone())?;
         let created = self.pods(ns).create(&PostParams::default(), &pod).await?;
         Ok(serde_json::to_value(created)?)
@@ -183,7 +183,7 @@ impl Cluster {
 }
 
 /// Polls `check` until it returns true, failing after `limit` with its last error.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
+pub(crate) async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
@@ -204,7 +204,7 @@ where
 }
 
 /// `env[name]` of a container.
-pub fn env_of<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn env_of<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
     container["env"]
         .as_array()?
         .iter()
@@ -212,7 +212,7 @@ pub fn env_of<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 /// The container `name` of a pod (JSON), or null.
-pub fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
     pod["spec"]["containers"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["name"] == name))
@@ -220,7 +220,8 @@ pub fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
 }
 
 /// One scenario of a suite: an async function of the suite's environment.
-pub type Scenario<E> = for<'a> fn(&'a mut E) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+pub(crate) type Scenario<E> =
+    for<'a> fn(&'a mut E) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
 /// `[(name, Scenario)]` from scenario functions.
 macro_rules! scenarios {
@@ -232,7 +233,7 @@ pub(crate) use scenarios;
 
 /// Runs the scenarios whose names contain one of `filter` (all when empty) in order, each
 /// within `limit`, printing one line per scenario; returns (passed, failed).
-pub async fn run_scenarios<E>(
+pub(crate) async fn run_scenarios<E>(
     env: &mut E,
     all: &[(&str, Scenario<E>)],
     filter: &[String],

@@ -15,15 +15,15 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
 
-pub use crate::cluster::{Cluster, ROOT, container, env_of, eventually, kubernetes_bin, sh};
+pub(crate) use crate::cluster::{Cluster, ROOT, container, env_of, eventually, kubernetes_bin, sh};
 
 /// The running control plane and webhook.
-pub struct Env {
-    pub cluster: Cluster,
-    pub webhook: Webhook,
+pub(crate) struct Env {
+    pub(crate) cluster: Cluster,
+    pub(crate) webhook: Webhook,
     /// CA that signed the webhook's serving certificate (PEM), and its key.
-    pub ca_cert: String,
-    pub ca_key: String,
+    pub(crate) ca_cert: String,
+    pub(crate) ca_key: String,
 }
 
 impl Deref for Env {
@@ -35,12 +35,12 @@ impl Deref for Env {
 }
 
 /// One webhook process.
-pub struct Webhook {
-    pub child: Child,
-    pub port: u16,
-    pub metrics_port: u16,
-    pub certs: PathBuf,
-    pub log: PathBuf,
+pub(crate) struct Webhook {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    pub(crate) metrics_port: u16,
+    pub(crate) certs: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl Drop for Webhook {
@@ -50,7 +50,7 @@ impl Drop for Webhook {
     }
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -59,7 +59,7 @@ pub fn free_port() -> u16 {
 
 impl Env {
     /// Starts the control plane and one webhook (files-based TLS) on loopback.
-    pub async fn start(bin: &Path) -> Result<Env> {
+    pub(crate) async fn start(bin: &Path) -> Result<Env> {
         let script = Path::new(ROOT).join("cluster/controlplane.sh");
         let started = Instant::now();
         let out = sh(Command::new(&script)
@@ -96,7 +96,7 @@ impl Env {
     }
 
     /// Stops the control plane; logs are kept when `keep` (after a failure).
-    pub fn stop(&self, keep: bool) {
+    pub(crate) fn stop(&self, keep: bool) {
         let script = Path::new(ROOT).join("cluster/controlplane.sh");
         let mut cmd = Command::new(script);
         cmd.arg("stop").arg(&self.dir);
@@ -108,7 +108,7 @@ impl Env {
     }
 
     /// `kubectl apply` of one object in `ns`.
-    pub fn apply(&self, ns: &str, object: &Value) -> Result<()> {
+    pub(crate) fn apply(&self, ns: &str, object: &Value) -> Result<()> {
         let out = self.kubectl(&["apply", "-n", ns, "-f", "-"], Some(&object.to_string()))?;
         ensure!(
             out.status.success(),
@@ -120,7 +120,7 @@ impl Env {
 
     /// Installs the chart's rendered MutatingWebhookConfiguration for `selection`/`mode`
     /// with `clientConfig` pointed at `port` on loopback, and the given failure policy.
-    pub async fn install_webhook(
+    pub(crate) async fn install_webhook(
         &self,
         selection: &str,
         mode: &str,
@@ -164,13 +164,18 @@ impl Env {
 
     /// An opt-in namespace with the enforce configuration (`failurePolicy: Fail`, so any
     /// call that does not get through shows as a refused pod) in force.
-    pub async fn enforcing_namespace(&self, ns: &str) -> Result<()> {
+    pub(crate) async fn enforcing_namespace(&self, ns: &str) -> Result<()> {
         self.opt_in_namespace(ns, "enforce", "Fail").await
     }
 
     /// An opt-in namespace with the chart's `mode` configuration and `failure_policy` in
     /// force, served by the main webhook.
-    pub async fn opt_in_namespace(&self, ns: &str, mode: &str, failure_policy: &str) -> Result<()> {
+    pub(crate) async fn opt_in_namespace(
+        &self,
+        ns: &str,
+        mode: &str,
+        failure_policy: &str,
+    ) -> Result<()> {
         self.namespace(ns, json!({"gomemlimit.io/inject": "enabled"}))
             .await?;
         self.install_webhook(
@@ -186,7 +191,7 @@ impl Env {
 }
 
 /// The MutatingWebhookConfiguration document of `deploy/manifests/<selection>-<mode>-<certs>.yaml`.
-pub fn rendered_webhook(selection: &str, mode: &str, certs: &str) -> Result<Value> {
+pub(crate) fn rendered_webhook(selection: &str, mode: &str, certs: &str) -> Result<Value> {
     let path = Path::new(ROOT).join(format!("deploy/manifests/{selection}-{mode}-{certs}.yaml"));
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("failed to read {}", path.display()))?;
@@ -199,12 +204,12 @@ pub fn rendered_webhook(selection: &str, mode: &str, certs: &str) -> Result<Valu
 
 impl Webhook {
     /// Starts the webhook binary with key files from `certs` and `extra` flags.
-    pub fn start(dir: &Path, certs: &Path, name: &str, extra: &[&str]) -> Result<Webhook> {
+    pub(crate) fn start(dir: &Path, certs: &Path, name: &str, extra: &[&str]) -> Result<Webhook> {
         Self::start_on(dir, certs, name, extra, free_port())
     }
 
     /// [`Webhook::start`] on a given port.
-    pub fn start_on(
+    pub(crate) fn start_on(
         dir: &Path,
         certs: &Path,
         name: &str,
@@ -242,7 +247,7 @@ impl Webhook {
     }
 
     /// Waits for `/readyz` on the metrics port.
-    pub async fn wait_ready(&self) -> Result<()> {
+    pub(crate) async fn wait_ready(&self) -> Result<()> {
         let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
         let log = self.log.clone();
         let url = &url;
@@ -262,7 +267,7 @@ impl Webhook {
     }
 
     /// One sample of the webhook's metrics (0 when absent).
-    pub async fn metric(&self, series: &str) -> Result<f64> {
+    pub(crate) async fn metric(&self, series: &str) -> Result<f64> {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
         let text = reqwest::get(&url).await?.text().await?;
         Ok(text
@@ -271,7 +276,7 @@ impl Webhook {
             .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0)))
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -280,7 +285,7 @@ impl Webhook {
 }
 
 /// A Deployment of `replicas` pods whose container has limit 512Mi and request 256Mi.
-pub fn deployment(name: &str, replicas: u32) -> Value {
+pub(crate) fn deployment(name: &str, replicas: u32) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name},
@@ -296,7 +301,7 @@ pub fn deployment(name: &str, replicas: u32) -> Value {
 }
 
 /// A pod with one container `app` with the given memory limit and optional request.
-pub fn pod(name: &str, limit: &str, request: Option<&str>) -> Value {
+pub(crate) fn pod(name: &str, limit: &str, request: Option<&str>) -> Value {
     let mut resources = json!({"limits": {"memory": limit}});
     if let Some(r) = request {
         resources["requests"] = json!({"memory": r});

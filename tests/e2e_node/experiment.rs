@@ -27,11 +27,13 @@ enum Outcome {
     Completed(Value),
 }
 
-struct Case {
-    label: &'static str,
-    namespace: &'static str,
+struct Case<'a> {
+    label: &'a str,
+    namespace: &'a str,
     labels: Value,
     annotations: Value,
+    /// The GOMEMLIMIT the webhook gives: none, the limit (downward API) or a literal.
+    gomemlimit: Option<u64>,
 }
 
 fn workload(name: &str, annotations: &Value) -> Value {
@@ -86,7 +88,7 @@ async fn outcome(env: &NodeEnv, ns: &str, name: &str) -> Result<Outcome> {
 /// Runs `RUNS` pods of a case one after the other (pods running side by side on two cores
 /// would measure CPU starvation, not the memory limit); returns each pod's stored spec and
 /// outcome.
-async fn run_case(env: &NodeEnv, case: &Case) -> Result<Vec<(Value, Outcome)>> {
+async fn run_case(env: &NodeEnv, case: &Case<'_>) -> Result<Vec<(Value, Outcome)>> {
     env.namespace(case.namespace, case.labels.clone()).await?;
     let mut results = Vec::new();
     for run in 1..=RUNS {
@@ -143,69 +145,73 @@ fn count(results: &[(Value, Outcome)], oom: bool) -> usize {
         .count()
 }
 
-pub async fn a_go_service_is_oomkilled_at_its_limit_and_survives_with_the_webhook(
+/// The GOMEMLIMIT the stored pod's container must have in each case.
+fn check_specs(case: &Case, results: &[(Value, Outcome)]) -> Result<()> {
+    for (pod, _) in results {
+        let gml = env_of(container(pod, "app"), "GOMEMLIMIT");
+        let ok = match (case.gomemlimit, gml) {
+            (None, None) => true,
+            (Some(LIMIT_BYTES), Some(gml)) => {
+                gml["valueFrom"]["resourceFieldRef"]["resource"] == "limits.memory"
+            }
+            (Some(literal), Some(gml)) => gml["value"] == literal.to_string().as_str(),
+            _ => false,
+        };
+        ensure!(
+            ok,
+            "{}: GOMEMLIMIT {gml:?} in {}",
+            case.label,
+            pod["metadata"]["name"]
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn a_go_service_is_oomkilled_at_its_limit_and_survives_with_the_webhook(
     env: &mut NodeEnv,
 ) -> Result<()> {
     let opted_in = json!({"gomemlimit.io/inject": "enabled"});
-    let defaults = Case {
-        label: "defaults",
-        namespace: "experiment-defaults",
-        labels: json!({}),
-        annotations: json!({}),
-    };
-    let injected = Case {
-        label: "injected",
-        namespace: "experiment-injected",
-        labels: opted_in.clone(),
-        annotations: json!({}),
-    };
-    let percent90 = Case {
-        label: "percent90",
-        namespace: "experiment-percent90",
-        labels: opted_in,
-        annotations: json!({"gomemlimit.io/percent": "90"}),
-    };
-
-    let d = run_case(env, &defaults).await?;
-    for (pod, _) in &d {
-        let app = container(pod, "app");
-        ensure!(
-            env_of(app, "GOMEMLIMIT").is_none(),
-            "a pod outside the opted-in namespaces got GOMEMLIMIT: {app}"
-        );
-    }
-    let i = run_case(env, &injected).await?;
-    for (pod, _) in &i {
-        let gml = env_of(container(pod, "app"), "GOMEMLIMIT").context("no GOMEMLIMIT")?;
-        ensure!(
-            gml["valueFrom"]["resourceFieldRef"]["resource"] == "limits.memory",
-            "not the downward API: {gml}"
-        );
-    }
-    let p = run_case(env, &percent90).await?;
     let literal = LIMIT_BYTES * 90 / 100;
-    let literal_text = literal.to_string();
-    for (pod, _) in &p {
-        let gml = env_of(container(pod, "app"), "GOMEMLIMIT").context("no GOMEMLIMIT")?;
-        ensure!(
-            gml["value"] == literal_text.as_str(),
-            "not the literal: {gml}"
-        );
+    let cases = [
+        ("defaults", json!({}), json!({}), None),
+        ("injected", opted_in.clone(), json!({}), Some(LIMIT_BYTES)),
+        (
+            "percent90",
+            opted_in,
+            json!({"gomemlimit.io/percent": "90"}),
+            Some(literal),
+        ),
+    ];
+    let mut runs = Vec::new();
+    for (label, labels, annotations, gomemlimit) in cases {
+        let namespace = format!("experiment-{label}");
+        let case = Case {
+            label,
+            namespace: &namespace,
+            labels,
+            annotations,
+            gomemlimit,
+        };
+        let results = run_case(env, &case).await?;
+        check_specs(&case, &results)?;
+        runs.push(results);
     }
-
+    let [d, i, p] = &runs[..] else {
+        unreachable!("three cases")
+    };
     println!(
         "node: defaults OOMKilled {}/{RUNS}; injected Completed {}/{RUNS}; percent90 Completed {}/{RUNS}",
-        count(&d, true),
-        count(&i, false),
-        count(&p, false)
+        count(d, true),
+        count(i, false),
+        count(p, false)
     );
     ensure!(
-        count(&d, true) == RUNS,
+        count(d, true) == RUNS,
         "with Go's defaults not every run was OOMKilled: {:?}",
         d.iter().map(|(_, o)| o).collect::<Vec<_>>()
     );
-    let i = check_completed("injected", &i, LIMIT_BYTES)?;
-    let p = check_completed("percent90", &p, literal)?;
+    let i = check_completed("injected", i, LIMIT_BYTES)?;
+    let p = check_completed("percent90", p, literal)?;
     println!("  injected: {i}; percent90: {p}");
     Ok(())
 }

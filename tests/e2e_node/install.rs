@@ -6,15 +6,15 @@ use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
 use base64::Engine as _;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::cluster::{ROOT, container};
 use crate::node::{NodeEnv, RELEASE, RELEASE_NAMESPACE, WEBHOOK_IMAGE};
 
 /// The opted-in namespace the scenarios share.
-pub const OPTED_IN: &str = "node-optin";
+pub(crate) const OPTED_IN: &str = "node-optin";
 
-pub async fn the_node_is_ready(env: &mut NodeEnv) -> Result<()> {
+pub(crate) async fn the_node_is_ready(env: &mut NodeEnv) -> Result<()> {
     let node = env.get_json(&["node", env.var("NODE_NAME")])?;
     let ready = node["status"]["conditions"]
         .as_array()
@@ -47,7 +47,7 @@ fn chart() -> String {
 
 /// Waits until the Deployment has rolled out (new pods Ready through their probes, old ones
 /// gone).
-pub fn rollout_status(env: &NodeEnv) -> Result<()> {
+pub(crate) fn rollout_status(env: &NodeEnv) -> Result<()> {
     env.kubectl_ok(
         &[
             "rollout",
@@ -62,24 +62,34 @@ pub fn rollout_status(env: &NodeEnv) -> Result<()> {
     Ok(())
 }
 
-pub async fn the_chart_installs_from_its_own_image(env: &mut NodeEnv) -> Result<()> {
-    // Defaults except the certificate source: optIn, enforce, failurePolicy Ignore.
-    env.helm(&[
-        "install",
-        RELEASE,
-        &chart(),
-        "--namespace",
-        RELEASE_NAMESPACE,
-        "--create-namespace",
-        "--set",
-        "certificates.source=selfManaged",
-        "--wait",
-        "--timeout",
-        "180s",
-    ])?;
-    rollout_status(env)?;
+/// A pod that is never scheduled (only admission matters), with a memory limit and an
+/// optional request.
+pub(crate) fn pending_pod(name: &str, limit: &str, request: Option<&str>) -> Value {
+    let mut resources = json!({"limits": {"memory": limit}});
+    if let Some(request) = request {
+        resources["requests"] = json!({"memory": request});
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"gomemlimit.io/no-such-node": "true"},
+            "containers": [{"name": "app", "image": "localhost/none:1", "resources": resources}]
+        }
+    })
+}
 
-    // Two replicas of the chart's default image, Ready through their own probes.
+/// `helm install|upgrade` of the chart folder with `args`, waiting for the rollout.
+fn helm_chart(env: &NodeEnv, verb: &str, args: &[&str]) -> Result<()> {
+    let chart = chart();
+    let mut all = vec![verb, RELEASE, &chart, "--namespace", RELEASE_NAMESPACE];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--wait", "--timeout", "180s"]);
+    env.helm(&all)?;
+    rollout_status(env)
+}
+
+/// The webhook's pods now, as JSON.
+pub(crate) fn webhook_pods(env: &NodeEnv) -> Result<Vec<Value>> {
     let pods = env.get_json(&[
         "pods",
         "-n",
@@ -87,7 +97,11 @@ pub async fn the_chart_installs_from_its_own_image(env: &mut NodeEnv) -> Result<
         "-l",
         &format!("app.kubernetes.io/instance={RELEASE}"),
     ])?;
-    let pods = pods["items"].as_array().context("items")?;
+    Ok(pods["items"].as_array().context("items")?.clone())
+}
+
+/// Two replicas of the chart's default image, Ready through their own probes, as 65532.
+fn check_replicas(pods: &[Value]) -> Result<()> {
     ensure!(pods.len() == 2, "{} webhook pods", pods.len());
     for pod in pods {
         let name = pod["metadata"]["name"].as_str().unwrap_or_default();
@@ -99,20 +113,22 @@ pub async fn the_chart_installs_from_its_own_image(env: &mut NodeEnv) -> Result<
             "{name} runs {}",
             status["image"]
         );
-        let spec = &pod["spec"]["containers"][0];
+        let probe = &pod["spec"]["containers"][0]["readinessProbe"];
         ensure!(
-            spec["readinessProbe"]["httpGet"]["path"] == "/readyz",
-            "no readiness probe: {}",
-            spec["readinessProbe"]
+            probe["httpGet"]["path"] == "/readyz",
+            "no readiness probe: {probe}"
         );
         ensure!(
             pod["spec"]["securityContext"]["runAsUser"] == 65532,
             "not 65532"
         );
     }
+    Ok(())
+}
 
-    // The webhook created its certificate in the Secret and patched the caBundle; the
-    // configuration calls it through its Service, never a URL.
+/// The webhook created its certificate in the Secret and patched the caBundle; the
+/// configuration calls it through its Service, never a URL. Returns the CA's size.
+fn check_certificates(env: &NodeEnv) -> Result<usize> {
     let secret = env.get_json(&[
         "secret",
         "-n",
@@ -137,35 +153,11 @@ pub async fn the_chart_installs_from_its_own_image(env: &mut NodeEnv) -> Result<
         );
         ensure!(client["caBundle"] == ca, "caBundle is not the Secret's CA");
     }
+    Ok(base64::engine::general_purpose::STANDARD.decode(ca)?.len())
+}
 
-    // The API server calls it: a pod created in an opted-in namespace comes back mutated,
-    // and the pod that answered counted it.
-    env.namespace(OPTED_IN, json!({"gomemlimit.io/inject": "enabled"}))
-        .await?;
-    env.wait_webhook_active(OPTED_IN, true).await?;
-    let stored = env
-        .create_pod(
-            OPTED_IN,
-            &json!({
-                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "first"},
-                "spec": {
-                    "nodeSelector": {"gomemlimit.io/no-such-node": "true"},
-                    "containers": [{"name": "app", "image": "localhost/none:1",
-                                    "resources": {"limits": {"memory": "128Mi"}}}]}
-            }),
-        )
-        .await?;
-    let app = container(&stored, "app");
-    ensure!(
-        app["resources"]["requests"]["memory"] == "128Mi",
-        "{}",
-        app["resources"]
-    );
-    ensure!(
-        stored["metadata"]["annotations"]["gomemlimit.io/status"].is_string(),
-        "not mutated: {}",
-        stored["metadata"]
-    );
+/// Mutated reviews the webhook's pods counted, read from each one's /metrics.
+async fn mutated_reviews(pods: &[Value]) -> Result<f64> {
     let mut mutated = 0.0;
     for pod in pods {
         let ip = pod["status"]["podIP"].as_str().context("podIP")?;
@@ -182,40 +174,58 @@ pub async fn the_chart_installs_from_its_own_image(env: &mut NodeEnv) -> Result<
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>();
     }
+    Ok(mutated)
+}
+
+pub(crate) async fn the_chart_installs_from_its_own_image(env: &mut NodeEnv) -> Result<()> {
+    // Defaults except the certificate source: optIn, enforce, failurePolicy Ignore.
+    helm_chart(
+        env,
+        "install",
+        &[
+            "--create-namespace",
+            "--set",
+            "certificates.source=selfManaged",
+        ],
+    )?;
+    let pods = webhook_pods(env)?;
+    check_replicas(&pods)?;
+    let ca_bytes = check_certificates(env)?;
+
+    // The API server calls it: a pod created in an opted-in namespace comes back mutated,
+    // and the pods that answer counted it.
+    env.namespace(OPTED_IN, json!({"gomemlimit.io/inject": "enabled"}))
+        .await?;
+    env.wait_webhook_active(OPTED_IN, true).await?;
+    let stored = env
+        .create_pod(OPTED_IN, &pending_pod("first", "128Mi", None))
+        .await?;
+    let app = container(&stored, "app");
+    ensure!(
+        app["resources"]["requests"]["memory"] == "128Mi",
+        "{}",
+        app["resources"]
+    );
+    ensure!(
+        stored["metadata"]["annotations"]["gomemlimit.io/status"].is_string(),
+        "not mutated: {}",
+        stored["metadata"]
+    );
+    let mutated = mutated_reviews(&pods).await?;
     ensure!(mutated >= 1.0, "no replica counted a mutated review");
-    let ca_pem = base64::engine::general_purpose::STANDARD.decode(ca)?;
     println!(
-        "  helm install: 2/2 replicas Ready from {WEBHOOK_IMAGE}, Secret and caBundle ({} bytes of CA) \
-         set by the webhook, {mutated} mutated reviews served through the Service",
-        ca_pem.len()
+        "  helm install: 2/2 replicas Ready from {WEBHOOK_IMAGE}, Secret and caBundle ({ca_bytes} \
+         bytes of CA) set by the webhook, {mutated} mutated reviews served through the Service"
     );
     Ok(())
 }
 
-pub async fn an_upgrade_to_audit_reports_and_changes_nothing(env: &mut NodeEnv) -> Result<()> {
-    env.helm(&[
-        "upgrade",
-        RELEASE,
-        &chart(),
-        "--namespace",
-        RELEASE_NAMESPACE,
-        "--reuse-values",
-        "--set",
-        "mode=audit",
-        "--wait",
-        "--timeout",
-        "180s",
-    ])?;
-    rollout_status(env)?;
+pub(crate) async fn an_upgrade_to_audit_reports_and_changes_nothing(
+    env: &mut NodeEnv,
+) -> Result<()> {
+    helm_chart(env, "upgrade", &["--reuse-values", "--set", "mode=audit"])?;
     env.wait_webhook_active(OPTED_IN, false).await?;
-    let pod = json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "audited"},
-        "spec": {
-            "nodeSelector": {"gomemlimit.io/no-such-node": "true"},
-            "containers": [{"name": "app", "image": "localhost/none:1",
-                            "resources": {"limits": {"memory": "256Mi"},
-                                          "requests": {"memory": "128Mi"}}}]}
-    });
+    let pod = pending_pod("audited", "256Mi", Some("128Mi"));
     let out = env.kubectl(
         &["create", "-n", OPTED_IN, "-f", "-"],
         Some(&pod.to_string()),

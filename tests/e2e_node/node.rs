@@ -12,24 +12,24 @@ use serde_json::Value;
 use crate::cluster::{Cluster, ROOT, kubernetes_bin, sh};
 
 /// The release, as a user installs it: `helm install gomemlimit-injector … -n gomemlimit-system`.
-pub const RELEASE: &str = "gomemlimit-injector";
-pub const RELEASE_NAMESPACE: &str = "gomemlimit-system";
+pub(crate) const RELEASE: &str = "gomemlimit-injector";
+pub(crate) const RELEASE_NAMESPACE: &str = "gomemlimit-system";
 /// The image the chart's default values name, imported under that reference.
-pub const WEBHOOK_IMAGE: &str = "ghcr.io/gomemlimit/gomemlimit-injector:0.1.0";
+pub(crate) const WEBHOOK_IMAGE: &str = "ghcr.io/gomemlimit/gomemlimit-injector:0.1.0";
 /// The Go workload (`workloads/alloc`).
-pub const ALLOC_IMAGE: &str = "localhost/gomemlimit-e2e/alloc:1";
+pub(crate) const ALLOC_IMAGE: &str = "localhost/gomemlimit-e2e/alloc:1";
 /// How long `cluster/node.sh start` and `stop` may take before they count as hung.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(300);
 
 /// What the suite needs from the machine, found before anything starts.
-pub struct Needs {
+pub(crate) struct Needs {
     bin: PathBuf,
     images: PathBuf,
 }
 
 impl Needs {
     /// Root, the Kubernetes binaries, helm, and the three image archives.
-    pub fn find() -> Result<Needs> {
+    pub(crate) fn find() -> Result<Needs> {
         let uid = sh(Command::new("id").arg("-u"))?;
         ensure!(
             String::from_utf8_lossy(&uid.stdout).trim() == "0",
@@ -118,7 +118,7 @@ fn wait_deadline(
 
 /// Starts the node and imports the webhook and workload images; returns its directory.
 /// A watchdog stops the node if this process dies first.
-pub fn start(needs: &Needs) -> Result<PathBuf> {
+pub(crate) fn start(needs: &Needs) -> Result<PathBuf> {
     let started = Instant::now();
     let stdout = node_script(
         &["start"],
@@ -147,7 +147,7 @@ pub fn start(needs: &Needs) -> Result<PathBuf> {
 
 /// Runs this test binary again inside the node's network namespace; false when it failed
 /// or outlived `limit` (then it is killed).
-pub fn run_inside(dir: &Path, filter: &[String], limit: Duration) -> bool {
+pub(crate) fn run_inside(dir: &Path, filter: &[String], limit: Duration) -> bool {
     let netns = match std::fs::read_to_string(dir.join("env")) {
         Ok(env) => env
             .lines()
@@ -220,7 +220,7 @@ fn other_nodes() -> usize {
 }
 
 /// The kernel settings before the node starts, when no other node runs (else None).
-pub fn sysctls_alone() -> Option<Vec<String>> {
+pub(crate) fn sysctls_alone() -> Option<Vec<String>> {
     (other_nodes() == 0).then(sysctls)
 }
 
@@ -237,10 +237,58 @@ fn sysctls() -> Vec<String> {
         .collect()
 }
 
+/// Entries of a directory (none when it does not exist).
+fn entries(dir: &str) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect()
+}
+
+/// What a stopped node left on the machine: processes and mounts naming its directory,
+/// its cgroups, its network namespace, the kubelet's log links into it, its CNI results.
+fn leftovers(dir: &Path, netns: &str, cgroup_root: &str) -> Result<Vec<String>> {
+    let marker = format!("{}/", dir.display());
+    let mut left = Vec::new();
+    for entry in entries("/proc") {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&marker) {
+            let pid = entry.file_name();
+            left.push(format!("process {}: {cmdline}", pid.to_string_lossy()));
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mounts = mounts.lines().filter(|l| l.contains(&marker));
+    left.extend(mounts.map(|l| format!("mount {l}")));
+    for hierarchy in entries("/sys/fs/cgroup") {
+        let path = hierarchy.path().join(cgroup_root.trim_start_matches('/'));
+        if !cgroup_root.is_empty() && path.exists() {
+            left.push(format!("cgroup {}", path.display()));
+        }
+    }
+    if !netns.is_empty() && Path::new("/run/netns").join(netns).exists() {
+        left.push(format!("network namespace {netns}"));
+    }
+    for link in entries("/var/log/containers") {
+        if std::fs::read_link(link.path()).is_ok_and(|t| t.starts_with(dir)) {
+            left.push(format!("log link {}", link.path().display()));
+        }
+    }
+    let network = format!("gomemlimit-{}-", netns.trim_start_matches("gmi-"));
+    for result in entries("/var/lib/cni/results") {
+        if result.file_name().to_string_lossy().starts_with(&network) {
+            left.push(format!("CNI result {}", result.path().display()));
+        }
+    }
+    Ok(left)
+}
+
 /// Stops the node (keeping its directory, with the logs, after a failure), then checks
-/// that nothing of it is left on the machine: no process, mount, cgroup, network namespace,
-/// kubelet log link or CNI result, and the kernel settings as they were before `start`.
-pub fn stop(dir: &Path, keep: bool, sysctls_before: Option<&[String]>) -> Result<()> {
+/// that nothing of it is left on the machine, and the kernel settings as they were before
+/// `start` when it ran alone.
+pub(crate) fn stop(dir: &Path, keep: bool, sysctls_before: Option<&[String]>) -> Result<()> {
     let env = std::fs::read_to_string(dir.join("env")).unwrap_or_default();
     let var = |key: &str| {
         env.lines()
@@ -248,65 +296,15 @@ pub fn stop(dir: &Path, keep: bool, sysctls_before: Option<&[String]>) -> Result
             .unwrap_or_default()
             .to_owned()
     };
-    let (netns, cgroup_root) = (var("NODE_NETNS"), var("NODE_CGROUP_ROOT"));
-    let dir_arg = dir.display().to_string();
     let envs = if keep {
         println!("logs kept in {}", dir.display());
         vec![("KEEP_DIR", "1".to_owned())]
     } else {
         vec![]
     };
-    node_script(&["stop", &dir_arg], &envs)?;
+    node_script(&["stop", &dir.display().to_string()], &envs)?;
 
-    let mut left = Vec::new();
-    let marker = format!("{dir_arg}/");
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(&marker) {
-            left.push(format!(
-                "process {}: {cmdline}",
-                entry.file_name().to_string_lossy()
-            ));
-        }
-    }
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-    left.extend(
-        mounts
-            .lines()
-            .filter(|l| l.contains(&marker))
-            .map(|l| format!("mount {l}")),
-    );
-    if !cgroup_root.is_empty() {
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
-            let path = hierarchy.path().join(cgroup_root.trim_start_matches('/'));
-            if path.exists() {
-                left.push(format!("cgroup {}", path.display()));
-            }
-        }
-    }
-    if !netns.is_empty() && Path::new("/run/netns").join(&netns).exists() {
-        left.push(format!("network namespace {netns}"));
-    }
-    for link in std::fs::read_dir("/var/log/containers")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if std::fs::read_link(link.path()).is_ok_and(|t| t.starts_with(dir)) {
-            left.push(format!("log link {}", link.path().display()));
-        }
-    }
-    let network = format!("gomemlimit-{}-", netns.trim_start_matches("gmi-"));
-    for result in std::fs::read_dir("/var/lib/cni/results")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if result.file_name().to_string_lossy().starts_with(&network) {
-            left.push(format!("CNI result {}", result.path().display()));
-        }
-    }
+    let mut left = leftovers(dir, &var("NODE_NETNS"), &var("NODE_CGROUP_ROOT"))?;
     let restored = match sysctls_before.filter(|_| other_nodes() == 0) {
         Some(before) => {
             for ((name, before), after) in SYSCTLS.iter().zip(before).zip(&sysctls()) {
@@ -328,11 +326,11 @@ pub fn stop(dir: &Path, keep: bool, sysctls_before: Option<&[String]>) -> Result
 }
 
 /// What the scenarios work with, inside the node's network namespace.
-pub struct NodeEnv {
-    pub cluster: Cluster,
-    pub helm: PathBuf,
+pub(crate) struct NodeEnv {
+    pub(crate) cluster: Cluster,
+    pub(crate) helm: PathBuf,
     /// `KEY=value` lines of the node's env file.
-    pub vars: Vec<(String, String)>,
+    pub(crate) vars: Vec<(String, String)>,
 }
 
 impl std::ops::Deref for NodeEnv {
@@ -344,7 +342,7 @@ impl std::ops::Deref for NodeEnv {
 }
 
 impl NodeEnv {
-    pub async fn connect(dir: PathBuf) -> Result<NodeEnv> {
+    pub(crate) async fn connect(dir: PathBuf) -> Result<NodeEnv> {
         let env = std::fs::read_to_string(dir.join("env"))
             .with_context(|| format!("failed to read {}/env", dir.display()))?;
         let vars: Vec<(String, String)> = env
@@ -364,7 +362,7 @@ impl NodeEnv {
         })
     }
 
-    pub fn var(&self, key: &str) -> &str {
+    pub(crate) fn var(&self, key: &str) -> &str {
         self.vars
             .iter()
             .find(|(k, _)| k == key)
@@ -372,7 +370,7 @@ impl NodeEnv {
     }
 
     /// Runs helm against the cluster; fails with its stderr when it does.
-    pub fn helm(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn helm(&self, args: &[&str]) -> Result<String> {
         let out = self.run(&self.helm, args, None)?;
         ensure!(
             out.status.success(),
@@ -384,7 +382,7 @@ impl NodeEnv {
     }
 
     /// `kubectl get … -o json` of one object.
-    pub fn get_json(&self, args: &[&str]) -> Result<Value> {
+    pub(crate) fn get_json(&self, args: &[&str]) -> Result<Value> {
         let mut all = vec!["get"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["-o", "json"]);
@@ -399,7 +397,7 @@ impl NodeEnv {
     }
 
     /// The container log of a pod.
-    pub fn logs(&self, ns: &str, pod: &str) -> Result<String> {
+    pub(crate) fn logs(&self, ns: &str, pod: &str) -> Result<String> {
         let out = self.kubectl(&["logs", "-n", ns, pod], None)?;
         ensure!(
             out.status.success(),

@@ -9,82 +9,64 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
+use tokio::task::JoinHandle;
 
 use crate::cluster::eventually;
-use crate::install::rollout_status;
+use crate::install::{pending_pod, rollout_status, webhook_pods};
 use crate::node::{NodeEnv, RELEASE, RELEASE_NAMESPACE};
 
 const NAMESPACE: &str = "rollout";
 
+/// What became of the pods created during the rollout.
+#[derive(Default)]
+struct Created {
+    mutated: usize,
+    unmutated: usize,
+    refused: Vec<String>,
+}
+
 /// Names of the webhook's pods now.
-fn webhook_pods(env: &NodeEnv) -> Result<Vec<String>> {
-    let pods = env.get_json(&[
-        "pods",
-        "-n",
-        RELEASE_NAMESPACE,
-        "-l",
-        &format!("app.kubernetes.io/instance={RELEASE}"),
-    ])?;
-    Ok(pods["items"]
-        .as_array()
-        .context("items")?
+fn webhook_pod_names(env: &NodeEnv) -> Result<Vec<String>> {
+    Ok(webhook_pods(env)?
         .iter()
         .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
         .collect())
 }
 
-pub async fn a_rolling_restart_admits_no_pod_unmutated(env: &mut NodeEnv) -> Result<()> {
-    env.namespace(NAMESPACE, json!({"gomemlimit.io/inject": "enabled"}))
-        .await?;
-    env.wait_webhook_active(NAMESPACE, true).await?;
-    let before = webhook_pods(env)?;
-
-    // Pods that are never scheduled: only admission matters here.
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"generateName": "during-"},
-        "spec": {
-            "nodeSelector": {"gomemlimit.io/no-such-node": "true"},
-            "containers": [{"name": "app", "image": "localhost/none:1",
-                            "resources": {"limits": {"memory": "64Mi"}}}]
-        }
-    }))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let creator = {
-        let api = env.pods(NAMESPACE);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            // (mutated, unmutated, failed creations)
-            let mut counts = (0_usize, 0_usize, Vec::new());
-            // Bounded: 3,000 pods at most, about 20 per second.
-            for _ in 0..3000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match api.create(&PostParams::default(), &pod).await {
-                    Ok(p) => {
-                        let mutated = p
-                            .metadata
-                            .annotations
-                            .as_ref()
-                            .is_some_and(|a| a.contains_key("gomemlimit.io/status"));
-                        if mutated {
-                            counts.0 += 1;
-                        } else {
-                            counts.1 += 1;
-                        }
-                    }
-                    Err(e) => counts.2.push(e.to_string()),
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+/// Creates a pod every 50 ms (3,000 at most) until `stop` is set.
+fn create_until(api: Api<Pod>, stop: Arc<AtomicBool>) -> Result<JoinHandle<Created>> {
+    let mut pod = pending_pod("during", "64Mi", None);
+    pod["metadata"] = json!({"generateName": "during-"});
+    let pod: Pod = serde_json::from_value(pod)?;
+    Ok(tokio::spawn(async move {
+        let mut created = Created::default();
+        for _ in 0..3000 {
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
-            counts
-        })
-    };
+            match api.create(&PostParams::default(), &pod).await {
+                Ok(p) => {
+                    let annotations = p.metadata.annotations.unwrap_or_default();
+                    if annotations.contains_key("gomemlimit.io/status") {
+                        created.mutated += 1;
+                    } else {
+                        created.unmutated += 1;
+                    }
+                }
+                Err(e) => created.refused.push(e.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        created
+    }))
+}
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let started = Instant::now();
+/// `kubectl rollout restart`, then waits until the new replicas are Ready and the old ones
+/// are gone altogether (they serve through their shutdown delay), then one more second.
+async fn restart(env: &NodeEnv, before: &[String]) -> Result<()> {
     env.kubectl_ok(
         &[
             "rollout",
@@ -95,47 +77,59 @@ pub async fn a_rolling_restart_admits_no_pod_unmutated(env: &mut NodeEnv) -> Res
         ],
         None,
     )?;
-    let result = async {
-        let env: &NodeEnv = env;
-        tokio::task::block_in_place(|| rollout_status(env))?;
-        // Until the old replicas are gone altogether (they serve through their shutdown
-        // delay), then one more second.
-        let before = &before;
-        eventually(
-            Duration::from_secs(120),
-            "old replicas gone",
-            || async move {
-                let now = webhook_pods(env)?;
-                Ok(!now.iter().any(|p| before.contains(p)))
-            },
-        )
+    tokio::task::block_in_place(|| rollout_status(env))?;
+    eventually(
+        Duration::from_secs(120),
+        "old replicas gone",
+        || async move {
+            let now = webhook_pod_names(env)?;
+            Ok(!now.iter().any(|p| before.contains(p)))
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+pub(crate) async fn a_rolling_restart_admits_no_pod_unmutated(env: &mut NodeEnv) -> Result<()> {
+    env.namespace(NAMESPACE, json!({"gomemlimit.io/inject": "enabled"}))
         .await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        anyhow::Ok(())
-    }
-    .await;
+    env.wait_webhook_active(NAMESPACE, true).await?;
+    let before = webhook_pod_names(env)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let creator = create_until(env.pods(NAMESPACE), stop.clone())?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let restarted = restart(env, &before).await;
     let rollout = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let (mutated, unmutated, failed) = creator.await?;
-    result?;
-    let after = webhook_pods(env)?;
+    let created = creator.await.context("the pod creator")?;
+    restarted?;
     println!(
-        "node: rollout restart ({:.1}s, replicas {} -> {}): {} pods created, {mutated} mutated, \
-         {unmutated} admitted unmutated, {} refused",
+        "node: rollout restart ({:.1}s, replicas {} -> {}): {} pods created, {} mutated, \
+         {} admitted unmutated, {} refused",
         rollout.as_secs_f64(),
         before.join(","),
-        after.join(","),
-        mutated + unmutated,
-        failed.len()
-    );
-    ensure!(failed.is_empty(), "pod creations failed: {failed:?}");
-    ensure!(
-        unmutated == 0,
-        "{unmutated} pods admitted unmutated during the rollout"
+        webhook_pod_names(env)?.join(","),
+        created.mutated + created.unmutated,
+        created.mutated,
+        created.unmutated,
+        created.refused.len()
     );
     ensure!(
-        mutated >= 50,
-        "only {mutated} pods created during the rollout"
+        created.refused.is_empty(),
+        "pod creations failed: {:?}",
+        created.refused
+    );
+    ensure!(
+        created.unmutated == 0,
+        "{} pods admitted unmutated during the rollout",
+        created.unmutated
+    );
+    ensure!(
+        created.mutated >= 50,
+        "only {} pods created during the rollout",
+        created.mutated
     );
     env.kubectl_ok(
         &["delete", "pods", "--all", "-n", NAMESPACE, "--wait=false"],

@@ -1,58 +1,23 @@
-//! Command line: `serve` and `certs`. Every flag also reads `GOMEMLIMIT_INJECTOR_<NAME>`.
+//! The flags: what each command accepts, with its default and its
+//! `GOMEMLIMIT_INJECTOR_<NAME>` variable, and how it becomes the configuration the
+//! command runs with.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::builder::PossibleValue;
+use clap::{ArgGroup, Args, ValueEnum};
 
-use std::io::Write;
-
-use crate::live;
-use crate::offline::{self, OfflineError};
-use crate::policy::{Mode, PolicyArgs};
-use crate::server::{self, ServeConfig, TlsSource};
-use crate::telemetry::{self, LogFormat};
-use crate::tls::{self, KeyPairFiles};
-
-/// Gives Go containers GOMEMLIMIT and a memory request equal to their limit.
-#[derive(Debug, Parser)]
-#[command(name = "gomemlimit-injector", version, about, propagate_version = true)]
-pub struct Cli {
-    #[command(flatten)]
-    pub log: LogArgs,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Installed as `kubectl-gomemlimit`, the binary is the kubectl plugin `kubectl gomemlimit`.
-const KUBECTL_PLUGIN: &str = "kubectl-gomemlimit";
-
-impl Cli {
-    /// Parses the process arguments, naming the command as it was invoked: as a kubectl
-    /// plugin, help and errors say `kubectl gomemlimit`.
-    pub fn parse_invoked() -> Self {
-        use clap::{CommandFactory, FromArgMatches};
-        let invoked = std::env::args_os()
-            .next()
-            .map(std::path::PathBuf::from)
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-        let mut command = Cli::command();
-        if invoked.as_deref() == Some(KUBECTL_PLUGIN) {
-            command = command
-                .bin_name("kubectl gomemlimit")
-                .name("kubectl gomemlimit");
-        }
-        let matches = command.get_matches();
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-    }
-}
+use crate::policy::{self, Gogc, MissingLimit, Mode, Overrides, PolicySource};
+use crate::quantity::Quantity;
+use crate::server::ServeConfig;
+use crate::telemetry::LogFormat;
+use crate::tls::{self, KeyPairFiles, SecretConfig, TlsSource};
 
 /// Logging flags, accepted before or after the subcommand.
 #[derive(Debug, Args)]
-pub struct LogArgs {
+pub(crate) struct LogArgs {
     /// Log line format.
     #[arg(
         long,
@@ -62,7 +27,7 @@ pub struct LogArgs {
         value_enum,
         default_value_t = LogFormat::Text
     )]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// Log filter (a level such as info or debug, or tracing directives); RUST_LOG wins
     /// when set.
     #[arg(
@@ -72,65 +37,161 @@ pub struct LogArgs {
         env = "GOMEMLIMIT_INJECTOR_LOG_LEVEL",
         default_value = "info"
     )]
-    pub log_level: String,
+    pub(crate) log_level: String,
 }
 
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the admission webhook.
-    Serve(Box<ServeArgs>),
-    /// Write a CA and a serving certificate (ca.crt, ca.key, tls.crt, tls.key).
-    Certs(CertsArgs),
-    /// Print manifests as the webhook would leave them (Pods and workload pod templates).
-    Mutate(MutateArgs),
-    /// Report what the webhook would change, in manifests (-f) or in the live cluster.
-    /// Exit status: 0 compliant, 1 something would change, 2 error.
-    Audit(AuditArgs),
+/// Policy flags, shared by `serve`, `mutate` and `audit` so that offline results match the
+/// webhook's. Each also reads `GOMEMLIMIT_INJECTOR_<NAME>`; flags beat variables beat the file.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct PolicyArgs {
+    /// Policy YAML file (keys: percent, gogc, missingLimit, defaultMemory, minPercent,
+    /// maxPercent, excludeContainers, mode).
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// GOMEMLIMIT as a percentage of the memory limit; 100 uses the downward API.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    percent: Option<u8>,
+    /// GOGC to add: off, keep (add nothing) or an integer.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_GOGC", value_parser = parse_gogc)]
+    gogc: Option<Gogc>,
+    /// Containers with neither memory request nor limit: skip, deny or default.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MISSING_LIMIT", value_enum)]
+    missing_limit: Option<MissingLimit>,
+    /// Memory request and limit for `--missing-limit default`, e.g. 512Mi.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_DEFAULT_MEMORY", value_parser = policy::parse_memory)]
+    default_memory: Option<Quantity>,
+    /// Lowest `gomemlimit.io/percent` a pod may ask for.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MIN_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    min_percent: Option<u8>,
+    /// Highest `gomemlimit.io/percent` a pod may ask for.
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MAX_PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    max_percent: Option<u8>,
+    /// Container names never to touch (comma-separated).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_EXCLUDE_CONTAINERS",
+        value_delimiter = ','
+    )]
+    exclude_containers: Option<Vec<String>>,
+    /// enforce (patch pods) or audit (report only).
+    #[arg(long, env = "GOMEMLIMIT_INJECTOR_MODE", value_enum)]
+    mode: Option<Mode>,
+}
+
+impl PolicyArgs {
+    /// Where the policy comes from, as these flags say.
+    pub(super) fn source(&self) -> PolicySource {
+        PolicySource {
+            file: self.config.clone(),
+            overrides: Overrides {
+                percent: self.percent,
+                gogc: self.gogc,
+                missing_limit: self.missing_limit,
+                default_memory: self.default_memory.clone(),
+                min_percent: self.min_percent,
+                max_percent: self.max_percent,
+                exclude_containers: self.exclude_containers.clone(),
+                mode: self.mode,
+            },
+        }
+    }
+}
+
+fn parse_gogc(s: &str) -> Result<Gogc, String> {
+    s.parse()
+}
+
+impl ValueEnum for MissingLimit {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            MissingLimit::Skip,
+            MissingLimit::Deny,
+            MissingLimit::Default,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            MissingLimit::Skip => {
+                PossibleValue::new("skip").help("Leave the container alone and warn")
+            }
+            MissingLimit::Deny => PossibleValue::new("deny").help("Reject the pod"),
+            MissingLimit::Default => {
+                PossibleValue::new("default").help("Set request and limit to `defaultMemory`")
+            }
+        })
+    }
+}
+
+impl ValueEnum for Mode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Mode::Enforce, Mode::Audit]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }))
+    }
+}
+
+impl ValueEnum for LogFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[LogFormat::Text, LogFormat::Json]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            LogFormat::Text => PossibleValue::new("text").help("Human-readable lines"),
+            LogFormat::Json => PossibleValue::new("json")
+                .help("One JSON object per line, fields at the top level (for log collectors)"),
+        })
+    }
 }
 
 /// `mutate` flags.
 #[derive(Debug, Args)]
-pub struct MutateArgs {
+pub(crate) struct MutateArgs {
     /// Manifest file (YAML, multi-document, or JSON; a List works too), or - for stdin.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    pub file: String,
+    pub(crate) file: String,
     /// Print a unified diff instead of the manifests.
     #[arg(long)]
-    pub diff: bool,
+    pub(crate) diff: bool,
     /// Namespace for objects that name none (used in messages).
     #[arg(short = 'n', long, default_value = "default")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     #[command(flatten)]
-    pub policy: PolicyArgs,
+    pub(crate) policy: PolicyArgs,
 }
 
 /// How `audit` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     Table,
     Json,
 }
 
 /// `audit` flags.
 #[derive(Debug, Args)]
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     /// Manifest file or - for stdin; without it the live cluster (current kubeconfig, or
     /// in-cluster configuration) is audited.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    pub file: Option<String>,
+    pub(crate) file: Option<String>,
     /// Live: only this namespace (default: all namespaces). Manifests: namespace for
     /// objects that name none.
     #[arg(short = 'n', long)]
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// Live: every namespace (the default when --namespace is not given).
     #[arg(short = 'A', long, conflicts_with = "namespace")]
-    pub all_namespaces: bool,
+    pub(crate) all_namespaces: bool,
     /// table (default) or json.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    pub(crate) output: OutputFormat,
     #[command(flatten)]
-    pub policy: PolicyArgs,
+    pub(crate) policy: PolicyArgs,
 }
 
 /// `serve` flags.
@@ -140,21 +201,21 @@ pub struct AuditArgs {
         .required(true)
         .args(["tls_cert_file", "self_signed", "cert_secret"])
 ))]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// HTTPS address for AdmissionReviews.
     #[arg(
         long,
         env = "GOMEMLIMIT_INJECTOR_LISTEN",
         default_value = "0.0.0.0:8443"
     )]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Plain HTTP address for /metrics, /healthz and /readyz.
     #[arg(
         long,
         env = "GOMEMLIMIT_INJECTOR_METRICS_LISTEN",
         default_value = "0.0.0.0:9090"
     )]
-    pub metrics_listen: SocketAddr,
+    pub(crate) metrics_listen: SocketAddr,
     /// PEM certificate chain (leaf first); reloaded when it changes.
     #[arg(
         long,
@@ -162,7 +223,7 @@ pub struct ServeArgs {
         value_name = "FILE",
         requires = "tls_key_file"
     )]
-    pub tls_cert_file: Option<PathBuf>,
+    pub(crate) tls_cert_file: Option<PathBuf>,
     /// PEM private key of the certificate; reloaded when it changes.
     #[arg(
         long,
@@ -170,14 +231,14 @@ pub struct ServeArgs {
         value_name = "FILE",
         requires = "tls_cert_file"
     )]
-    pub tls_key_file: Option<PathBuf>,
+    pub(crate) tls_key_file: Option<PathBuf>,
     /// Generate a CA and a serving certificate at start-up (for local use).
     #[arg(
         long,
         env = "GOMEMLIMIT_INJECTOR_SELF_SIGNED",
         conflicts_with_all = ["tls_cert_file", "tls_key_file", "cert_secret"]
     )]
-    pub self_signed: bool,
+    pub(crate) self_signed: bool,
     /// Keep the CA and serving certificate in this Secret (created and renewed by the
     /// webhook itself; no cert-manager needed).
     #[arg(
@@ -186,7 +247,7 @@ pub struct ServeArgs {
         value_name = "NAME",
         conflicts_with_all = ["tls_cert_file", "tls_key_file"]
     )]
-    pub cert_secret: Option<String>,
+    pub(crate) cert_secret: Option<String>,
     /// Namespace of --cert-secret (default: POD_NAMESPACE, else this pod's namespace).
     #[arg(
         long,
@@ -194,7 +255,7 @@ pub struct ServeArgs {
         value_name = "NAMESPACE",
         requires = "cert_secret"
     )]
-    pub cert_secret_namespace: Option<String>,
+    pub(crate) cert_secret_namespace: Option<String>,
     /// MutatingWebhookConfiguration whose caBundle --cert-secret keeps set to its CA.
     #[arg(
         long,
@@ -202,7 +263,7 @@ pub struct ServeArgs {
         value_name = "NAME",
         requires = "cert_secret"
     )]
-    pub webhook_configuration: Option<String>,
+    pub(crate) webhook_configuration: Option<String>,
     /// Service in front of the webhook; its in-cluster DNS names go into the --cert-secret
     /// certificate.
     #[arg(
@@ -211,7 +272,7 @@ pub struct ServeArgs {
         value_name = "NAME",
         requires = "cert_secret"
     )]
-    pub service_name: Option<String>,
+    pub(crate) service_name: Option<String>,
     /// Validity of a --cert-secret serving certificate; renewed when a third is left.
     #[arg(
         long,
@@ -220,7 +281,7 @@ pub struct ServeArgs {
         default_value = "2160h",
         value_parser = parse_duration
     )]
-    pub cert_validity: Duration,
+    pub(crate) cert_validity: Duration,
     /// Where --self-signed writes its CA certificate.
     #[arg(
         long,
@@ -228,7 +289,7 @@ pub struct ServeArgs {
         value_name = "FILE",
         default_value = "gomemlimit-injector-ca.crt"
     )]
-    pub ca_out: PathBuf,
+    pub(crate) ca_out: PathBuf,
     /// Extra subject alternative name for --self-signed (where localhost, 127.0.0.1 and ::1
     /// are always included) or --cert-secret (repeatable or comma-separated).
     #[arg(
@@ -237,7 +298,7 @@ pub struct ServeArgs {
         value_name = "NAME",
         value_delimiter = ','
     )]
-    pub dns_names: Vec<String>,
+    pub(crate) dns_names: Vec<String>,
     /// How often the certificate and policy files are checked for changes (e.g. 500ms, 2s).
     #[arg(
         long,
@@ -246,7 +307,7 @@ pub struct ServeArgs {
         default_value = "2s",
         value_parser = parse_duration
     )]
-    pub tls_reload_interval: Duration,
+    pub(crate) tls_reload_interval: Duration,
     /// Deadline for the TLS handshake and for an HTTP/1.1 request head.
     #[arg(
         long,
@@ -255,7 +316,7 @@ pub struct ServeArgs {
         default_value = "5s",
         value_parser = parse_duration
     )]
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// Deadline for receiving a request body and answering (HTTP 408 after it).
     #[arg(
         long,
@@ -264,7 +325,7 @@ pub struct ServeArgs {
         default_value = "10s",
         value_parser = parse_duration
     )]
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// How long a shutdown waits for in-flight reviews before dropping connections.
     #[arg(
         long,
@@ -273,7 +334,7 @@ pub struct ServeArgs {
         default_value = "20s",
         value_parser = parse_duration
     )]
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// After SIGTERM, keep serving this long with /readyz at 503 before closing the
     /// listener, so that the API server stops sending reviews here first.
     #[arg(
@@ -283,14 +344,14 @@ pub struct ServeArgs {
         default_value = "5s",
         value_parser = parse_duration_or_zero
     )]
-    pub shutdown_delay: Duration,
+    pub(crate) shutdown_delay: Duration,
     #[command(flatten)]
-    pub policy: PolicyArgs,
+    pub(crate) policy: PolicyArgs,
 }
 
 impl ServeArgs {
     /// The server configuration these flags describe.
-    pub fn to_config(&self) -> ServeConfig {
+    pub(crate) fn to_config(&self) -> ServeConfig {
         let tls = match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(cert), Some(key)) => TlsSource::Files(KeyPairFiles {
                 cert: cert.clone(),
@@ -300,10 +361,10 @@ impl ServeArgs {
                 let namespace = self
                     .cert_secret_namespace
                     .clone()
-                    .unwrap_or_else(crate::managed::own_namespace);
-                TlsSource::Managed(crate::managed::ManagedConfig {
+                    .unwrap_or_else(tls::own_namespace);
+                TlsSource::Secret(SecretConfig {
                     secret: self.cert_secret.clone().unwrap_or_default(),
-                    names: crate::managed::ManagedConfig::service_names(
+                    names: SecretConfig::service_names(
                         self.service_name.as_deref(),
                         &namespace,
                         &self.dns_names,
@@ -323,7 +384,7 @@ impl ServeArgs {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
             tls,
-            policy: self.policy.clone(),
+            policy: self.policy.source(),
             reload_interval: self.tls_reload_interval,
             header_read_timeout: self.header_read_timeout,
             request_timeout: self.request_timeout,
@@ -335,7 +396,7 @@ impl ServeArgs {
 
 /// `certs` flags.
 #[derive(Debug, Args)]
-pub struct CertsArgs {
+pub(crate) struct CertsArgs {
     /// DNS name (or IP address) of the serving certificate, e.g.
     /// gomemlimit-injector.gomemlimit-system.svc (repeatable or comma-separated; the first
     /// is also the common name).
@@ -346,7 +407,7 @@ pub struct CertsArgs {
         value_delimiter = ',',
         required = true
     )]
-    pub dns_names: Vec<String>,
+    pub(crate) dns_names: Vec<String>,
     /// Directory to write ca.crt, ca.key, tls.crt and tls.key into.
     #[arg(
         long,
@@ -354,7 +415,7 @@ pub struct CertsArgs {
         value_name = "DIR",
         default_value = "certs"
     )]
-    pub out_dir: PathBuf,
+    pub(crate) out_dir: PathBuf,
     /// Validity of the serving certificate in days (the CA is valid ten years).
     #[arg(
         long,
@@ -362,133 +423,16 @@ pub struct CertsArgs {
         default_value_t = 365,
         value_parser = clap::value_parser!(u32).range(1..=3650)
     )]
-    pub days: u32,
+    pub(crate) days: u32,
     /// Overwrite existing files.
     #[arg(long, env = "GOMEMLIMIT_INJECTOR_FORCE")]
-    pub force: bool,
-}
-
-/// Runs the parsed command line; the exit code is for the process on success.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    telemetry::init(cli.log.log_format, &cli.log.log_level)?;
-    // Everything here passes the ring provider explicitly; installing it as the process
-    // default as well keeps any rustls user that relies on the default off aws-lc.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    match cli.command {
-        Command::Serve(args) => serve(&args),
-        Command::Certs(args) => certs(&args),
-        Command::Mutate(args) => mutate(&args),
-        Command::Audit(args) => audit(&args),
-    }
-}
-
-/// Reads a file, or stdin for `-`.
-fn read_input(file: &str) -> Result<(String, String), OfflineError> {
-    use std::io::Read;
-    if file == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|source| OfflineError::Read {
-                name: "standard input".to_owned(),
-                source,
-            })?;
-        return Ok(("stdin".to_owned(), text));
-    }
-    let text = std::fs::read_to_string(file).map_err(|source| OfflineError::Read {
-        name: file.to_owned(),
-        source,
-    })?;
-    Ok((file.to_owned(), text))
-}
-
-fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
-    let policy = args.policy.load()?;
-    let (name, text) = read_input(&args.file)?;
-    let output = offline::process_text(&name, &text, &policy, policy.mode, &args.namespace)?;
-    let mut stdout = std::io::stdout().lock();
-    if args.diff {
-        write!(
-            stdout,
-            "{}",
-            offline::unified_diff(&name, &text, &output.text)
-        )?;
-    } else {
-        write!(stdout, "{}", output.text)?;
-    }
-    let mut denied = false;
-    for report in &output.reports {
-        let who = format!("{} {}/{}", report.kind, report.namespace, report.name);
-        for warning in &report.warnings {
-            eprintln!("warning: {who}: {warning}");
-        }
-        if let Some(message) = &report.denied {
-            eprintln!("denied: {who}: {message}");
-            denied = true;
-        }
-    }
-    // A manifest the webhook would reject cannot be applied as it is.
-    Ok(if denied {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
-    let policy = args.policy.load()?;
-    let reports = match &args.file {
-        Some(file) => {
-            let (name, text) = read_input(file)?;
-            let namespace = args.namespace.as_deref().unwrap_or("default");
-            offline::process_text(&name, &text, &policy, Mode::Audit, namespace)?.reports
-        }
-        None => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("failed to start the async runtime")?;
-            runtime.block_on(live::audit(args.namespace.as_deref(), &policy))?
-        }
-    };
-    let text = match args.output {
-        OutputFormat::Table => offline::table(&reports),
-        OutputFormat::Json => offline::json_report(&reports),
-    };
-    print!("{text}");
-    Ok(if reports.iter().any(|r| r.would_change()) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = args.to_config();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
-    let result = runtime.block_on(server::serve_until_signalled(config));
-    // After an abort, connection tasks may still be parked; do not wait on them.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    result?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn certs(args: &CertsArgs) -> anyhow::Result<ExitCode> {
-    let pki = tls::generate(&args.dns_names, args.days)?;
-    let written = tls::write_pki(&args.out_dir, &pki, args.force)?;
-    for path in written {
-        println!("wrote {}", path.display());
-    }
-    Ok(ExitCode::SUCCESS)
+    pub(crate) force: bool,
 }
 
 /// Parses a duration such as `500ms`, `2s`, `1m30s` or `1h`; units `ms`, `s`, `m`, `h`,
 /// whole numbers only. Zero is refused: every duration here is a poll interval or a
 /// deadline, and zero would spin or time out at once.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration: expected e.g. 500ms, 2s, 1m30s");
     let mut rest = text.trim();
     if rest.is_empty() {
@@ -517,7 +461,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// [`parse_duration`], also accepting `0` (or `0s`) for "none".
-pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     let bare = text
         .trim()
         .trim_end_matches(|c: char| c.is_ascii_alphabetic());
@@ -530,12 +474,6 @@ pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn command_line_is_consistent() {
-        Cli::command().debug_assert();
-    }
 
     #[test]
     fn parses_durations() {
@@ -552,61 +490,8 @@ mod tests {
         for bad in ["", "2", "0s", "s", "2 s", "-1s", "1.5s", "2d", "1e3ms"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn serve_needs_exactly_one_tls_source() {
-        let parse =
-            |args: &[&str]| Cli::try_parse_from([&["gomemlimit-injector", "serve"], args].concat());
-        assert!(parse(&[]).is_err());
-        assert!(parse(&["--self-signed"]).is_ok());
-        assert!(parse(&["--tls-cert-file", "c", "--tls-key-file", "k"]).is_ok());
-        assert!(parse(&["--tls-cert-file", "c"]).is_err());
-        assert!(
-            parse(&[
-                "--self-signed",
-                "--tls-cert-file",
-                "c",
-                "--tls-key-file",
-                "k"
-            ])
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn serve_defaults_match_the_contract() {
-        let cli = Cli::try_parse_from(["gomemlimit-injector", "serve", "--self-signed"]).unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!("not serve");
-        };
-        let config = args.to_config();
-        assert_eq!(config.listen, "0.0.0.0:8443".parse().unwrap());
-        assert_eq!(config.metrics_listen, "0.0.0.0:9090".parse().unwrap());
-        assert_eq!(config.reload_interval, Duration::from_secs(2));
-        assert_eq!(config.header_read_timeout, Duration::from_secs(5));
-        assert_eq!(config.request_timeout, Duration::from_secs(10));
-        assert_eq!(config.shutdown_timeout, Duration::from_secs(20));
-        assert_eq!(config.shutdown_delay, Duration::from_secs(5));
         assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
         assert!(parse_duration_or_zero("x").is_err());
-        assert!(matches!(
-            config.tls,
-            TlsSource::SelfSigned { ref ca_out, .. } if ca_out == std::path::Path::new("gomemlimit-injector-ca.crt")
-        ));
-    }
-
-    #[test]
-    fn log_flags_work_after_the_subcommand() {
-        let cli = Cli::try_parse_from([
-            "gomemlimit-injector",
-            "serve",
-            "--self-signed",
-            "--log-format",
-            "json",
-        ])
-        .unwrap();
-        assert_eq!(cli.log.log_format, LogFormat::Json);
     }
 }

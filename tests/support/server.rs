@@ -1,7 +1,5 @@
-//! Shared fixtures for the server tests: a CA made at test time, a real server on
-//! 127.0.0.1:0, TLS clients and the one helper that posts a body.
-
-#![allow(dead_code)]
+//! The real server on 127.0.0.1:0, with a CA made at test time, TLS clients, and the one
+//! helper that posts a body to it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gomemlimit_injector::policy::PolicyArgs;
-use gomemlimit_injector::server::{ServeConfig, Server, ServerError, TlsSource};
-use gomemlimit_injector::tls::KeyPairFiles;
+use gomemlimit_injector::policy::PolicySource;
+use gomemlimit_injector::server::{ServeConfig, Server, ServerError};
+use gomemlimit_injector::tls::{KeyPairFiles, TlsSource};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SerialNumber,
@@ -22,14 +20,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-
-/// A wire fixture from `tests/data/wire/`.
-pub fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/wire")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// A CA that issues serving certificates for `localhost` and `127.0.0.1`.
 pub struct TestCa {
@@ -54,7 +44,8 @@ impl Pair {
 }
 
 impl TestCa {
-    pub fn new() -> Self {
+    /// A new CA, with its key in memory only.
+    pub fn generate() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
@@ -151,8 +142,18 @@ impl TestServer {
         Self::start_with(Options::default()).await
     }
 
+    /// A server whose key pair lies in a Secret volume layout (see
+    /// [`TestServer::swap_secret_volume`]).
+    pub async fn start_in_secret_volume() -> Self {
+        Self::start_with(Options {
+            secret_volume: true,
+            ..Options::default()
+        })
+        .await
+    }
+
     pub async fn start_with(options: Options) -> Self {
-        let ca = TestCa::new();
+        let ca = TestCa::generate();
         let first = ca.issue(1);
         let dir = tempfile::tempdir().unwrap();
         let files = KeyPairFiles {
@@ -199,10 +200,7 @@ impl TestServer {
             listen: ([127, 0, 0, 1], 0).into(),
             metrics_listen: ([127, 0, 0, 1], 0).into(),
             tls: TlsSource::Files(self.files.clone()),
-            policy: PolicyArgs {
-                config: self.policy_path.clone(),
-                ..PolicyArgs::default()
-            },
+            policy: PolicySource::new(self.policy_path.clone()),
             reload_interval: options.reload_interval,
             header_read_timeout: options.header_read_timeout,
             request_timeout: options.request_timeout,
@@ -309,6 +307,75 @@ impl TestServer {
         sample(&self.metrics().await, series)
     }
 
+    /// Posts `body` to `path` with `content_type`: the one helper every review test uses.
+    pub async fn post(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let response = client
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e:?}"));
+        Reply {
+            status: response.status(),
+            version: response.version(),
+            content_type: response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default(),
+            body: response.bytes().await.unwrap().to_vec(),
+        }
+    }
+
+    /// Posts the Pod CREATE review of `tests/data/wire/pod-create.json` to `path`.
+    pub async fn review(&self, client: &reqwest::Client, path: &str) -> Reply {
+        let body = super::fixture("wire/pod-create.json");
+        self.post(client, path, "application/json", body).await
+    }
+
+    /// Waits up to `limit` for a fresh handshake to be served `pair`.
+    pub async fn until_serving(&self, pair: &Pair, limit: Duration) {
+        let leaf = pair.der();
+        eventually(limit, "the new certificate", || async {
+            (self.served_certificate().await == leaf).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits up to `limit` for the sample `series` to reach `value`.
+    pub async fn until_sample(&self, series: &str, value: f64, limit: Duration) {
+        let what = format!("{series} to reach {value}");
+        eventually(limit, &what, || async {
+            (self.sample(series).await >= value).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits up to `limit` for `/readyz` on the metrics port to answer 503.
+    pub async fn until_not_ready(&self, limit: Duration) {
+        let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+        eventually(limit, "readyz to turn 503", || async {
+            let response = plain.get(self.metrics_url("/readyz")).send().await.ok()?;
+            (response.status() == 503).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits up to `limit` for the webhook port to refuse new connections.
+    pub async fn until_refusing(&self, limit: Duration) {
+        eventually(limit, "new connections to be refused", || async {
+            TcpStream::connect(self.addr).await.is_err().then_some(())
+        })
+        .await;
+    }
+
     /// Starts the graceful shutdown, as the first SIGTERM would.
     pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -345,33 +412,6 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-}
-
-/// Posts `body` to `path` with `content_type`: the one helper every review test uses.
-pub async fn post(
-    server: &TestServer,
-    client: &reqwest::Client,
-    path: &str,
-    content_type: &str,
-    body: impl Into<reqwest::Body>,
-) -> Reply {
-    let response = client
-        .post(server.url(path))
-        .header(reqwest::header::CONTENT_TYPE, content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e:?}"));
-    Reply {
-        status: response.status(),
-        version: response.version(),
-        content_type: response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default(),
-        body: response.bytes().await.unwrap().to_vec(),
     }
 }
 

@@ -11,7 +11,6 @@
 //! empty) and `get`/`patch` on that one MutatingWebhookConfiguration.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -22,7 +21,10 @@ use kube::{Api, Client};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::tls::{self, Credentials, KeyPairFiles, Reload};
+use super::credentials::{Credentials, PairOrigin, PemOrigin};
+use super::{TlsError, generate, issue_with_ca};
+use crate::error::error_chain;
+use crate::watch::{LastSeen, Reload};
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
@@ -37,7 +39,7 @@ const BUNDLE_POLL: Duration = Duration::from_secs(60);
 
 /// Errors of this module; each names the object at fault.
 #[derive(Debug, thiserror::Error)]
-pub enum ManagedError {
+pub enum SecretError {
     #[error("failed to create a Kubernetes client (in-cluster or kubeconfig)")]
     Client(#[source] Box<kube::Error>),
     #[error("failed to {action} Secret {namespace}/{name}")]
@@ -62,7 +64,7 @@ pub enum ManagedError {
         namespace: String,
         name: String,
         #[source]
-        source: Box<tls::TlsError>,
+        source: Box<TlsError>,
     },
     #[error("no DNS names for the serving certificate: set --service-name or --dns-name")]
     NoNames,
@@ -70,21 +72,25 @@ pub enum ManagedError {
 
 /// What the self-managed mode needs to know.
 #[derive(Clone, Debug)]
-pub struct ManagedConfig {
+pub struct SecretConfig {
     /// The Secret holding `ca.crt`, `ca.key`, `tls.crt` and `tls.key`.
-    pub secret: String,
-    pub namespace: String,
+    pub(crate) secret: String,
+    pub(crate) namespace: String,
     /// The MutatingWebhookConfiguration whose `caBundle` to keep; none to leave it alone.
-    pub webhook_configuration: Option<String>,
+    pub(crate) webhook_configuration: Option<String>,
     /// Subject alternative names of the serving certificate.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// Validity of a serving certificate; it is renewed when a third of it is left.
-    pub validity: Duration,
+    pub(crate) validity: Duration,
 }
 
-impl ManagedConfig {
+impl SecretConfig {
     /// The in-cluster names of a Service, plus `extra`.
-    pub fn service_names(service: Option<&str>, namespace: &str, extra: &[String]) -> Vec<String> {
+    pub(crate) fn service_names(
+        service: Option<&str>,
+        namespace: &str,
+        extra: &[String],
+    ) -> Vec<String> {
         let mut names: Vec<String> = service
             .map(|s| {
                 vec![
@@ -103,16 +109,8 @@ impl ManagedConfig {
         names
     }
 
-    fn origin(&self) -> KeyPairFiles {
-        let base = format!("secret {}/{}", self.namespace, self.secret);
-        KeyPairFiles {
-            cert: PathBuf::from(format!("{base} {TLS_CERT}")),
-            key: PathBuf::from(format!("{base} {TLS_KEY}")),
-        }
-    }
-
-    fn secret_error(&self, action: &'static str, source: kube::Error) -> ManagedError {
-        ManagedError::Secret {
+    fn secret_error(&self, action: &'static str, source: kube::Error) -> SecretError {
+        SecretError::Secret {
             action,
             namespace: self.namespace.clone(),
             name: self.secret.clone(),
@@ -120,8 +118,8 @@ impl ManagedConfig {
         }
     }
 
-    fn tls_error(&self, source: tls::TlsError) -> ManagedError {
-        ManagedError::Tls {
+    fn tls_error(&self, source: TlsError) -> SecretError {
+        SecretError::Tls {
             namespace: self.namespace.clone(),
             name: self.secret.clone(),
             source: Box::new(source),
@@ -131,7 +129,7 @@ impl ManagedConfig {
 
 /// The namespace this pod runs in: `POD_NAMESPACE`, else the service account's namespace
 /// file, else `default`.
-pub fn own_namespace() -> String {
+pub(crate) fn own_namespace() -> String {
     if let Ok(ns) = std::env::var("POD_NAMESPACE")
         && !ns.is_empty()
     {
@@ -186,65 +184,65 @@ impl Material {
 }
 
 /// Keeps the serving certificate of one replica in step with the Secret.
-pub struct Manager {
-    config: ManagedConfig,
+pub(crate) struct SecretSource {
+    config: SecretConfig,
     secrets: Api<Secret>,
     webhooks: Api<MutatingWebhookConfiguration>,
     /// What is being served, to notice a rotation made by another replica.
     serving: Material,
     last_secret_poll: tokio::time::Instant,
     last_bundle_poll: tokio::time::Instant,
-    /// The last failure reported, so a lasting one is logged once.
-    last_error: Option<String>,
+    /// The last failure reported, so a lasting one is reported once.
+    last_error: LastSeen<Option<String>>,
 }
 
-impl std::fmt::Debug for Manager {
+impl std::fmt::Debug for SecretSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Manager")
+        f.debug_struct("SecretSource")
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
-impl Manager {
+impl SecretSource {
     /// Creates a client from the environment (in-cluster, else kubeconfig) and starts.
-    pub async fn start(config: ManagedConfig) -> Result<(Self, Credentials), ManagedError> {
+    pub(crate) async fn start(config: SecretConfig) -> Result<(Self, Credentials), SecretError> {
         let client = Client::try_default()
             .await
-            .map_err(|e| ManagedError::Client(Box::new(e)))?;
+            .map_err(|e| SecretError::Client(Box::new(e)))?;
         Self::start_with(client, config).await
     }
 
     /// Makes sure the Secret holds a usable CA and serving certificate (creating or renewing
     /// them), puts the CA into the webhook configuration, and returns what to serve.
-    pub async fn start_with(
+    async fn start_with(
         client: Client,
-        config: ManagedConfig,
-    ) -> Result<(Self, Credentials), ManagedError> {
+        config: SecretConfig,
+    ) -> Result<(Self, Credentials), SecretError> {
         if config.names.is_empty() {
-            return Err(ManagedError::NoNames);
+            return Err(SecretError::NoNames);
         }
         let now = tokio::time::Instant::now();
-        let mut manager = Manager {
+        let mut manager = SecretSource {
             secrets: Api::namespaced(client.clone(), &config.namespace),
             webhooks: Api::all(client),
             config,
             serving: Material::default(),
             last_secret_poll: now,
             last_bundle_poll: now,
-            last_error: None,
+            last_error: LastSeen::new(None),
         };
         let (material, credentials) = manager.settle().await?;
         manager.serving = material;
         if let Err(e) = manager.ensure_ca_bundle().await {
             // The configuration may be applied after the Deployment; keep serving and retry.
-            warn!(error = %tls::error_chain(&e), "failed to set the caBundle; will retry");
+            warn!(error = %error_chain(&e), "failed to set the caBundle; will retry");
         }
         Ok((manager, credentials))
     }
 
     /// Reads the Secret until it holds a good pair, writing one when it does not.
-    async fn settle(&self) -> Result<(Material, Credentials), ManagedError> {
+    async fn settle(&self) -> Result<(Material, Credentials), SecretError> {
         let cfg = &self.config;
         for _ in 0..ATTEMPTS {
             let existing = self
@@ -280,7 +278,7 @@ impl Manager {
                 Err(e) => return Err(cfg.secret_error("write", e)),
             }
         }
-        Err(ManagedError::Contended {
+        Err(SecretError::Contended {
             namespace: cfg.namespace.clone(),
             name: cfg.secret.clone(),
         })
@@ -306,9 +304,13 @@ impl Manager {
         credentials.not_after() - now <= third
     }
 
-    fn parse(&self, material: &Material) -> Result<Credentials, ManagedError> {
+    fn parse(&self, material: &Material) -> Result<Credentials, SecretError> {
+        let origin = PairOrigin {
+            cert: PemOrigin::SecretKey(TLS_CERT),
+            key: PemOrigin::SecretKey(TLS_KEY),
+        };
         Credentials::from_pem(
-            &self.config.origin(),
+            &origin,
             material.cert.as_deref().unwrap_or("").as_bytes(),
             material.key.as_deref().unwrap_or("").as_bytes(),
         )
@@ -316,11 +318,11 @@ impl Manager {
     }
 
     /// A new serving pair, signed by the CA in `material` when there is a usable one.
-    fn renew(&self, material: &Material) -> Result<Material, ManagedError> {
+    fn renew(&self, material: &Material) -> Result<Material, SecretError> {
         let cfg = &self.config;
         let validity = time::Duration::seconds(cfg.validity.as_secs() as i64);
         if let (Some(ca_cert), Some(ca_key)) = (&material.ca_cert, &material.ca_key)
-            && let Ok((cert, key)) = tls::issue_with_ca(ca_cert, ca_key, &cfg.names, validity)
+            && let Ok((cert, key)) = issue_with_ca(ca_cert, ca_key, &cfg.names, validity)
         {
             return Ok(Material {
                 ca_cert: Some(ca_cert.clone()),
@@ -330,11 +332,11 @@ impl Manager {
             });
         }
         let days = u32::try_from(validity.whole_days().max(1)).unwrap_or(u32::MAX);
-        let mut pki = tls::generate(&cfg.names, days).map_err(|e| cfg.tls_error(e))?;
+        let mut pki = generate(&cfg.names, days).map_err(|e| cfg.tls_error(e))?;
         if validity < time::Duration::days(1) {
             // Shorter than a day (tests): reissue with the exact validity.
             let (cert, key) =
-                tls::issue_with_ca(&pki.ca_cert_pem, &pki.ca_key_pem, &cfg.names, validity)
+                issue_with_ca(&pki.ca_cert_pem, &pki.ca_key_pem, &cfg.names, validity)
                     .map_err(|e| cfg.tls_error(e))?;
             pki.cert_pem = cert;
             pki.key_pem = key;
@@ -386,14 +388,14 @@ impl Manager {
     /// Sets every webhook's `caBundle` of the configuration to our CA, with a JSON patch
     /// that tests each webhook's name first, so a concurrent edit fails instead of landing
     /// on the wrong entry. Fields we do not own are never sent back.
-    async fn ensure_ca_bundle(&self) -> Result<(), ManagedError> {
+    async fn ensure_ca_bundle(&self) -> Result<(), SecretError> {
         let Some(name) = &self.config.webhook_configuration else {
             return Ok(());
         };
         let Some(ca) = &self.serving.ca_cert else {
             return Ok(());
         };
-        let webhook_error = |action, source| ManagedError::Webhook {
+        let webhook_error = |action, source| SecretError::Webhook {
             action,
             name: name.clone(),
             source: Box::new(source),
@@ -433,12 +435,12 @@ impl Manager {
 
     /// Called on every reload tick: picks up a rotation made by another replica, renews a
     /// certificate that is due, and keeps the `caBundle` in place.
-    pub async fn poll(&mut self) -> Reload {
+    pub(crate) async fn poll(&mut self) -> Reload<Credentials, SecretError> {
         let now = tokio::time::Instant::now();
         if now.duration_since(self.last_bundle_poll) >= BUNDLE_POLL {
             self.last_bundle_poll = now;
             if let Err(e) = self.ensure_ca_bundle().await {
-                warn!(error = %tls::error_chain(&e), "failed to set the caBundle; will retry");
+                warn!(error = %error_chain(&e), "failed to set the caBundle; will retry");
             }
         }
         if now.duration_since(self.last_secret_poll) < SECRET_POLL {
@@ -447,7 +449,7 @@ impl Manager {
         self.last_secret_poll = now;
         match self.settle().await {
             Ok((material, credentials)) => {
-                self.last_error = None;
+                self.last_error = LastSeen::new(None);
                 if material == self.serving {
                     return Reload::Unchanged;
                 }
@@ -455,12 +457,11 @@ impl Manager {
                 Reload::Loaded(credentials)
             }
             Err(e) => {
-                let text = tls::error_chain(&e);
-                if self.last_error.as_ref() == Some(&text) {
-                    return Reload::Unchanged;
+                if self.last_error.changed(Some(error_chain(&e))) {
+                    Reload::Failed(e)
+                } else {
+                    Reload::Unchanged
                 }
-                self.last_error = Some(text.clone());
-                Reload::Failed(tls::TlsError::Managed(text))
             }
         }
     }
@@ -476,7 +477,7 @@ mod tests {
 
     #[test]
     fn service_names_cover_every_in_cluster_form() {
-        let names = ManagedConfig::service_names(
+        let names = SecretConfig::service_names(
             Some("injector"),
             "gomemlimit-system",
             &["injector".to_owned(), "extra.example".to_owned()],

@@ -1,0 +1,248 @@
+//! Command line: `serve`, `certs`, `mutate` and `audit`, and what each runs. Their flags
+//! are in `args`; every `serve` and policy flag also reads `GOMEMLIMIT_INJECTOR_<NAME>`.
+
+mod args;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::live;
+use crate::manifests::{self, ManifestError};
+use crate::policy::Mode;
+use crate::report;
+use crate::server;
+use crate::telemetry;
+use crate::tls;
+use args::{AuditArgs, CertsArgs, LogArgs, MutateArgs, OutputFormat, ServeArgs};
+
+/// Gives Go containers GOMEMLIMIT and a memory request equal to their limit.
+#[derive(Debug, Parser)]
+#[command(name = "gomemlimit-injector", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Installed as `kubectl-gomemlimit`, the binary is the kubectl plugin `kubectl gomemlimit`.
+const KUBECTL_PLUGIN: &str = "kubectl-gomemlimit";
+
+impl Cli {
+    /// Parses the process arguments, naming the command as it was invoked: as a kubectl
+    /// plugin, help and errors say `kubectl gomemlimit`.
+    pub fn parse_invoked() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let invoked = std::env::args_os()
+            .next()
+            .map(std::path::PathBuf::from)
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let mut command = Cli::command();
+        if invoked.as_deref() == Some(KUBECTL_PLUGIN) {
+            command = command
+                .bin_name("kubectl gomemlimit")
+                .name("kubectl gomemlimit");
+        }
+        let matches = command.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the admission webhook.
+    Serve(Box<ServeArgs>),
+    /// Write a CA and a serving certificate (ca.crt, ca.key, tls.crt, tls.key).
+    Certs(CertsArgs),
+    /// Print manifests as the webhook would leave them (Pods and workload pod templates).
+    Mutate(MutateArgs),
+    /// Report what the webhook would change, in manifests (-f) or in the live cluster.
+    /// Exit status: 0 compliant, 1 something would change, 2 error.
+    Audit(AuditArgs),
+}
+
+/// Runs the parsed command line; the exit code is for the process on success.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    telemetry::init(cli.log.log_format, &cli.log.log_level)?;
+    // Everything here passes the ring provider explicitly; installing it as the process
+    // default as well keeps any rustls user that relies on the default off aws-lc.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Certs(args) => certs(&args),
+        Command::Mutate(args) => mutate(&args),
+        Command::Audit(args) => audit(&args),
+    }
+}
+
+/// Manifests to read: how messages name them, and their text.
+struct Input {
+    name: String,
+    text: String,
+}
+
+/// Reads a file, or stdin for `-`.
+fn read_input(file: &str) -> Result<Input, ManifestError> {
+    use std::io::Read;
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|source| ManifestError::Read {
+                name: "standard input".to_owned(),
+                source,
+            })?;
+        let name = "stdin".to_owned();
+        return Ok(Input { name, text });
+    }
+    let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
+        name: file.to_owned(),
+        source,
+    })?;
+    let name = file.to_owned();
+    Ok(Input { name, text })
+}
+
+fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
+    let policy = args.policy.source().load()?;
+    let Input { name, text } = read_input(&args.file)?;
+    let output = manifests::process_text(&name, &text, &policy, policy.mode, &args.namespace)?;
+    let mut stdout = std::io::stdout().lock();
+    if args.diff {
+        write!(
+            stdout,
+            "{}",
+            manifests::unified_diff(&name, &text, &output.text)
+        )?;
+    } else {
+        write!(stdout, "{}", output.text)?;
+    }
+    eprint!("{}", report::messages(&output.reports));
+    // A manifest the webhook would reject cannot be applied as it is.
+    Ok(if output.reports.iter().any(|r| r.denied.is_some()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    let policy = args.policy.source().load()?;
+    let reports = match &args.file {
+        Some(file) => {
+            let Input { name, text } = read_input(file)?;
+            let namespace = args.namespace.as_deref().unwrap_or("default");
+            manifests::process_text(&name, &text, &policy, Mode::Audit, namespace)?.reports
+        }
+        None => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the async runtime")?;
+            runtime.block_on(live::audit(args.namespace.as_deref(), &policy))?
+        }
+    };
+    let text = match args.output {
+        OutputFormat::Table => report::table(&reports),
+        OutputFormat::Json => report::json(&reports),
+    };
+    print!("{text}");
+    Ok(if reports.iter().any(|r| r.would_change()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.to_config();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let result = runtime.block_on(server::serve_until_signalled(config));
+    // After an abort, connection tasks may still be parked; do not wait on them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn certs(args: &CertsArgs) -> anyhow::Result<ExitCode> {
+    let pki = tls::generate(&args.dns_names, args.days)?;
+    let written = tls::write_pki(&args.out_dir, &pki, args.force)?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::LogFormat;
+    use crate::tls::TlsSource;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_needs_exactly_one_tls_source() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from([&["gomemlimit-injector", "serve"], args].concat());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--self-signed"]).is_ok());
+        assert!(parse(&["--tls-cert-file", "c", "--tls-key-file", "k"]).is_ok());
+        assert!(parse(&["--tls-cert-file", "c"]).is_err());
+        assert!(
+            parse(&[
+                "--self-signed",
+                "--tls-cert-file",
+                "c",
+                "--tls-key-file",
+                "k"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn serve_defaults_match_the_contract() {
+        let cli = Cli::try_parse_from(["gomemlimit-injector", "serve", "--self-signed"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let config = args.to_config();
+        assert_eq!(config.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(config.metrics_listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(config.reload_interval, Duration::from_secs(2));
+        assert_eq!(config.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(20));
+        assert_eq!(config.shutdown_delay, Duration::from_secs(5));
+        assert!(matches!(
+            config.tls,
+            TlsSource::SelfSigned { ref ca_out, .. } if ca_out == std::path::Path::new("gomemlimit-injector-ca.crt")
+        ));
+    }
+
+    #[test]
+    fn log_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "gomemlimit-injector",
+            "serve",
+            "--self-signed",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.log.log_format, LogFormat::Json);
+    }
+}

@@ -1,0 +1,131 @@
+//! The planned edits as JSONPatch operations. Every operation adds or replaces one field
+//! the webhook owns, creating the objects that hold it when they are missing, since
+//! JSONPatch `add` does not create parents.
+
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
+use serde_json::{Map, Value, json};
+
+use super::read::{Metadata, Unreadable};
+use super::{STATUS, Status};
+
+/// The fields to set on one container (or, at `spec`, the pod).
+#[derive(Debug, Default)]
+pub(super) struct Edit {
+    pub(super) limit: Option<String>,
+    pub(super) request: Option<String>,
+    /// Entries to append to `env`.
+    pub(super) env: Vec<Value>,
+    /// An `env` entry whose value is replaced.
+    pub(super) env_value: Option<EnvValue>,
+}
+
+/// A new value for the `env` entry at `index`.
+#[derive(Debug)]
+pub(super) struct EnvValue {
+    pub(super) index: usize,
+    pub(super) value: String,
+}
+
+/// Appends the operations of every edit, in the order of their pointers, then the one
+/// that writes `status` when the annotation changes.
+pub(super) fn emit(
+    pod: &Value,
+    metadata: &Metadata<'_>,
+    edits: &BTreeMap<PointerBuf, Edit>,
+    status: Option<&Status>,
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), Unreadable> {
+    for (at, edit) in edits {
+        let holder = pod.pointer(at.as_str()).ok_or(Unreadable::EditOutsidePod)?;
+        edit.emit(holder, at, ops);
+    }
+    if let Some(status) = status {
+        ops.push(status_annotation(metadata.raw, status));
+    }
+    Ok(())
+}
+
+impl Edit {
+    /// Appends the operations of this edit to `holder`, the container (or `spec`) at `at`.
+    fn emit(&self, holder: &Value, at: &PointerBuf, ops: &mut Vec<PatchOperation>) {
+        self.emit_memory(holder, at, ops);
+        if let Some(EnvValue { index, value }) = &self.env_value {
+            ops.push(PatchOperation::Replace(ReplaceOperation {
+                path: below(at, &["env", &index.to_string(), "value"]),
+                value: json!(value),
+            }));
+        }
+        if self.env.is_empty() {
+            return;
+        }
+        if holder.get("env").is_some_and(Value::is_array) {
+            for entry in &self.env {
+                ops.push(add(below(at, &["env", "-"]), entry.clone()));
+            }
+        } else {
+            ops.push(add(below(at, &["env"]), Value::Array(self.env.clone())));
+        }
+    }
+
+    fn emit_memory(&self, holder: &Value, at: &PointerBuf, ops: &mut Vec<PatchOperation>) {
+        let memory: Vec<(&str, &String)> = [("limits", &self.limit), ("requests", &self.request)]
+            .into_iter()
+            .filter_map(|(kind, v)| v.as_ref().map(|v| (kind, v)))
+            .collect();
+        if memory.is_empty() {
+            return;
+        }
+        let Some(resources) = holder.get("resources").filter(|r| r.is_object()) else {
+            let mut resources = Map::new();
+            for (kind, v) in &memory {
+                resources.insert((*kind).into(), json!({"memory": v}));
+            }
+            ops.push(add(below(at, &["resources"]), Value::Object(resources)));
+            return;
+        };
+        for (kind, v) in &memory {
+            if resources.get(*kind).is_some_and(Value::is_object) {
+                ops.push(add(below(at, &["resources", kind, "memory"]), json!(v)));
+            } else {
+                ops.push(add(below(at, &["resources", kind]), json!({"memory": v})));
+            }
+        }
+    }
+}
+
+/// The operation that writes the status annotation, creating `metadata` or its
+/// `annotations` when the pod has none.
+fn status_annotation(metadata: Option<&Value>, status: &Status) -> PatchOperation {
+    let text = serde_json::to_string(status).expect("a status of strings and numbers serializes");
+    let text = Value::String(text);
+    match metadata {
+        None | Some(Value::Null) => add(
+            PointerBuf::from_tokens(["metadata"]),
+            json!({"annotations": {STATUS: text}}),
+        ),
+        Some(m) if m.get("annotations").is_none_or(Value::is_null) => add(
+            PointerBuf::from_tokens(["metadata", "annotations"]),
+            json!({STATUS: text}),
+        ),
+        Some(_) => add(
+            PointerBuf::from_tokens(["metadata", "annotations", STATUS]),
+            text,
+        ),
+    }
+}
+
+/// `at` with `tail` appended.
+fn below(at: &PointerBuf, tail: &[&str]) -> PointerBuf {
+    let mut path = at.clone();
+    for token in tail {
+        path.push_back(*token);
+    }
+    path
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}

@@ -1,0 +1,472 @@
+//! The rules, applied to one target at a time: first memory request = limit, then
+//! GOMEMLIMIT and GOGC. Every rule plans the edits it needs and records what it did (a
+//! change, a warning, an event) in the evaluation as it goes.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use json_patch::jsonptr::PointerBuf;
+use serde_json::{Map, Value, json};
+
+use super::annotations::Settings;
+use super::patch::{Edit, EnvValue};
+use super::read::{self, Container, Memory, Place, Quantities, Unreadable};
+use super::{
+    Action, Change, ContainerEvent, DOWNWARD, Evaluation, GomemlimitValue, Record, Status, Target,
+};
+use crate::policy::{Gogc, MissingLimit, Policy};
+use crate::quantity::Quantity;
+use crate::text::{WARNING, shorten};
+
+const GOMEMLIMIT: &str = "GOMEMLIMIT";
+const GOGC: &str = "GOGC";
+
+/// What the rules decided, besides what they recorded in the evaluation.
+pub(super) struct Plan {
+    /// One message per container that `missingLimit: deny` rejects.
+    pub(super) denials: Vec<String>,
+    /// The edits, by the JSON pointer of the container (or of `spec`, for the pod).
+    pub(super) edits: BTreeMap<PointerBuf, Edit>,
+    /// The status annotation as it will read.
+    pub(super) status: Status,
+}
+
+/// A target and where its fields sit.
+struct Subject {
+    target: Target,
+    place: Place,
+}
+
+/// What a container without a limit of its own may use of a pod-level memory limit.
+#[derive(Clone, Copy)]
+enum Budget<'q> {
+    /// The pod has no memory limit.
+    NoPodLimit,
+    /// The pod limit, for the only container without a limit.
+    Alone(&'q Quantity),
+    /// Several containers without a limit share the pod limit; any split would be a guess.
+    Shared,
+}
+
+impl<'q> Budget<'q> {
+    fn new(pod_limit: Option<&'q Quantity>, containers: &[Container<'_>]) -> Self {
+        let unlimited = containers
+            .iter()
+            .filter(|c| c.memory.limit.is_none())
+            .count();
+        match pod_limit {
+            None => Budget::NoPodLimit,
+            Some(limit) if unlimited == 1 => Budget::Alone(limit),
+            Some(_) => Budget::Shared,
+        }
+    }
+}
+
+/// The memory the Go runtime of a container gets.
+struct RuntimeMemory {
+    limit: Quantity,
+    /// Taken from the pod budget: the container has no limit the downward API could refer
+    /// to, so GOMEMLIMIT is always a literal.
+    from_budget: bool,
+}
+
+/// Applies the rules to a pod, recording into its evaluation.
+pub(super) struct Planner<'a> {
+    pod: &'a Value,
+    eval: &'a mut Evaluation,
+    policy: &'a Policy,
+    settings: &'a Settings<'a>,
+    /// What an earlier pass recorded.
+    previous: &'a Status,
+    plan: Plan,
+}
+
+impl<'a> Planner<'a> {
+    pub(super) fn new(
+        pod: &'a Value,
+        eval: &'a mut Evaluation,
+        policy: &'a Policy,
+        settings: &'a Settings<'a>,
+        previous: &'a Status,
+    ) -> Self {
+        let plan = Plan {
+            denials: Vec::new(),
+            edits: BTreeMap::new(),
+            status: previous.clone(),
+        };
+        Planner {
+            pod,
+            eval,
+            policy,
+            settings,
+            previous,
+            plan,
+        }
+    }
+
+    /// Applies the rules to the pod-level resources, then to every container in pod order.
+    pub(super) fn run(mut self, spec: &Map<String, Value>) -> Result<Plan, Unreadable> {
+        // Pod-level resources (Kubernetes 1.34+) keep request = limit too, and the pod limit
+        // is the budget of containers that have no limit of their own.
+        let pod_limit = self.pod_level(spec)?;
+        let containers = read::containers(spec)?;
+        let budget = Budget::new(pod_limit.as_ref(), &containers);
+        for container in &containers {
+            if self.settings.excluded.contains(container.name) {
+                self.eval.events.push(ContainerEvent::Excluded);
+                continue;
+            }
+            self.container(container, budget)?;
+        }
+        Ok(self.plan)
+    }
+
+    /// Rule 1 for pod-level resources; returns the pod's memory limit, if any.
+    fn pod_level(&mut self, spec: &Map<String, Value>) -> Result<Option<Quantity>, Unreadable> {
+        let memory = Memory::of(spec.get("resources"), &Place::Spec)?;
+        if memory.limit.is_none() && memory.request.is_none() {
+            return Ok(None);
+        }
+        let pod = Subject {
+            target: Target::Pod,
+            place: Place::Spec,
+        };
+        Ok(self.request_equals_limit(&pod, &memory))
+    }
+
+    fn container(
+        &mut self,
+        container: &Container<'_>,
+        budget: Budget<'_>,
+    ) -> Result<(), Unreadable> {
+        let subject = Subject {
+            target: Target::Container(container.name.to_owned()),
+            place: container.place.clone(),
+        };
+        match self.runtime_memory(&subject, &container.memory, budget)? {
+            Some(memory) => self.environment(&subject, &memory),
+            None => Ok(()),
+        }
+    }
+
+    /// The memory the container's Go runtime gets: its own limit (rule 1 applied), the pod
+    /// budget, or what `missingLimit` says. `None` when the container is left alone.
+    fn runtime_memory(
+        &mut self,
+        subject: &Subject,
+        memory: &Memory,
+        budget: Budget<'_>,
+    ) -> Result<Option<RuntimeMemory>, Unreadable> {
+        let no_pod_limit = matches!(budget, Budget::NoPodLimit);
+        if memory.limit.is_some() || (memory.request.is_some() && no_pod_limit) {
+            let limit = self.request_equals_limit(subject, memory);
+            return Ok(limit.map(|limit| RuntimeMemory {
+                limit,
+                from_budget: false,
+            }));
+        }
+        match budget {
+            Budget::Alone(limit) => Ok(Some(RuntimeMemory {
+                limit: limit.clone(),
+                from_budget: true,
+            })),
+            Budget::Shared => {
+                let text = "has no memory limit and shares the pod limit with other containers; left unchanged";
+                self.skip(&subject.target, text);
+                Ok(None)
+            }
+            Budget::NoPodLimit => self.missing_limit(subject),
+        }
+    }
+
+    /// A container with neither a memory request nor a limit, in a pod without a limit:
+    /// the `missingLimit` policy decides.
+    fn missing_limit(&mut self, subject: &Subject) -> Result<Option<RuntimeMemory>, Unreadable> {
+        match self.policy.missing_limit {
+            MissingLimit::Skip => {
+                let text = "has no memory request or limit; left unchanged";
+                self.skip(&subject.target, text);
+                Ok(None)
+            }
+            MissingLimit::Deny => {
+                self.plan.denials.push(format!(
+                    "{} has no memory limit (policy missingLimit: deny); set resources.limits.memory",
+                    subject.target
+                ));
+                self.eval.events.push(ContainerEvent::Denied);
+                Ok(None)
+            }
+            MissingLimit::Default => {
+                let default = self.policy.default_memory.clone();
+                let default = default.ok_or(Unreadable::NoDefaultMemory)?;
+                self.set_limit(subject, &default);
+                self.set_request(subject, None, &default);
+                Ok(Some(RuntimeMemory {
+                    limit: default,
+                    from_budget: false,
+                }))
+            }
+        }
+    }
+
+    /// Rule 1, memory request = limit. Returns the limit in force, or `None` when the
+    /// target is left alone (with a warning).
+    fn request_equals_limit(&mut self, subject: &Subject, written: &Memory) -> Option<Quantity> {
+        let Quantities { limit, request } = match written.parse() {
+            Ok(parsed) => parsed,
+            Err(message) => {
+                self.skip(&subject.target, message);
+                return None;
+            }
+        };
+        if limit.as_ref().is_some_and(Quantity::is_zero) {
+            self.skip(&subject.target, "memory limit is zero; left unchanged");
+            return None;
+        }
+        match (limit, request) {
+            (Some(limit), request) => self.request_to_limit(subject, written, limit, request),
+            (None, Some(request)) if request.is_zero() => {
+                let text = "memory request is zero and there is no limit; left unchanged";
+                self.skip(&subject.target, text);
+                None
+            }
+            (None, Some(request)) => {
+                self.set_limit(subject, &request);
+                Some(request)
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// Rule 1 where there is a limit: a missing or lower request is raised to it.
+    fn request_to_limit(
+        &mut self,
+        subject: &Subject,
+        written: &Memory,
+        limit: Quantity,
+        request: Option<Quantity>,
+    ) -> Option<Quantity> {
+        let raise = match &request {
+            None => true,
+            Some(request) => match request.cmp_value(&limit) {
+                Ordering::Less => true,
+                Ordering::Equal => false,
+                // Higher than the limit: the API server rejects such a pod, unless the
+                // request is one we set and another webhook lowered the limit since.
+                Ordering::Greater if self.set_by_us(&subject.target, written) => true,
+                Ordering::Greater => {
+                    self.skip(
+                        &subject.target,
+                        format_args!(
+                            "requests.memory {} exceeds limits.memory {}; left unchanged",
+                            request.as_str(),
+                            limit.as_str()
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        if raise {
+            self.set_request(subject, written.request.clone(), &limit);
+        }
+        Some(limit)
+    }
+
+    /// Whether the written request is the one an earlier pass recorded.
+    fn set_by_us(&self, target: &Target, written: &Memory) -> bool {
+        self.previous(target)
+            .and_then(|r| r.request.as_deref())
+            .is_some_and(|r| Some(r) == written.request.as_deref())
+    }
+
+    /// Rule 2: GOMEMLIMIT for `memory` and GOGC, unless the container sets GOMEMLIMIT
+    /// itself.
+    fn environment(&mut self, subject: &Subject, memory: &RuntimeMemory) -> Result<(), Unreadable> {
+        let pod = self.pod;
+        let container = pod
+            .pointer(subject.place.pointer().as_str())
+            .ok_or(Unreadable::EditOutsidePod)?;
+        let env = read::env(container, &subject.target)?;
+        if let Some((index, existing)) = read::find_env(env, GOMEMLIMIT) {
+            self.existing_gomemlimit(subject, index, existing, &memory.limit);
+            return Ok(());
+        }
+        let Some(value) = self.gomemlimit_value(&subject.target, memory) else {
+            return Ok(());
+        };
+        let mut added = vec![gomemlimit_entry(&value)];
+        self.record_gomemlimit(&subject.target, &value);
+        self.change(&subject.target, Action::SetGomemlimit(value));
+
+        if let Some(gogc) = self.gogc_value()
+            && read::find_env(env, GOGC).is_none()
+        {
+            added.push(json!({"name": GOGC, "value": gogc}));
+            self.record(&subject.target).gogc = Some(gogc.clone());
+            self.change(&subject.target, Action::SetGogc(gogc));
+        }
+        if read::has_env_from(container) {
+            let text =
+                "envFrom may also define GOMEMLIMIT; the injected env entry takes precedence";
+            self.warn(&subject.target, text);
+        }
+        self.edit(&subject.place).env.extend(added);
+        Ok(())
+    }
+
+    /// The container's own GOMEMLIMIT wins, unless it is the literal an earlier pass set:
+    /// that one follows a limit another webhook changed since.
+    fn existing_gomemlimit(
+        &mut self,
+        subject: &Subject,
+        index: usize,
+        existing: &Value,
+        limit: &Quantity,
+    ) {
+        let recorded = self.previous(&subject.target).cloned().unwrap_or_default();
+        let current = existing
+            .get("value")
+            .and_then(Value::as_str)
+            .filter(|_| existing.get("valueFrom").is_none());
+        match (recorded.gomemlimit.as_deref(), recorded.percent, current) {
+            (Some(ours), Some(percent), Some(current)) if ours == current && ours != DOWNWARD => {
+                self.update_literal(subject, index, current, limit.percent_of_bytes(percent));
+            }
+            // Ours, but through the downward API or changed by the user since.
+            _ if recorded.gomemlimit.is_some() => {}
+            _ => self.eval.events.push(ContainerEvent::KeptGomemlimit),
+        }
+    }
+
+    fn update_literal(&mut self, subject: &Subject, index: usize, current: &str, bytes: u64) {
+        if bytes == 0 || bytes.to_string() == current {
+            return;
+        }
+        self.edit(&subject.place).env_value = Some(EnvValue {
+            index,
+            value: bytes.to_string(),
+        });
+        let from = current.to_owned();
+        self.change(
+            &subject.target,
+            Action::UpdateGomemlimit { from, to: bytes },
+        );
+        self.record(&subject.target).gomemlimit = Some(bytes.to_string());
+    }
+
+    /// The downward API for 100% of a container's own limit, else a literal. `None`, with
+    /// a warning, when the literal would be zero.
+    fn gomemlimit_value(
+        &mut self,
+        target: &Target,
+        memory: &RuntimeMemory,
+    ) -> Option<GomemlimitValue> {
+        let percent = self.settings.percent;
+        if percent == 100 && !memory.from_budget {
+            return Some(GomemlimitValue::Downward);
+        }
+        let limit = memory.limit.as_str();
+        let bytes = memory.limit.percent_of_bytes(percent);
+        if bytes == 0 {
+            self.skip(
+                target,
+                format_args!("{percent}% of {limit} is 0 bytes; GOMEMLIMIT not set"),
+            );
+            return None;
+        }
+        let of = limit.to_owned();
+        Some(GomemlimitValue::Literal { bytes, percent, of })
+    }
+
+    fn record_gomemlimit(&mut self, target: &Target, value: &GomemlimitValue) {
+        let record = self.record(target);
+        match value {
+            GomemlimitValue::Downward => {
+                record.gomemlimit = Some(DOWNWARD.to_owned());
+                record.percent = None;
+            }
+            GomemlimitValue::Literal { bytes, percent, .. } => {
+                record.gomemlimit = Some(bytes.to_string());
+                record.percent = Some(*percent);
+            }
+        }
+    }
+
+    /// The GOGC value to add, if any.
+    fn gogc_value(&self) -> Option<String> {
+        match self.settings.gogc {
+            Gogc::Keep => None,
+            Gogc::Off => Some("off".to_owned()),
+            Gogc::Percent(n) => Some(n.to_string()),
+        }
+    }
+
+    /// Plans `requests.memory = value` (a change from `from`) and records it.
+    fn set_request(&mut self, subject: &Subject, from: Option<String>, value: &Quantity) {
+        let to = value.as_str().to_owned();
+        self.edit(&subject.place).request = Some(to.clone());
+        self.record(&subject.target).request = Some(to.clone());
+        self.change(&subject.target, Action::SetRequest { from, to });
+    }
+
+    /// Plans `limits.memory = value` where there was none, and records it.
+    fn set_limit(&mut self, subject: &Subject, value: &Quantity) {
+        let to = value.as_str().to_owned();
+        self.edit(&subject.place).limit = Some(to.clone());
+        self.record(&subject.target).limit = Some(to.clone());
+        self.change(&subject.target, Action::SetLimit { from: None, to });
+    }
+
+    fn change(&mut self, target: &Target, action: Action) {
+        self.eval.events.push(action.event());
+        let target = target.clone();
+        self.eval.changes.push(Change { target, action });
+    }
+
+    fn warn(&mut self, target: &Target, text: impl fmt::Display) {
+        let warning = shorten(format!("{target}: {text}"), WARNING);
+        self.eval.warnings.push(warning);
+    }
+
+    /// Leaves the target alone, saying why.
+    fn skip(&mut self, target: &Target, text: impl fmt::Display) {
+        self.warn(target, text);
+        self.eval.events.push(ContainerEvent::Skipped);
+    }
+
+    /// What the status annotation will record for `target`.
+    fn record(&mut self, target: &Target) -> &mut Record {
+        let status = &mut self.plan.status;
+        match target {
+            Target::Pod => status.pod.get_or_insert_with(Record::default),
+            Target::Container(name) => status.containers.entry(name.clone()).or_default(),
+        }
+    }
+
+    /// What an earlier pass recorded for `target`.
+    fn previous(&self, target: &Target) -> Option<&Record> {
+        match target {
+            Target::Pod => self.previous.pod.as_ref(),
+            Target::Container(name) => self.previous.containers.get(name),
+        }
+    }
+
+    fn edit(&mut self, place: &Place) -> &mut Edit {
+        self.plan.edits.entry(place.pointer()).or_default()
+    }
+}
+
+/// The env entry that sets GOMEMLIMIT to `value`.
+fn gomemlimit_entry(value: &GomemlimitValue) -> Value {
+    match value {
+        GomemlimitValue::Downward => json!({
+            "name": GOMEMLIMIT,
+            "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1"}}
+        }),
+        GomemlimitValue::Literal { bytes, .. } => {
+            json!({"name": GOMEMLIMIT, "value": bytes.to_string()})
+        }
+    }
+}

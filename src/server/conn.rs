@@ -1,0 +1,329 @@
+//! The connection machinery: the accept loop, a deadline for every phase of a connection,
+//! idle tracking, and the drain at shutdown.
+//!
+//! The loop is our own (tokio listener → TLS handshake with a deadline → hyper HTTP/1.1 or
+//! HTTP/2 chosen by ALPN) so that no phase is unbounded and a shutdown can drain
+//! connections one by one:
+//!
+//! - TLS handshake: `--header-read-timeout`.
+//! - HTTP/1.1 request head: `--header-read-timeout` (hyper). hyper starts that clock as
+//!   soon as it waits for a head, so it also closes idle keep-alive connections.
+//! - HTTP/2: the first request must start within `--header-read-timeout`, and a
+//!   connection with no request in flight is closed after [`HTTP2_IDLE_TIMEOUT`];
+//!   keep-alive pings drop dead peers.
+//! - Request body and answer: `--request-timeout`, enforced by the review handler.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use tracing::{debug, error, warn};
+
+use super::LOG_TARGET;
+
+/// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY). The API
+/// server reuses connections well within it, and reconnects cheaply when it does not.
+const HTTP2_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How often HTTP/2 connections are pinged, and how long an answer may take, so that
+/// connections to vanished peers do not linger.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Back-off after a failed `accept` (for instance, out of file descriptors), so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// HTTP settings per protocol. The protocol is fixed from ALPN before the first byte is
+/// read, because hyper's protocol sniffing has no deadline of its own.
+pub(super) struct Http {
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+    /// Deadline for the first request of an HTTP/2 connection.
+    first_request_timeout: Duration,
+}
+
+impl Http {
+    pub(super) fn new(header_read_timeout: Duration) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
+        Http {
+            h1: builder.clone().http1_only(),
+            h2: builder.http2_only(),
+            first_request_timeout: header_read_timeout,
+        }
+    }
+}
+
+/// Requests in flight on one connection and when it last went idle.
+struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Instant>,
+    served_any: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            served_any: AtomicBool::new(false),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> ActivityGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.served_any.store(true, Ordering::SeqCst);
+        ActivityGuard(Arc::clone(self))
+    }
+
+    /// When the connection may be closed for idleness, if no request starts before then;
+    /// `None` while a request is in flight.
+    fn idle_deadline(&self, first_request_timeout: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        let allowed = if self.served_any.load(Ordering::SeqCst) {
+            HTTP2_IDLE_TIMEOUT
+        } else {
+            first_request_timeout
+        };
+        Some(since + allowed)
+    }
+}
+
+struct ActivityGuard(Arc<Activity>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits until `drain` says so (or its sender is gone).
+async fn drained(drain: &mut watch::Receiver<bool>) {
+    let _ = drain.wait_for(|draining| *draining).await;
+}
+
+/// Serves HTTP on one established connection until it ends, goes idle for too long, or
+/// `drain` asks for a graceful shutdown.
+async fn drive<I>(
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    first_request_timeout: Duration,
+    router: Router,
+    mut drain: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new();
+    let tracker = Arc::clone(&activity);
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let guard = tracker.begin();
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request.map(Body::new)).await;
+            drop(guard);
+            response
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    // After an idle close starts, the peer gets this long to go away. hyper defers an
+    // HTTP/2 graceful shutdown until the client preface arrives, so a client that never
+    // sends one would otherwise hold the connection forever.
+    let mut drop_at: Option<Instant> = None;
+    loop {
+        let deadline = activity.idle_deadline(first_request_timeout);
+        // While a request is in flight there is no idle deadline; look again later.
+        let wake = deadline.unwrap_or_else(|| Instant::now() + HTTP2_IDLE_TIMEOUT);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!(target: LOG_TARGET, error = %e, "connection closed with an error");
+                }
+                return;
+            }
+            () = drained(&mut drain), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = tokio::time::sleep_until(wake), if !closing => {
+                if activity
+                    .idle_deadline(first_request_timeout)
+                    .is_some_and(|d| d <= Instant::now())
+                {
+                    debug!(target: LOG_TARGET, "closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    drop_at = Some(Instant::now() + first_request_timeout);
+                }
+            }
+            () = tokio::time::sleep_until(drop_at.unwrap_or(wake)), if drop_at.is_some() => {
+                debug!(target: LOG_TARGET, "dropping an idle connection that did not close");
+                return;
+            }
+        }
+    }
+}
+
+/// One accepted TCP connection: optional TLS handshake, then HTTP.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<(TlsAcceptor, Duration)>,
+    http: Arc<Http>,
+    router: Router,
+    mut drain: watch::Receiver<bool>,
+) {
+    // Reviews are single small request/response exchanges; Nagle would only add latency.
+    let _ = stream.set_nodelay(true);
+    let Some((acceptor, handshake_timeout)) = tls else {
+        drive(stream, &http.h1, http.first_request_timeout, router, drain).await;
+        return;
+    };
+    let handshake = tokio::select! {
+        result = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => result,
+        () = drained(&mut drain) => return,
+    };
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        // Port scanners and load balancer checks fail handshakes all day: debug, not warn.
+        Ok(Err(e)) => {
+            debug!(target: LOG_TARGET, %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(target: LOG_TARGET, %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        &http.h2
+    } else {
+        &http.h1
+    };
+    drive(stream, builder, http.first_request_timeout, router, drain).await;
+}
+
+/// Accepts connections until `stop` completes, then closes the listener and returns the
+/// connections still open.
+pub(super) async fn accept_until(
+    listener: TcpListener,
+    tls: Option<(TlsAcceptor, Duration)>,
+    http: Arc<Http>,
+    router: Router,
+    drain: watch::Receiver<bool>,
+    stop: impl Future<Output = ()>,
+) -> JoinSet<()> {
+    let mut connections = JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = joined
+                    && e.is_panic()
+                {
+                    error!(target: LOG_TARGET, error = %e, "a connection task panicked");
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(connection(
+                        stream,
+                        peer,
+                        tls.clone(),
+                        Arc::clone(&http),
+                        router.clone(),
+                        drain.clone(),
+                    ));
+                }
+                Err(e) => {
+                    warn!(target: LOG_TARGET, error = %e, "failed to accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    connections
+}
+
+/// Asks every connection to finish (`drain`) and waits up to `deadline`; returns how many
+/// were still open and got dropped.
+pub(super) async fn drain_connections(
+    mut connections: JoinSet<()>,
+    drain: &watch::Sender<bool>,
+    deadline: Duration,
+) -> usize {
+    let _ = drain.send(true);
+    let all_done = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(deadline, all_done).await.is_ok() {
+        return 0;
+    }
+    let left = connections.len();
+    connections.shutdown().await;
+    left
+}
+
+/// An accept loop running in a task of its own (the metrics listener), and what it takes
+/// to stop it.
+pub(super) struct Listening {
+    stop: tokio::sync::oneshot::Sender<()>,
+    drain: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<JoinSet<()>>,
+}
+
+impl Listening {
+    /// Serves `router` over plain HTTP on `listener` until [`Listening::stop`].
+    pub(super) fn start(listener: TcpListener, http: Arc<Http>, router: Router) -> Self {
+        let (drain, drain_rx) = watch::channel(false);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(accept_until(
+            listener,
+            None,
+            http,
+            router,
+            drain_rx,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Listening { stop, drain, task }
+    }
+
+    /// Stops accepting and lets the open connections finish within `deadline`.
+    pub(super) async fn stop(self, deadline: Duration) {
+        let _ = self.stop.send(());
+        if let Ok(connections) = self.task.await {
+            drain_connections(connections, &self.drain, deadline).await;
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The routes and their handlers: reviews on `/mutate` and `/audit`, probes, and metrics.
+//! A review handler reads the body within the request deadline, hands it to
+//! [`admission::handle`], and records the answer in the metrics and the log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRef, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+
+use super::LOG_TARGET;
+use crate::admission::{
+    self, Endpoint, HttpReply, MAX_BODY_BYTES, Outcome, Rejection, ReviewReport,
+};
+use crate::error::error_chain;
+use crate::metrics::{self, Metrics};
+use crate::policy::Policy;
+
+/// State shared by the handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    policy: ArcSwap<Policy>,
+    metrics: Metrics,
+    ready: AtomicBool,
+    request_timeout: Duration,
+}
+
+impl AppState {
+    /// State serving `policy`. It starts not ready; the server marks it ready once the
+    /// listeners are up, and not ready again when a shutdown starts.
+    pub fn new(policy: Policy, metrics: Metrics, request_timeout: Duration) -> Self {
+        AppState {
+            shared: Arc::new(Shared {
+                policy: ArcSwap::from_pointee(policy),
+                metrics,
+                ready: AtomicBool::new(false),
+                request_timeout,
+            }),
+        }
+    }
+
+    /// The policy in force.
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        self.shared.policy.load_full()
+    }
+
+    /// Replaces the policy for the next reviews; reviews under way keep the old one.
+    pub(crate) fn set_policy(&self, policy: Policy) {
+        self.shared.policy.store(Arc::new(policy));
+    }
+
+    /// Sets what `/readyz` answers.
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.shared.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::SeqCst)
+    }
+
+    /// The metrics reviews are counted in.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+}
+
+/// The webhook routes: `POST /mutate`, `POST /audit`, `GET /healthz`, `GET /readyz`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/audit", post(audit))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// The plain-HTTP routes: `GET /metrics`, `GET /healthz`, `GET /readyz`.
+pub(crate) fn metrics_router(state: AppState, registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(MetricsState { state, registry })
+}
+
+#[derive(Clone)]
+struct MetricsState {
+    state: AppState,
+    registry: Arc<Registry>,
+}
+
+impl FromRef<MetricsState> for AppState {
+    fn from_ref(input: &MetricsState) -> Self {
+        input.state.clone()
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        "ok\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn scrape(State(metrics_state): State<MetricsState>) -> Response {
+    match metrics::encode(&metrics_state.registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}\n", error_chain(&e)),
+        )
+            .into_response(),
+    }
+}
+
+async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    review(state, Endpoint::Mutate, headers, body).await
+}
+
+async fn audit(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    review(state, Endpoint::Audit, headers, body).await
+}
+
+async fn review(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let timeout = state.shared.request_timeout;
+    // The review itself is synchronous and takes microseconds; only the upload can be
+    // slow, so the request deadline is enforced around reading the body.
+    let (reply, report) = match tokio::time::timeout(timeout, read_body(&headers, body)).await {
+        Ok(Ok(bytes)) => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.to_str().unwrap_or("(not text)"));
+            admission::handle(endpoint, content_type, &bytes, &state.policy())
+        }
+        Ok(Err(rejection)) => rejection.answer(ReviewReport::default()),
+        Err(_elapsed) => Rejection::Timeout(timeout).answer(ReviewReport::default()),
+    };
+    record(&state, endpoint, &reply, &report, started.elapsed());
+    reply.into_response()
+}
+
+/// Reads at most [`MAX_BODY_BYTES`]: a declared `Content-Length` over the limit is refused
+/// before any of the body is read, and a chunked body is cut off as soon as it passes it.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Rejection> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(Rejection::TooLarge);
+    }
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Rejection::TooLarge),
+        Err(e) => Err(Rejection::BodyRead(e.to_string())),
+    }
+}
+
+/// One structured line per review, at `$level`.
+macro_rules! review_event {
+    ($level:ident, $report:expr, $path:expr, $outcome:expr, $elapsed:expr, $status:expr, $($extra:tt)*) => {
+        tracing::$level!(
+            target: LOG_TARGET,
+            uid = %$report.uid,
+            namespace = %$report.namespace,
+            pod = %$report.pod,
+            operation = %$report.operation,
+            dry_run = $report.dry_run,
+            path = $path,
+            outcome = $outcome,
+            // Microsecond precision; more digits are noise.
+            duration_ms = $elapsed.as_micros() as f64 / 1000.0,
+            status = $status.as_u16(),
+            $($extra)*
+        )
+    };
+}
+
+/// Counts the review in the metrics and writes its log line.
+fn record(
+    state: &AppState,
+    endpoint: Endpoint,
+    reply: &HttpReply,
+    report: &ReviewReport,
+    elapsed: Duration,
+) {
+    // Every 4xx (bad request, 408, 413) is an error, whatever the handler decided.
+    let outcome = match report.outcome {
+        _ if reply.status.is_client_error() => Outcome::Error,
+        Some(outcome) => outcome,
+        None => Outcome::Error,
+    };
+    let metrics = state.metrics();
+    metrics.record_review(endpoint, outcome, elapsed, &report.events);
+    let (path, outcome, status) = (endpoint.as_str(), outcome.as_str(), reply.status);
+    match &report.message {
+        Some(reason) if status.is_client_error() => {
+            review_event!(warn, report, path, outcome, elapsed, status, reason = %reason, "review rejected")
+        }
+        Some(reason) => {
+            review_event!(info, report, path, outcome, elapsed, status, reason = %reason, "review")
+        }
+        None => review_event!(info, report, path, outcome, elapsed, status, "review"),
+    }
+}
+
+impl IntoResponse for HttpReply {
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        response
+    }
+}
