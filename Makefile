@@ -45,6 +45,7 @@ images: release
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	shellcheck -x cluster/*.sh hack/*.sh .ci/run
 
 fmt:
 	$(CARGO) fmt --all

@@ -291,14 +291,8 @@ cmd_env() {
 
 cmd_status() {
   dir="$(cd "${1:?usage: $0 status DIR}" && pwd)"
-  local n rc=0
-  for n in etcd kube-apiserver kube-controller-manager; do
-    if pid_alive "${dir}/pids/${n}.pid"; then
-      echo "${n}: running (pid $(cat "${dir}/pids/${n}.pid"))"
-    else
-      echo "${n}: not running"; rc=1
-    fi
-  done
+  local rc=0
+  daemons_status etcd kube-apiserver kube-controller-manager || rc=1
   # shellcheck disable=SC1091
   APISERVER_URL="$(. "${dir}/env" && echo "${APISERVER_URL}")"
   if admin_curl /readyz >/dev/null 2>&1; then echo "apiserver: ready"; else echo "apiserver: not ready"; rc=1; fi
@@ -308,8 +302,9 @@ cmd_status() {
 cmd_wait_sa() {
   dir="$(cd "${1:?usage: $0 wait-sa DIR NAMESPACE [TIMEOUT_S]}" && pwd)"
   local ns="${2:?namespace}" timeout="${3:-60}"
+  # shellcheck disable=SC1091
   APISERVER_URL="$(. "${dir}/env" && echo "${APISERVER_URL}")"
-  wait_for - "$(($(date +%s) + timeout))" \
+  wait_for - "${timeout}" \
     admin_curl "/api/v1/namespaces/${ns}/serviceaccounts/default" \
     || die "no ServiceAccount ${ns}/default after ${timeout}s"
 }

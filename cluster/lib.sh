@@ -201,3 +201,18 @@ log_stop_reason() {
     echo "$(date -u +%FT%T.%3NZ) stopping: ${why}" >> "${dir}/logs/stop.log"
   fi
 }
+
+# Prints "NAME: running (pid N)" or "NAME: not running" for each daemon; fails
+# when one is not running.
+daemons_status() { # name...
+  local n rc=0
+  for n in "$@"; do
+    if pid_alive "${dir}/pids/${n}.pid"; then
+      echo "${n}: running (pid $(cat "${dir}/pids/${n}.pid"))"
+    else
+      echo "${n}: not running"; rc=1
+    fi
+  done
+  return "${rc}"
+}
+

@@ -566,14 +566,8 @@ cmd_stop() {
 cmd_status() {
   dir="$(cd "${1:?usage: $0 status DIR}" && pwd)"
   derive_names
-  local n rc=0
-  for n in etcd kube-apiserver kube-controller-manager containerd kube-scheduler kubelet; do
-    if pid_alive "${dir}/pids/${n}.pid"; then
-      echo "${n}: running (pid $(cat "${dir}/pids/${n}.pid"))"
-    else
-      echo "${n}: not running"; rc=1
-    fi
-  done
+  local rc=0
+  daemons_status etcd kube-apiserver kube-controller-manager containerd kube-scheduler kubelet || rc=1
   # shellcheck disable=SC1091
   bin="$(. "${dir}/env" && echo "${CONTROLPLANE_BIN}")"
   local ready

@@ -87,6 +87,15 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `kubectl create` of one object in `ns`; fails unless it succeeds, else returns what
+    /// kubectl printed on stderr (the API server's warnings).
+    pub(crate) fn create_with_warnings(&self, ns: &str, object: &Value) -> Result<String> {
+        let out = self.kubectl(&["create", "-n", ns, "-f", "-"], Some(&object.to_string()))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        ensure!(out.status.success(), "kubectl create failed: {stderr}");
+        Ok(stderr)
+    }
+
     /// Waits until a server-side dry-run pod in `ns` shows what the webhook configuration
     /// now in place does, mutated (`enforce`) or only warned about (audit): the API server
     /// picks up configuration changes asynchronously.

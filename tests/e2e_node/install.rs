@@ -225,13 +225,8 @@ pub(crate) async fn an_upgrade_to_audit_reports_and_changes_nothing(
 ) -> Result<()> {
     helm_chart(env, "upgrade", &["--reuse-values", "--set", "mode=audit"])?;
     env.wait_webhook_active(OPTED_IN, false).await?;
-    let pod = pending_pod("audited", "256Mi", Some("128Mi"));
-    let out = env.kubectl(
-        &["create", "-n", OPTED_IN, "-f", "-"],
-        Some(&pod.to_string()),
-    )?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(out.status.success(), "kubectl create failed: {stderr}");
+    let stderr =
+        env.create_with_warnings(OPTED_IN, &pending_pod("audited", "256Mi", Some("128Mi")))?;
     ensure!(
         stderr
             .contains("Warning: container \"app\": would set requests.memory to 256Mi (was 128Mi)"),

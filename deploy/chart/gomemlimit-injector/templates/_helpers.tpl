@@ -76,33 +76,38 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- include "gomemlimit-injector.fullname" . }}
 {{- end }}
 
+{{/*
+A name derived from the fullname: "<fullname>-<suffix>", cut to 63 characters.
+  include "gomemlimit-injector.suffixedName" (dict "root" . "suffix" "policy")
+*/}}
+{{- define "gomemlimit-injector.suffixedName" -}}
+{{- printf "%s-%s" (include "gomemlimit-injector.fullname" .root) .suffix | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "gomemlimit-injector.policyConfigMapName" -}}
-{{- printf "%s-policy" (include "gomemlimit-injector.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- include "gomemlimit-injector.suffixedName" (dict "root" . "suffix" "policy") }}
 {{- end }}
 
 {{/* cert-manager objects. */}}
 {{- define "gomemlimit-injector.selfSignedIssuerName" -}}
-{{- printf "%s-selfsigned" (include "gomemlimit-injector.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- include "gomemlimit-injector.suffixedName" (dict "root" . "suffix" "selfsigned") }}
 {{- end }}
 
-{{- define "gomemlimit-injector.caCertificateName" -}}
-{{- printf "%s-ca" (include "gomemlimit-injector.fullname" .) | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{- define "gomemlimit-injector.caIssuerName" -}}
-{{- printf "%s-ca" (include "gomemlimit-injector.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{/* The chart's CA: its Certificate, the Secret holding it and the Issuer that signs with it. */}}
+{{- define "gomemlimit-injector.caName" -}}
+{{- include "gomemlimit-injector.suffixedName" (dict "root" . "suffix" "ca") }}
 {{- end }}
 
 {{- define "gomemlimit-injector.servingCertificateName" -}}
-{{- printf "%s-serving" (include "gomemlimit-injector.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- include "gomemlimit-injector.suffixedName" (dict "root" . "suffix" "serving") }}
 {{- end }}
 
 {{/* The Secret with the serving key pair: cert-manager's target or the self-managed one. */}}
 {{- define "gomemlimit-injector.tlsSecretName" -}}
 {{- if eq .Values.certificates.source "selfManaged" }}
-{{- default (printf "%s-certs" (include "gomemlimit-injector.fullname" .) | trunc 63 | trimSuffix "-") .Values.certificates.selfManaged.secretName }}
+{{- default (include "gomemlimit-injector.suffixedName" (dict "root" . "suffix" "certs")) .Values.certificates.selfManaged.secretName }}
 {{- else }}
-{{- printf "%s-tls" (include "gomemlimit-injector.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- include "gomemlimit-injector.suffixedName" (dict "root" . "suffix" "tls") }}
 {{- end }}
 {{- end }}
 
