@@ -13,6 +13,7 @@
 //! of `report`.
 
 mod annotations;
+mod budget;
 mod patch;
 mod plan;
 mod read;
@@ -225,6 +226,10 @@ pub(crate) struct Record {
     /// The percentage a literal was computed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) percent: Option<u8>,
+    /// For a container without a limit of its own, what is left of the pod limit, e.g.
+    /// `200Mi - 100Mi (sidecar) = 104857600`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) budget: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) gogc: Option<String>,
 }

@@ -10,6 +10,7 @@ use json_patch::jsonptr::PointerBuf;
 use serde_json::{Map, Value, json};
 
 use super::annotations::Settings;
+use super::budget::{self, Budget};
 use super::patch::{Edit, EnvValue};
 use super::read::{self, Container, Memory, Place, Quantities, Unreadable};
 use super::{
@@ -38,37 +39,13 @@ struct Subject {
     place: Place,
 }
 
-/// What a container without a limit of its own may use of a pod-level memory limit.
-#[derive(Clone, Copy)]
-enum Budget<'q> {
-    /// The pod has no memory limit.
-    NoPodLimit,
-    /// The pod limit, for the only container without a limit.
-    Alone(&'q Quantity),
-    /// Several containers without a limit share the pod limit; any split would be a guess.
-    Shared,
-}
-
-impl<'q> Budget<'q> {
-    fn new(pod_limit: Option<&'q Quantity>, containers: &[Container<'_>]) -> Self {
-        let unlimited = containers
-            .iter()
-            .filter(|c| c.memory.limit.is_none())
-            .count();
-        match pod_limit {
-            None => Budget::NoPodLimit,
-            Some(limit) if unlimited == 1 => Budget::Alone(limit),
-            Some(_) => Budget::Shared,
-        }
-    }
-}
-
 /// The memory the Go runtime of a container gets.
 struct RuntimeMemory {
     limit: Quantity,
-    /// Taken from the pod budget: the container has no limit the downward API could refer
-    /// to, so GOMEMLIMIT is always a literal.
-    from_budget: bool,
+    /// Taken from the pod limit (how, e.g. `200Mi - 100Mi (sidecar) = 104857600`): the
+    /// container has no limit the downward API could refer to, so GOMEMLIMIT is always a
+    /// literal.
+    budget: Option<String>,
 }
 
 /// Applies the rules to a pod, recording into its evaluation.
@@ -111,12 +88,12 @@ impl<'a> Planner<'a> {
         // is the budget of containers that have no limit of their own.
         let pod_limit = self.pod_level(spec)?;
         let containers = read::containers(spec)?;
-        let budget = Budget::new(pod_limit.as_ref(), &containers);
-        for container in &containers {
+        for (i, container) in containers.iter().enumerate() {
             if self.settings.excluded.contains(container.name) {
                 self.eval.events.push(ContainerEvent::Excluded);
                 continue;
             }
+            let budget = || budget::of(pod_limit.as_ref(), &containers, i);
             self.container(container, budget)?;
         }
         Ok(self.plan)
@@ -138,7 +115,7 @@ impl<'a> Planner<'a> {
     fn container(
         &mut self,
         container: &Container<'_>,
-        budget: Budget<'_>,
+        budget: impl FnOnce() -> Budget,
     ) -> Result<(), Unreadable> {
         let subject = Subject {
             target: Target::Container(container.name.to_owned()),
@@ -150,34 +127,40 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The memory the container's Go runtime gets: its own limit (rule 1 applied), the pod
-    /// budget, or what `missingLimit` says. `None` when the container is left alone.
+    /// The memory the container's Go runtime gets: its own limit (rule 1 applied), what is
+    /// left of the pod limit, or what `missingLimit` says. `None` when the container is left
+    /// alone.
     fn runtime_memory(
         &mut self,
         subject: &Subject,
         memory: &Memory,
-        budget: Budget<'_>,
+        budget: impl FnOnce() -> Budget,
     ) -> Result<Option<RuntimeMemory>, Unreadable> {
-        let no_pod_limit = matches!(budget, Budget::NoPodLimit);
-        if memory.limit.is_some() || (memory.request.is_some() && no_pod_limit) {
-            let limit = self.request_equals_limit(subject, memory);
-            return Ok(limit.map(|limit| RuntimeMemory {
-                limit,
-                from_budget: false,
-            }));
+        if memory.limit.is_some() {
+            return Ok(self.own_limit(subject, memory));
         }
-        match budget {
-            Budget::Alone(limit) => Ok(Some(RuntimeMemory {
-                limit: limit.clone(),
-                from_budget: true,
-            })),
-            Budget::Shared => {
-                let text = "has no memory limit and shares the pod limit with other containers; left unchanged";
-                self.skip(&subject.target, text);
+        match budget() {
+            Budget::NoPodLimit if memory.request.is_some() => Ok(self.own_limit(subject, memory)),
+            Budget::NoPodLimit => self.missing_limit(subject),
+            Budget::Left { bytes, arithmetic } => {
+                let limit = Quantity::parse(&bytes.to_string()).expect("a byte count parses");
+                let budget = Some(arithmetic);
+                Ok(Some(RuntimeMemory { limit, budget }))
+            }
+            Budget::Nothing(why) => {
+                self.skip(&subject.target, why);
                 Ok(None)
             }
-            Budget::NoPodLimit => self.missing_limit(subject),
         }
+    }
+
+    /// Rule 1 on the container's own request and limit.
+    fn own_limit(&mut self, subject: &Subject, memory: &Memory) -> Option<RuntimeMemory> {
+        let limit = self.request_equals_limit(subject, memory)?;
+        Some(RuntimeMemory {
+            limit,
+            budget: None,
+        })
     }
 
     /// A container with neither a memory request nor a limit, in a pod without a limit:
@@ -204,7 +187,7 @@ impl<'a> Planner<'a> {
                 self.set_request(subject, None, &default);
                 Ok(Some(RuntimeMemory {
                     limit: default,
-                    from_budget: false,
+                    budget: None,
                 }))
             }
         }
@@ -364,7 +347,7 @@ impl<'a> Planner<'a> {
         memory: &RuntimeMemory,
     ) -> Option<GomemlimitValue> {
         let percent = self.settings.percent;
-        if percent == 100 && !memory.from_budget {
+        if percent == 100 && memory.budget.is_none() {
             return Some(GomemlimitValue::Downward);
         }
         let limit = memory.limit.as_str();
@@ -376,7 +359,11 @@ impl<'a> Planner<'a> {
             );
             return None;
         }
-        let of = limit.to_owned();
+        let of = match &memory.budget {
+            Some(_) => format!("the {limit} bytes left of the pod limit"),
+            None => limit.to_owned(),
+        };
+        self.record(target).budget.clone_from(&memory.budget);
         Some(GomemlimitValue::Literal { bytes, percent, of })
     }
 

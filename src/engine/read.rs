@@ -215,11 +215,25 @@ fn memory_field(
     }
 }
 
+/// When a container runs, which decides whose memory it shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Runs {
+    /// An ordinary init container: alone, before the pod's containers, beside the native
+    /// sidecars declared before it (`index` in `initContainers`).
+    Before { index: usize },
+    /// A native sidecar (an init container with `restartPolicy: Always`): for the pod's
+    /// whole life.
+    Sidecar { index: usize },
+    /// One of the pod's `containers`.
+    Main,
+}
+
 /// One container, as the rules see it.
 pub(super) struct Container<'a> {
     pub(super) place: Place,
     pub(super) name: &'a str,
     pub(super) memory: Memory,
+    pub(super) runs: Runs,
 }
 
 /// Every target container: init containers (native sidecars included), then containers.
@@ -247,10 +261,24 @@ impl<'a> Container<'a> {
             return Err(Unreadable::NoName { at: place });
         };
         let memory = Memory::of(object.get("resources"), &place)?;
+        let runs = match place {
+            Place::Container {
+                list: "initContainers",
+                index,
+            } if object.get("restartPolicy").and_then(Value::as_str) == Some("Always") => {
+                Runs::Sidecar { index }
+            }
+            Place::Container {
+                list: "initContainers",
+                index,
+            } => Runs::Before { index },
+            _ => Runs::Main,
+        };
         Ok(Container {
             place,
             name,
             memory,
+            runs,
         })
     }
 }

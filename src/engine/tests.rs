@@ -564,10 +564,12 @@ fn pod_level_resources_keep_request_equal_limit_and_budget_a_single_container() 
     );
     assert_eq!(e.mutated["spec"]["resources"]["requests"]["memory"], "1Gi");
     assert_eq!(e.mutated["spec"]["resources"]["limits"]["cpu"], "1");
-    // The only container without a limit gets a literal from the pod budget, and no limit.
+    // The only container without a limit gets a literal from what the others leave of the
+    // pod limit, and no limit.
+    let left = (1u64 << 30) - (64 << 20);
     assert_eq!(
         env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap()["value"],
-        ((1u64 << 30) * 90 / 100).to_string()
+        (left * 90 / 100).to_string()
     );
     assert!(memory(&e.mutated, "containers", 0, "limits").is_none());
     assert_eq!(
@@ -583,10 +585,16 @@ fn pod_level_resources_keep_request_equal_limit_and_budget_a_single_container() 
     let e = run(&p);
     assert_eq!(
         env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap()["value"],
-        (1u64 << 30).to_string()
+        left.to_string()
     );
+    assert_eq!(
+        status(&e.mutated).containers["app"].budget.as_deref(),
+        Some("1Gi - 64Mi (side) = 1006632960")
+    );
+}
 
-    // Two containers sharing the budget: neither gets a guess.
+#[test]
+fn containers_without_limits_sharing_a_pod_limit_get_no_guess() {
     let mut two = pod(vec![
         container("a", None, None),
         container("b", None, Some("100Mi")),
@@ -602,6 +610,49 @@ fn pod_level_resources_keep_request_equal_limit_and_budget_a_single_container() 
             .filter(|w| w.contains("shares the pod limit"))
             .count(),
         2
+    );
+}
+
+#[test]
+fn a_pod_budget_is_not_overcommitted() {
+    // 200Mi for the pod, 100Mi of it the sibling's: the container without a limit gets the
+    // other 100Mi, not the whole pod limit. The ordinary init container runs before and
+    // does not count; the native sidecar runs beside and does.
+    let mut p = pod(vec![
+        container("app", None, None),
+        container("sibling", Some("100Mi"), None),
+    ]);
+    p["spec"]["resources"] = json!({"limits": {"memory": "200Mi"}});
+    let e = run(&p);
+    assert_eq!(
+        env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap()["value"],
+        (100u64 << 20).to_string()
+    );
+    let mut init = container("init", Some("150Mi"), None);
+    let mut sidecar = container("side", Some("40Mi"), None);
+    sidecar["restartPolicy"] = json!("Always");
+    init["name"] = json!("init");
+    p["spec"]["initContainers"] = json!([init, sidecar]);
+    let e = run(&p);
+    assert_eq!(
+        env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap()["value"],
+        (60u64 << 20).to_string()
+    );
+    assert_eq!(
+        status(&e.mutated).containers["app"].budget.as_deref(),
+        Some("200Mi - 40Mi (side) - 100Mi (sibling) = 62914560")
+    );
+
+    // Nothing left: a warning and no GOMEMLIMIT.
+    p["spec"]["containers"][1]["resources"]["limits"]["memory"] = json!("160Mi");
+    let e = run(&p);
+    assert!(env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").is_none());
+    assert!(
+        e.warnings
+            .iter()
+            .any(|w| w.starts_with("container \"app\": has no memory limit, and nothing is left")),
+        "{:?}",
+        e.warnings
     );
 }
 
