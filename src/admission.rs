@@ -287,7 +287,7 @@ fn decide(
     response: &mut AdmissionResponse,
     report: &mut ReviewReport,
 ) -> Result<Outcome, Rejection> {
-    let mut warnings = eval.warnings;
+    let mut warnings = report::webhook_warnings(&eval);
     let outcome = match eval.decision {
         Decision::Skipped(SkipReason::Disabled | SkipReason::Mirror) => Outcome::Skipped,
         Decision::Skipped(SkipReason::NotUnderstood(reason)) => {
@@ -297,6 +297,12 @@ fn decide(
             ));
             report.message = Some(reason.to_string());
             Outcome::Error
+        }
+        Decision::Denied(message) if eval.audit_only => {
+            let annotations = &mut response.audit_annotations;
+            annotations.insert("would-deny".into(), report::summary_text(&message));
+            report.message = Some(message);
+            Outcome::Audited
         }
         Decision::Denied(message) => {
             report.message = Some(message.clone());
@@ -308,7 +314,6 @@ fn decide(
         }
         Decision::Evaluated if eval.changes.is_empty() => Outcome::Unchanged,
         Decision::Evaluated if eval.audit_only => {
-            warnings.extend(eval.changes.iter().map(report::describe));
             let annotations = &mut response.audit_annotations;
             annotations.insert("would-mutate".into(), "true".into());
             annotations.insert("changes".into(), report::summary(&eval.changes));

@@ -13,7 +13,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::manifests;
-use crate::policy::{Mode, Policy};
+use crate::policy::Policy;
 use crate::report::ObjectReport;
 
 /// Objects per list page.
@@ -130,8 +130,7 @@ pub async fn audit_with(
     for pod in pods {
         let workload = parents.workload(&pod);
         let value = serde_json::to_value(&pod).unwrap_or_default();
-        let mut reports =
-            manifests::process(&value, policy, Mode::Audit, &workload.namespace).reports;
+        let mut reports = manifests::process(&value, policy, &workload.namespace).reports;
         for report in &mut reports {
             report.kind.clone_from(&workload.kind);
             report.name.clone_from(&workload.name);
@@ -219,4 +218,42 @@ fn distinct(reports: Vec<ObjectReport>) -> Vec<ObjectReport> {
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned(kind: &str, name: &str, uid: &str) -> ObjectMeta {
+        serde_json::from_value(serde_json::json!({
+            "name": format!("{name}-x"), "namespace": "shop", "uid": format!("{uid}-child"),
+            "ownerReferences": [{"apiVersion": "v1", "kind": kind, "name": name, "uid": uid,
+                                 "controller": true}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn groups_pods_by_their_top_controller() {
+        let mut parents = Parents::new();
+        // A ReplicaSet of a Deployment; a ReplicationController controls its pods itself.
+        parents.add(&owned("Deployment", "web", "d1"));
+        let rs_pod = Pod {
+            metadata: owned("ReplicaSet", "web-abc", "d1-child"),
+            ..Pod::default()
+        };
+        let rc_pod = Pod {
+            metadata: owned("ReplicationController", "legacy", "rc1"),
+            ..Pod::default()
+        };
+        let workload = |pod: &Pod| {
+            let w = parents.workload(pod);
+            (w.kind, w.name)
+        };
+        assert_eq!(workload(&rs_pod), ("Deployment".into(), "web".into()));
+        assert_eq!(
+            workload(&rc_pod),
+            ("ReplicationController".into(), "legacy".into())
+        );
+    }
 }

@@ -203,15 +203,33 @@ fn invalid_annotation_is_denied_with_a_message_naming_it() {
     assert!(message.contains("gomemlimit.io/percent"), "{message}");
     assert!(message.contains("50 to 100"), "{message}");
 
-    // Audit: the same pod is allowed with a warning.
+    // Audit: the same pod is allowed with a warning that says enforce would deny it, and
+    // no preview of changes enforce would never make.
     let (reply, report) = handle_fixture(Endpoint::Audit, "pod-create-invalid-annotation.json");
     assert_eq!(report.outcome, Some(Outcome::Audited));
     let response = response_of(&reply.body);
     assert_eq!(response["allowed"], true);
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert!(
-        response["warnings"]
-            .to_string()
-            .contains("gomemlimit.io/percent")
+        warnings
+            .iter()
+            .any(|w| w.starts_with("would deny: invalid annotation gomemlimit.io/percent")),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("would set")),
+        "{warnings:?}"
+    );
+    assert!(
+        response["auditAnnotations"]["would-deny"]
+            .as_str()
+            .is_some_and(|m| m.contains("gomemlimit.io/percent")),
+        "{response}"
     );
 }
 

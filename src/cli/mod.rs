@@ -12,8 +12,7 @@ use clap::{Parser, Subcommand};
 
 use crate::live;
 use crate::manifests::{self, ManifestError};
-use crate::policy::Mode;
-use crate::report;
+use crate::report::{self, ObjectReport};
 use crate::server;
 use crate::telemetry;
 use crate::tls;
@@ -111,7 +110,7 @@ fn read_input(file: &str) -> Result<Input, ManifestError> {
 fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
     let policy = args.policy.source().load()?;
     let Input { name, text } = read_input(&args.file)?;
-    let output = manifests::process_text(&name, &text, &policy, policy.mode, &args.namespace)?;
+    let output = manifests::process_text(&name, &text, &policy, &args.namespace)?;
     let mut stdout = std::io::stdout().lock();
     if args.diff {
         write!(
@@ -124,7 +123,7 @@ fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
     }
     eprint!("{}", report::messages(&output.reports));
     // A manifest the webhook would reject cannot be applied as it is.
-    Ok(if output.reports.iter().any(|r| r.denied.is_some()) {
+    Ok(if output.reports.iter().any(ObjectReport::would_deny) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -137,7 +136,7 @@ fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         Some(file) => {
             let Input { name, text } = read_input(file)?;
             let namespace = args.namespace.as_deref().unwrap_or("default");
-            manifests::process_text(&name, &text, &policy, Mode::Audit, namespace)?.reports
+            manifests::process_text(&name, &text, &policy, namespace)?.reports
         }
         None => {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -152,11 +151,13 @@ fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => report::json(&reports),
     };
     print!("{text}");
-    Ok(if reports.iter().any(|r| r.would_change()) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if reports.iter().any(|r| r.would_change() || r.would_deny()) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {

@@ -55,7 +55,8 @@ pub(crate) const DOWNWARD: &str = "limits.memory";
 pub(crate) struct Evaluation {
     pub(crate) decision: Decision,
     /// True when the mode asked for, or the pod's `gomemlimit.io/mode`, is audit: the
-    /// changes are reported, never applied, and denials become warnings.
+    /// decision and changes are what enforce would do; they are reported, never applied,
+    /// and a denial becomes a warning.
     pub(crate) audit_only: bool,
     /// What the webhook sets (or, in audit, would set), in pod order.
     pub(crate) changes: Vec<Change>,
@@ -97,7 +98,7 @@ pub(crate) enum Decision {
     Evaluated,
     /// The pod is not ours to change.
     Skipped(SkipReason),
-    /// An explicit policy rejects the pod (never in audit).
+    /// An explicit policy rejects the pod: what enforce does; in audit, a warning.
     Denied(String),
 }
 
@@ -266,26 +267,19 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
     }
     let settings = annotations::Settings::read(&metadata.annotations, policy, eval.audit_only);
     eval.audit_only = settings.audit_only;
+    // What enforce would do is decided the same way in audit: an invalid annotation or
+    // `missingLimit: deny` denies the pod, and nothing it would not change is previewed.
+    // Whoever answers in audit turns the denial into a warning.
     if !settings.invalid.is_empty() {
-        if !eval.audit_only {
-            eval.decision = Decision::Denied(settings.invalid.join("; "));
-            return Ok(());
-        }
-        let warnings = settings.invalid.iter().map(|w| shorten(w.clone(), WARNING));
-        eval.warnings.extend(warnings);
+        eval.decision = Decision::Denied(settings.invalid.join("; "));
+        return Ok(());
     }
     let spec = read::spec(pod)?;
     let previous = previous_status(&metadata, &mut eval.warnings);
     let plan = plan::Planner::new(pod, eval, policy, &settings, &previous).run(spec)?;
-
     if !plan.denials.is_empty() {
-        let message = plan.denials.join("; ");
-        if !eval.audit_only {
-            eval.deny(message);
-            return Ok(());
-        }
-        eval.warnings
-            .push(shorten(format!("would deny: {message}"), WARNING));
+        eval.deny(plan.denials.join("; "));
+        return Ok(());
     }
     let status = (plan.status != previous).then_some(&plan.status);
     patch::emit(pod, &metadata, &plan.edits, status, &mut eval.patch.0)

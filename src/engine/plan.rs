@@ -398,9 +398,14 @@ impl<'a> Planner<'a> {
         self.change(&subject.target, Action::SetRequest { from, to });
     }
 
-    /// Plans `limits.memory = value` where there was none, and records it.
+    /// Plans `limits.memory = value` where there was none, and records it. The change most
+    /// likely to surprise is also a warning (in audit, the change's own warning says it).
     fn set_limit(&mut self, subject: &Subject, value: &Quantity) {
         let to = value.as_str().to_owned();
+        if !self.eval.audit_only {
+            let text = format_args!("adds a memory limit of {to} where there was none");
+            self.warn(&subject.target, text);
+        }
         self.edit(&subject.place).limit = Some(to.clone());
         self.record(&subject.target).limit = Some(to.clone());
         self.change(&subject.target, Action::SetLimit { from: None, to });

@@ -314,10 +314,19 @@ fn invalid_annotations_deny_in_enforce_and_warn_in_audit() {
                 ..Policy::default()
             },
         );
-        assert_eq!(audit.decision, Decision::Evaluated, "{key}={value}");
+        // Audit decides what enforce would do, previews no change enforce would never
+        // make, and the webhook warns instead of denying.
+        assert_eq!(audit.decision, e.decision, "{key}={value}");
         assert!(
-            audit.warnings.iter().any(|w| w.contains(key)),
+            audit.audit_only && audit.changes.is_empty(),
             "{key}={value}"
+        );
+        let warnings = crate::report::webhook_warnings(&audit);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("would deny: invalid annotation") && w.contains(key)),
+            "{key}={value}: {warnings:?}"
         );
     }
 }
@@ -408,12 +417,12 @@ fn missing_limit_deny_denies_in_enforce_and_warns_in_audit() {
             ..Policy::default()
         },
     );
-    assert_eq!(audit_deny.decision, Decision::Evaluated);
+    assert_eq!(audit_deny.decision, deny.decision);
+    assert!(audit_deny.audit_only && audit_deny.changes.is_empty());
     assert!(
-        audit_deny
-            .warnings
+        crate::report::webhook_warnings(&audit_deny)
             .iter()
-            .any(|w| w.starts_with("would deny"))
+            .any(|w| w.starts_with("would deny: container \"app\" has no memory limit"))
     );
 }
 
