@@ -233,7 +233,7 @@ pub fn markdown(r: &Report) -> String {
         md,
         "Measured on {}: {}, {} cores, {:.0} GiB, Linux {}, cgroup {}; kubelet {}, {}. \
          Load average (1 min) {} before the node started, {} during the runs (the lab's own \
-         service and load generator included). The lab took {:.0} min.\n",
+         service and load generator included). The lab took {}.\n",
         r.date,
         m.cpu,
         m.cores,
@@ -247,7 +247,11 @@ pub fn markdown(r: &Report) -> String {
             (Some(lo), Some(hi)) => format!("{lo:.2}–{hi:.2}"),
             _ => "—".to_owned(),
         },
-        r.seconds / 60.0
+        if r.seconds < 120.0 {
+            format!("{:.0} s", r.seconds)
+        } else {
+            format!("{:.0} min", r.seconds / 60.0)
+        }
     );
     let runtime = r
         .cells
@@ -307,20 +311,27 @@ pub fn markdown(r: &Report) -> String {
                 .filter_map(|r| Some(r.load.as_ref()?.rps))
                 .collect::<Vec<_>>(),
         );
+        let figures = if alive.iter().any(|r| r.after.is_some()) {
+            format!(
+                "idle HeapAlloc {}, HeapSys {}, Sys {} MiB; after the load HeapAlloc {}, \
+                 HeapSys {}, Sys {} MiB",
+                med(&|m| m.heap_alloc, true),
+                med(&|m| m.heap_sys, true),
+                med(&|m| m.sys, true),
+                med(&|m| m.heap_alloc, false),
+                med(&|m| m.heap_sys, false),
+                med(&|m| m.sys, false),
+            )
+        } else {
+            "no runtime metrics".to_owned()
+        };
         let _ = writeln!(
             md,
-            "**Go's number** (no memory limit, median of {} run{}): idle HeapAlloc {}, HeapSys {}, \
-             Sys {} MiB; after the load HeapAlloc {}, HeapSys {}, Sys {} MiB, {} req/s. \
+            "**Go's number** (no memory limit, median of {} run{}): {figures}, {} req/s. \
              Go's number ({}, rounded up): **{} MiB**. Published: idle 3, 8, 13 MiB; after \
              the load 7, 16, 23 MiB, 29.6 req/s.\n",
             go.runs.len(),
             plural(go.runs.len()),
-            med(&|m| m.heap_alloc, true),
-            med(&|m| m.heap_sys, true),
-            med(&|m| m.sys, true),
-            med(&|m| m.heap_alloc, false),
-            med(&|m| m.heap_sys, false),
-            med(&|m| m.sys, false),
             opt(rps, 0),
             go.source,
             go.mib,
@@ -419,7 +430,7 @@ pub fn markdown(r: &Report) -> String {
         let sm = Summary::of(cell);
         let _ = writeln!(
             md,
-            "| {} | {} MiB | {} | {} | {} | {} | {} | {} ({}–{}) | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} MiB | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell.row,
             cell.limit_mib,
             cell.config.label(),
@@ -427,9 +438,10 @@ pub fn markdown(r: &Report) -> String {
             sm.oom,
             sm.restarts,
             sm.errors,
-            opt(sm.rps, 0),
-            opt(sm.rps_min, 0),
-            opt(sm.rps_max, 0),
+            match (sm.rps, sm.rps_min, sm.rps_max) {
+                (Some(m), Some(lo), Some(hi)) => format!("{m:.0} ({lo:.0}–{hi:.0})"),
+                _ => "—".to_owned(),
+            },
             opt(sm.p50, 2),
             opt(sm.p99, 2),
             opt(sm.max_ms, 1),

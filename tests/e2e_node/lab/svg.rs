@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::Config;
 use super::report::{Report, Summary};
+use super::{Cell, Config};
 
 const W: f64 = 760.0;
 const H: f64 = 440.0;
@@ -53,10 +53,17 @@ pub fn plot(r: &Report) -> String {
     let lines: Vec<(Config, Vec<Point>)> = [Config::Defaults, Config::Injected]
         .into_iter()
         .map(|config| {
-            let mut points: Vec<Point> = r
-                .cells
+            // Cells of one configuration at one limit (Go's number can equal the minimal)
+            // are one point with all their runs.
+            let mut merged: Vec<Cell> = Vec::new();
+            for c in r.cells.iter().filter(|c| c.config == config) {
+                match merged.iter_mut().find(|m| m.limit_mib == c.limit_mib) {
+                    Some(m) => m.runs.extend(c.runs.iter().cloned()),
+                    None => merged.push(c.clone()),
+                }
+            }
+            let mut points: Vec<Point> = merged
                 .iter()
-                .filter(|c| c.config == config)
                 .map(|c| {
                     let s = Summary::of(c);
                     Point {
@@ -70,7 +77,6 @@ pub fn plot(r: &Report) -> String {
                 })
                 .collect();
             points.sort_by(|a, b| a.limit.total_cmp(&b.limit));
-            points.dedup_by(|a, b| a.limit == b.limit);
             (config, points)
         })
         .collect();
