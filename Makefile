@@ -1,7 +1,7 @@
 # gomemlimit-injector developer targets. `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test unit e2e e2e-node controlplane images lint fmt bench run clean
+.PHONY: all build release test unit e2e e2e-node controlplane images lab lint fmt bench run clean
 
 all: build
 
@@ -36,11 +36,34 @@ e2e-node: controlplane helm images
 	$(CARGO) test --locked --test e2e-node
 
 # OCI images without a Docker engine (hack/build-image.sh) into .cache/images: the webhook
-# from the release binary, and the node suite's pause and Go workload images.
+# from the release binary, the node suite's pause and Go workload images, and the lab's
+# reference service; plus the lab's load generator, a static binary in .cache/bin.
 images: release
 	hack/build-image.sh webhook >/dev/null
 	hack/build-image.sh go workloads/pause localhost/gomemlimit-e2e/pause:1 --user 65535 >/dev/null
 	hack/build-image.sh go workloads/alloc localhost/gomemlimit-e2e/alloc:1 >/dev/null
+	hack/build-image.sh go workloads/sales localhost/gomemlimit-lab/sales:1 >/dev/null
+	mkdir -p .cache/bin
+	cd workloads/load && GOWORK=off CGO_ENABLED=0 nice -n 19 go build -trimpath -o ../../.cache/bin/load .
+
+# The lab (root, about 15 minutes): the published experiment on the node of e2e-node with
+# the webhook installed by its chart; docs/lab.md. Results in target/lab (LAB_OUT=DIR);
+# PUBLISH=1 also writes docs/lab.md and docs/lab.svg. Another service:
+#   make lab IMAGE=registry/app:1 IMAGE_ARCHIVE=app.tar LOAD='GET /api/items?id={i}'
+# and PORT, METRICS (expvar path, or none), ARGS, REQUESTS, CONCURRENCY, REPEATS, CPU.
+lab: export LAB_IMAGE = $(IMAGE)
+lab: export LAB_IMAGE_ARCHIVE = $(IMAGE_ARCHIVE)
+lab: export LAB_LOAD = $(LOAD)
+lab: export LAB_PORT = $(PORT)
+lab: export LAB_METRICS = $(METRICS)
+lab: export LAB_ARGS = $(ARGS)
+lab: export LAB_REQUESTS = $(REQUESTS)
+lab: export LAB_CONCURRENCY = $(CONCURRENCY)
+lab: export LAB_REPEATS = $(REPEATS)
+lab: export LAB_CPU = $(CPU)
+lab: export LAB_PUBLISH = $(PUBLISH)
+lab: controlplane helm images
+	$(CARGO) bench --locked --bench lab
 
 lint:
 	$(CARGO) fmt --all -- --check
