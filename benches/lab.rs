@@ -115,7 +115,11 @@ fn outside() -> ExitCode {
         let _ = std::fs::write(dir.join("lab.loadavg"), l.to_string());
     }
     let ok = node::run_inside(&dir, &[], LAB_DEADLINE);
-    node::stop(&dir, !ok);
+    let mut ok = ok;
+    if let Err(e) = node::stop(&dir, !ok, None) {
+        eprintln!("error: {e:#}");
+        ok = false;
+    }
     println!("lab took {:.1} min", started.elapsed().as_secs_f64() / 60.0);
     if ok {
         ExitCode::SUCCESS

@@ -13,7 +13,11 @@
 //! webhook's injection}, plus one limit below the minimal with the injection. The node
 //! suite runs a one-cell plan of it, so that the lab cannot rot.
 
-pub mod report;
+// A benchmark's tooling: its report and plot writers read as the documents they write, top
+// to bottom. The package's limit on function length is for the product's code.
+#![allow(clippy::too_many_lines)]
+
+pub(crate) mod report;
 mod run;
 mod svg;
 
@@ -29,22 +33,22 @@ use serde_json::json;
 use crate::cluster::{ROOT, ci, sh};
 use crate::node::NodeEnv;
 
-pub use report::{Report, markdown};
-pub use run::Run;
-pub use svg::plot;
+pub(crate) use report::{Report, markdown};
+pub(crate) use run::Run;
+pub(crate) use svg::plot;
 
 /// The reference service, built by `make images`.
-pub const SALES_IMAGE: &str = "localhost/gomemlimit-lab/sales:1";
+pub(crate) const SALES_IMAGE: &str = "localhost/gomemlimit-lab/sales:1";
 /// What the load generator sends to it by default: a JSON query per request, `{i}` being
 /// the request's number.
-pub const SALES_LOAD: &str = r#"POST /v1/sales/search {"customerId":{i},"limit":3}"#;
+pub(crate) const SALES_LOAD: &str = r#"POST /v1/sales/search {"customerId":{i},"limit":3}"#;
 /// Namespaces of the two configurations.
 const NS_DEFAULTS: &str = "lab-defaults";
 const NS_INJECTED: &str = "lab-injected";
 
 /// How the Go runtime in the pod is configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-pub enum Config {
+pub(crate) enum Config {
     /// A namespace that is not opted in: the pod as written, Go's defaults.
     Defaults,
     /// An opted-in namespace (`gomemlimit.io/inject=enabled`): the webhook's request =
@@ -53,7 +57,7 @@ pub enum Config {
 }
 
 impl Config {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Config::Defaults => "Go defaults",
             Config::Injected => "GOMEMLIMIT + GOGC=off (webhook)",
@@ -70,14 +74,14 @@ impl Config {
 
 /// The request the load generator sends: `METHOD PATH [BODY]`, or a bare `PATH` (GET).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-pub struct Load {
-    pub method: String,
-    pub path: String,
-    pub body: Option<String>,
+pub(crate) struct Load {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) body: Option<String>,
 }
 
 impl Load {
-    pub fn parse(text: &str) -> Result<Load> {
+    pub(crate) fn parse(text: &str) -> Result<Load> {
         let text = text.trim();
         let (method, rest) = match text.split_once(char::is_whitespace) {
             Some((m, rest)) if !m.starts_with('/') => (m.to_ascii_uppercase(), rest.trim()),
@@ -106,30 +110,30 @@ impl Load {
 /// What the lab runs and how hard; from `LAB_*` variables (what `make lab IMAGE=… LOAD=…`
 /// sets), each with a default for the reference service.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The image of the service's only container (`IMAGE`).
-    pub image: String,
+    pub(crate) image: String,
     /// The archive imported into the node's containerd before the first pod
     /// (`IMAGE_ARCHIVE`: `docker save` or an OCI archive); nothing is ever pulled.
-    pub image_archive: PathBuf,
+    pub(crate) image_archive: PathBuf,
     /// Container arguments (`ARGS`, split at spaces).
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// The port the service listens on (`PORT`).
-    pub port: u16,
+    pub(crate) port: u16,
     /// The expvar-style metrics path (`METRICS`; `none` when the service has none).
-    pub metrics: Option<String>,
-    pub load: Load,
+    pub(crate) metrics: Option<String>,
+    pub(crate) load: Load,
     /// Requests per load (`REQUESTS`) and how many at a time (`CONCURRENCY`).
-    pub requests: u32,
-    pub concurrency: u32,
+    pub(crate) requests: u32,
+    pub(crate) concurrency: u32,
     /// Runs per step of the bisection and per cell of the matrix (`REPEATS`).
-    pub repeats: u32,
+    pub(crate) repeats: u32,
     /// The pod's CPU request and limit (`CPU`; `none` for neither), the same in every run.
-    pub cpu: Option<String>,
+    pub(crate) cpu: Option<String>,
     /// The lowest limit the bisection considers, assumed to fail (`FLOOR_MIB`).
-    pub floor_mib: u64,
+    pub(crate) floor_mib: u64,
     /// The load generator (`workloads/load`, built by `make images`).
-    pub load_bin: PathBuf,
+    pub(crate) load_bin: PathBuf,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -148,7 +152,7 @@ fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
 
 impl Settings {
     /// The reference service with the lab's defaults.
-    pub fn reference() -> Settings {
+    pub(crate) fn reference() -> Settings {
         let root = Path::new(ROOT);
         Settings {
             image: SALES_IMAGE.to_owned(),
@@ -169,7 +173,7 @@ impl Settings {
     /// The reference settings, overridden by `LAB_IMAGE`, `LAB_IMAGE_ARCHIVE`, `LAB_ARGS`,
     /// `LAB_PORT`, `LAB_METRICS`, `LAB_LOAD`, `LAB_REQUESTS`, `LAB_CONCURRENCY`,
     /// `LAB_REPEATS`, `LAB_CPU`, `LAB_FLOOR_MIB` and `LAB_LOAD_BIN`.
-    pub fn from_env() -> Result<Settings> {
+    pub(crate) fn from_env() -> Result<Settings> {
         let mut s = Settings::reference();
         if let Some(image) = var("LAB_IMAGE") {
             if image != SALES_IMAGE {
@@ -224,7 +228,7 @@ impl Settings {
     }
 
     /// The files the lab needs before the node starts.
-    pub fn check_files(&self) -> Result<()> {
+    pub(crate) fn check_files(&self) -> Result<()> {
         ensure!(
             self.load_bin.exists(),
             "the load generator {} is missing; run `make images`",
@@ -238,7 +242,7 @@ impl Settings {
         Ok(())
     }
 
-    pub fn is_reference(&self) -> bool {
+    pub(crate) fn is_reference(&self) -> bool {
         self.image == SALES_IMAGE
     }
 }
@@ -249,7 +253,7 @@ fn images_dir() -> PathBuf {
 }
 
 /// What to run.
-pub enum Plan {
+pub(crate) enum Plan {
     /// Go's number, the bisection, the matrix and the limit below the minimal.
     Full,
     /// One cell (for the node suite), `settings.repeats` runs of it.
@@ -257,8 +261,8 @@ pub enum Plan {
 }
 
 /// The lab's state while it runs.
-pub struct Lab {
-    pub settings: Settings,
+pub(crate) struct Lab {
+    pub(crate) settings: Settings,
     client: reqwest::Client,
     seq: AtomicU32,
     /// 1-minute load average at the start of every run.
@@ -267,40 +271,40 @@ pub struct Lab {
 
 /// A limit of the matrix: its row name and MiB.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct Cell {
-    pub row: String,
-    pub limit_mib: u64,
-    pub config: Config,
-    pub runs: Vec<Run>,
+pub(crate) struct Cell {
+    pub(crate) row: String,
+    pub(crate) limit_mib: u64,
+    pub(crate) config: Config,
+    pub(crate) runs: Vec<Run>,
 }
 
 /// Go's number: `Sys` after a load without a memory limit (or the pod's peak memory when
 /// the service has no metrics), the median of the runs.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct GoNumber {
-    pub runs: Vec<Run>,
-    pub bytes: u64,
-    pub mib: u64,
-    pub source: String,
+pub(crate) struct GoNumber {
+    pub(crate) runs: Vec<Run>,
+    pub(crate) bytes: u64,
+    pub(crate) mib: u64,
+    pub(crate) source: String,
 }
 
 /// One limit tried by the bisection: the runs until the first that did not survive.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct Step {
-    pub limit_mib: u64,
-    pub survived: bool,
-    pub runs: Vec<Run>,
+pub(crate) struct Step {
+    pub(crate) limit_mib: u64,
+    pub(crate) survived: bool,
+    pub(crate) runs: Vec<Run>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct Bisection {
-    pub floor_mib: u64,
-    pub steps: Vec<Step>,
+pub(crate) struct Bisection {
+    pub(crate) floor_mib: u64,
+    pub(crate) steps: Vec<Step>,
     /// The lowest limit at which every run survived.
-    pub minimal_mib: u64,
+    pub(crate) minimal_mib: u64,
     /// The highest limit below it at which a run did not survive (minimal − 1 MiB), when
     /// it was tried (not when the search ran down to the floor).
-    pub failing_mib: Option<u64>,
+    pub(crate) failing_mib: Option<u64>,
 }
 
 /// At most this many doublings of the upper bound when Go's number itself does not survive.
@@ -309,7 +313,7 @@ const MAX_DOUBLINGS: u32 = 6;
 const MAX_LIMIT_MIB: u64 = 4096;
 
 impl Lab {
-    pub fn new(settings: Settings) -> Result<Lab> {
+    pub(crate) fn new(settings: Settings) -> Result<Lab> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(2))
@@ -353,7 +357,7 @@ impl Lab {
     }
 
     /// Runs a plan; returns everything it measured.
-    pub async fn measure(&self, env: &NodeEnv, plan: Plan) -> Result<Report> {
+    pub(crate) async fn measure(&self, env: &NodeEnv, plan: Plan) -> Result<Report> {
         let started = Instant::now();
         self.prepare(env).await?;
         let mut report = Report::new(env, &self.settings);
@@ -579,13 +583,13 @@ impl Lab {
 
 /// The experiment's "alive but slow" limit: 13 MiB against a minimal of 18 MiB, the same
 /// ratio here, above the floor and below the minimal.
-pub fn below_minimal(minimal: u64, floor: u64) -> Option<u64> {
+pub(crate) fn below_minimal(minimal: u64, floor: u64) -> Option<u64> {
     let below = (minimal * 13).div_ceil(18).max(floor + 1);
     (below < minimal).then_some(below)
 }
 
 /// The 1-minute load average.
-pub fn loadavg() -> Option<f64> {
+pub(crate) fn loadavg() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
         .split_whitespace()
@@ -597,7 +601,7 @@ pub fn loadavg() -> Option<f64> {
 /// The node suite's smoke run of the lab: one cell (the reference service under 64 MiB in
 /// the opted-in namespace), one run with a short load, rendered into the table and the
 /// plot. Skipped outside CI when the lab's files were not built.
-pub async fn the_lab_runs_one_cell_with_the_webhook(env: &mut NodeEnv) -> Result<()> {
+pub(crate) async fn the_lab_runs_one_cell_with_the_webhook(env: &mut NodeEnv) -> Result<()> {
     let mut settings = Settings::reference();
     settings.requests = 300;
     settings.repeats = 1;
@@ -673,7 +677,7 @@ pub async fn the_lab_runs_one_cell_with_the_webhook(env: &mut NodeEnv) -> Result
 }
 
 /// The default output directory of `make lab`.
-pub fn default_out() -> PathBuf {
+pub(crate) fn default_out() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| Path::new(ROOT).join("target"), PathBuf::from)
         .join("lab")

@@ -12,7 +12,7 @@ use crate::node::NodeEnv;
 
 /// The experiment's figures (Ardan Labs, "Kubernetes Memory Limits and Go"): per row of
 /// the matrix, the limit in MiB and req/s without and with GOMEMLIMIT + GOGC=off.
-pub const PUBLISHED: [(&str, u64, Option<f64>, f64); 5] = [
+pub(crate) const PUBLISHED: [(&str, u64, Option<f64>, f64); 5] = [
     ("minimal", 18, Some(28.4), 29.2),
     ("Go's number", 23, Some(29.8), 33.4),
     ("2 × minimal", 36, Some(28.3), 35.4),
@@ -22,14 +22,14 @@ pub const PUBLISHED: [(&str, u64, Option<f64>, f64); 5] = [
 
 /// The machine and the cluster the lab ran on.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct Machine {
-    pub cpu: String,
-    pub cores: usize,
-    pub memory_gib: f64,
-    pub kernel: String,
-    pub cgroup: String,
-    pub kubelet: String,
-    pub runtime: String,
+pub(crate) struct Machine {
+    pub(crate) cpu: String,
+    pub(crate) cores: usize,
+    pub(crate) memory_gib: f64,
+    pub(crate) kernel: String,
+    pub(crate) cgroup: String,
+    pub(crate) kubelet: String,
+    pub(crate) runtime: String,
 }
 
 impl Machine {
@@ -75,22 +75,22 @@ impl Machine {
 
 /// Everything one lab run measured (`lab.json`).
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct Report {
-    pub date: String,
-    pub machine: Machine,
-    pub settings: Settings,
-    pub go_number: Option<GoNumber>,
-    pub bisection: Option<Bisection>,
-    pub cells: Vec<Cell>,
-    pub seconds: f64,
+pub(crate) struct Report {
+    pub(crate) date: String,
+    pub(crate) machine: Machine,
+    pub(crate) settings: Settings,
+    pub(crate) go_number: Option<GoNumber>,
+    pub(crate) bisection: Option<Bisection>,
+    pub(crate) cells: Vec<Cell>,
+    pub(crate) seconds: f64,
     /// The 1-minute load average before the node started (written by `benches/lab.rs` into
     /// the node's directory), and at the start of every run.
-    pub loadavg_before: Option<f64>,
-    pub loadavg_during: Vec<f64>,
+    pub(crate) loadavg_before: Option<f64>,
+    pub(crate) loadavg_during: Vec<f64>,
 }
 
 impl Report {
-    pub fn new(env: &NodeEnv, settings: &Settings) -> Report {
+    pub(crate) fn new(env: &NodeEnv, settings: &Settings) -> Report {
         let now = time::OffsetDateTime::now_utc();
         Report {
             date: format!(
@@ -112,14 +112,14 @@ impl Report {
         }
     }
 
-    pub fn cell(&self, row: &str, config: Config) -> Option<&Cell> {
+    pub(crate) fn cell(&self, row: &str, config: Config) -> Option<&Cell> {
         self.cells
             .iter()
             .find(|c| c.row == row && c.config == config)
     }
 }
 
-pub fn median(values: &[f64]) -> Option<f64> {
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -130,33 +130,33 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
-pub fn median_u64(values: &[u64]) -> Option<u64> {
+pub(crate) fn median_u64(values: &[u64]) -> Option<u64> {
     let mut v = values.to_vec();
     v.sort_unstable();
     v.get(v.len().saturating_sub(1) / 2).copied()
 }
 
 /// A cell's runs, summarised.
-pub struct Summary {
-    pub runs: usize,
-    pub survived: usize,
-    pub oom: usize,
-    pub restarts: u64,
-    pub errors: u64,
+pub(crate) struct Summary {
+    pub(crate) runs: usize,
+    pub(crate) survived: usize,
+    pub(crate) oom: usize,
+    pub(crate) restarts: u64,
+    pub(crate) errors: u64,
     /// Over the runs that survived.
-    pub rps: Option<f64>,
-    pub rps_min: Option<f64>,
-    pub rps_max: Option<f64>,
-    pub p50: Option<f64>,
-    pub p99: Option<f64>,
-    pub max_ms: Option<f64>,
-    pub gcs: Option<u64>,
-    pub sys: Option<u64>,
-    pub peak: Option<u64>,
+    pub(crate) rps: Option<f64>,
+    pub(crate) rps_min: Option<f64>,
+    pub(crate) rps_max: Option<f64>,
+    pub(crate) p50: Option<f64>,
+    pub(crate) p99: Option<f64>,
+    pub(crate) max_ms: Option<f64>,
+    pub(crate) gcs: Option<u64>,
+    pub(crate) sys: Option<u64>,
+    pub(crate) peak: Option<u64>,
 }
 
 impl Summary {
-    pub fn of(cell: &Cell) -> Summary {
+    pub(crate) fn of(cell: &Cell) -> Summary {
         let ok: Vec<_> = cell.runs.iter().filter(|r| r.survived).collect();
         let loads: Vec<_> = ok.iter().filter_map(|r| r.load.as_ref()).collect();
         let rps: Vec<f64> = loads.iter().map(|l| l.rps).collect();
@@ -187,7 +187,7 @@ impl Summary {
 
 /// The median over rounds of injected ÷ defaults req/s at one limit, counting the rounds
 /// in which both survived.
-pub fn paired_ratio(report: &Report, row: &str) -> Option<f64> {
+pub(crate) fn paired_ratio(report: &Report, row: &str) -> Option<f64> {
     let d = report.cell(row, Config::Defaults)?;
     let i = report.cell(row, Config::Injected)?;
     let ratios: Vec<f64> = d
@@ -221,7 +221,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 /// The lab's results in Markdown: what ran where, Go's number, the bisection, the table
 /// beside the published one, and the details per cell.
-pub fn markdown(r: &Report) -> String {
+pub(crate) fn markdown(r: &Report) -> String {
     let mut md = String::new();
     let m = &r.machine;
     let s = &r.settings;
@@ -462,11 +462,11 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// Markers around the generated part of docs/lab.md.
-pub const BEGIN: &str = "<!-- lab results: generated by `make lab PUBLISH=1` -->";
-pub const END: &str = "<!-- end of lab results -->";
+pub(crate) const BEGIN: &str = "<!-- lab results: generated by `make lab PUBLISH=1` -->";
+pub(crate) const END: &str = "<!-- end of lab results -->";
 
 /// Writes the results into docs/lab.md (between the markers) and the plot to docs/lab.svg.
-pub fn publish(docs: &Path, md: &str, svg: &str) -> Result<()> {
+pub(crate) fn publish(docs: &Path, md: &str, svg: &str) -> Result<()> {
     let path = docs.join("lab.md");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("failed to read {}", path.display()))?;

@@ -33,32 +33,32 @@ const FATAL_WAITING: [&str; 5] = [
 /// The load generator's report (`workloads/load`).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LoadReport {
-    pub ok: u64,
-    pub errors: u64,
-    pub error_samples: Vec<String>,
-    pub seconds: f64,
-    pub rps: f64,
-    pub mean_ms: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    pub response_bytes: f64,
+pub(crate) struct LoadReport {
+    pub(crate) ok: u64,
+    pub(crate) errors: u64,
+    pub(crate) error_samples: Vec<String>,
+    pub(crate) seconds: f64,
+    pub(crate) rps: f64,
+    pub(crate) mean_ms: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+    pub(crate) response_bytes: f64,
 }
 
 /// The runtime's memory figures from an expvar endpoint: `memstats` (any Go service that
 /// imports `expvar`), and `runtime` (what `workloads/sales` adds: the limit and GC percent
 /// the runtime took from GOMEMLIMIT and GOGC).
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct MemStats {
-    pub heap_alloc: u64,
-    pub heap_sys: u64,
-    pub sys: u64,
-    pub num_gc: u64,
-    pub memory_limit: Option<i64>,
-    pub gc_percent: Option<i64>,
-    pub go_version: Option<String>,
-    pub gomaxprocs: Option<u64>,
+pub(crate) struct MemStats {
+    pub(crate) heap_alloc: u64,
+    pub(crate) heap_sys: u64,
+    pub(crate) sys: u64,
+    pub(crate) num_gc: u64,
+    pub(crate) memory_limit: Option<i64>,
+    pub(crate) gc_percent: Option<i64>,
+    pub(crate) go_version: Option<String>,
+    pub(crate) gomaxprocs: Option<u64>,
 }
 
 impl MemStats {
@@ -80,29 +80,29 @@ impl MemStats {
 
 /// What one run measured.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct Run {
-    pub pod: String,
-    pub config: Config,
+pub(crate) struct Run {
+    pub(crate) pod: String,
+    pub(crate) config: Config,
     /// None: no memory limit.
-    pub limit_mib: Option<u64>,
+    pub(crate) limit_mib: Option<u64>,
     /// No OOMKill, no restart, every request of the load answered with 2xx.
-    pub survived: bool,
-    pub oom_killed: bool,
-    pub restarts: u64,
+    pub(crate) survived: bool,
+    pub(crate) oom_killed: bool,
+    pub(crate) restarts: u64,
     /// Why it did not survive, in a few words.
-    pub failure: Option<String>,
-    pub load: Option<LoadReport>,
+    pub(crate) failure: Option<String>,
+    pub(crate) load: Option<LoadReport>,
     /// Metrics once the service answered, and after the load.
-    pub idle: Option<MemStats>,
-    pub after: Option<MemStats>,
+    pub(crate) idle: Option<MemStats>,
+    pub(crate) after: Option<MemStats>,
     /// The pod cgroup's peak memory usage.
-    pub peak_bytes: Option<u64>,
+    pub(crate) peak_bytes: Option<u64>,
     /// How the stored pod sets GOMEMLIMIT: "downward API", the literal, or None.
-    pub gomemlimit: Option<String>,
-    pub gogc: Option<String>,
+    pub(crate) gomemlimit: Option<String>,
+    pub(crate) gogc: Option<String>,
     /// The 1-minute load average when the run started.
-    pub loadavg: Option<f64>,
-    pub seconds: f64,
+    pub(crate) loadavg: Option<f64>,
+    pub(crate) seconds: f64,
 }
 
 /// The container's state, read from the pod.
@@ -176,7 +176,12 @@ impl Lab {
     /// Runs the service once under `limit_mib` in the namespace of `config`; the pod is
     /// deleted afterwards, whatever happened. An error is the lab's own failure (the API
     /// server, the image); what happened to the service is in the Run.
-    pub async fn run(&self, env: &NodeEnv, config: Config, limit_mib: Option<u64>) -> Result<Run> {
+    pub(crate) async fn run(
+        &self,
+        env: &NodeEnv,
+        config: Config,
+        limit_mib: Option<u64>,
+    ) -> Result<Run> {
         let name = self.next_name();
         let ns = config.namespace();
         let started = Instant::now();
@@ -435,7 +440,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// One line per run, for the log.
-pub fn describe(run: &Run) -> String {
+pub(crate) fn describe(run: &Run) -> String {
     let limit = run
         .limit_mib
         .map_or("no limit".to_owned(), |m| format!("{m} MiB"));

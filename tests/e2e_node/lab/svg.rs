@@ -49,7 +49,7 @@ struct Point {
     runs: usize,
 }
 
-pub fn plot(r: &Report) -> String {
+pub(crate) fn plot(r: &Report) -> String {
     let lines: Vec<(Config, Vec<Point>)> = [Config::Defaults, Config::Injected]
         .into_iter()
         .map(|config| {
