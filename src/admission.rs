@@ -72,6 +72,8 @@ pub struct ReviewReport {
     pub namespace: String,
     /// Pod name, or its generateName when the name is not set yet.
     pub pod: String,
+    /// Who asked the API server, as it authenticated them.
+    pub user: String,
     pub operation: String,
     pub dry_run: bool,
     /// One entry per container event (in audit, what would happen); counted by the
@@ -264,6 +266,7 @@ impl ReviewReport {
         self.namespace = request.namespace.clone().unwrap_or_default();
         self.operation = format!("{:?}", request.operation).to_uppercase();
         self.dry_run = request.dry_run;
+        self.user = request.user_info.username.clone().unwrap_or_default();
         self.pod = request.name.clone();
         if self.pod.is_empty()
             && let Some(generate) = object

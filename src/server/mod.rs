@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
@@ -118,6 +119,8 @@ pub struct Server {
     state: AppState,
     registry: Arc<Registry>,
     reload_interval: Duration,
+    /// Re-reads the certificate and the policy at once when notified (SIGHUP).
+    reload_now: Arc<Notify>,
     header_read_timeout: Duration,
     shutdown_timeout: Duration,
     shutdown_delay: Duration,
@@ -164,6 +167,7 @@ impl Server {
             state: AppState::new(policy, metrics, config.request_timeout),
             registry: Arc::new(registry),
             reload_interval: config.reload_interval,
+            reload_now: Arc::new(Notify::new()),
             header_read_timeout: config.header_read_timeout,
             shutdown_timeout: config.shutdown_timeout,
             shutdown_delay: config.shutdown_delay,
@@ -180,6 +184,12 @@ impl Server {
         self.metrics_addr
     }
 
+    /// Re-reads the certificate and the policy whenever `trigger` is notified, besides
+    /// every reload interval.
+    pub(crate) fn reload_on(&mut self, trigger: Arc<Notify>) {
+        self.reload_now = trigger;
+    }
+
     /// Serves until `shutdown` completes, then drains (see the module documentation).
     /// Returns once every connection is closed or dropped at the shutdown deadline.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
@@ -191,7 +201,7 @@ impl Server {
             policy: self.policy_watcher,
             state: state.clone(),
         };
-        let reloader = tokio::spawn(reloader.run(self.reload_interval));
+        let reloader = tokio::spawn(reloader.run(self.reload_interval, self.reload_now));
         let metrics_router = routes::metrics_router(state.clone(), self.registry);
         let metrics = Listening::start(self.metrics, Arc::clone(&http), metrics_router);
 

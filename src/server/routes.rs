@@ -25,6 +25,7 @@ use crate::admission::{
 use crate::error::error_chain;
 use crate::metrics::{self, Metrics};
 use crate::policy::Policy;
+use crate::text::LogValue;
 
 /// State shared by the handlers.
 #[derive(Clone, Debug)]
@@ -183,9 +184,12 @@ macro_rules! review_event {
     ($level:ident, $report:expr, $path:expr, $outcome:expr, $elapsed:expr, $status:expr, $($extra:tt)*) => {
         tracing::$level!(
             target: LOG_TARGET,
-            uid = %$report.uid,
-            namespace = %$report.namespace,
-            pod = %$report.pod,
+            // Taken from the request: escaped and bounded, so that no client can forge a
+            // log line or flood the log.
+            uid = %LogValue(&$report.uid),
+            namespace = %LogValue(&$report.namespace),
+            pod = %LogValue(&$report.pod),
+            user = %LogValue(&$report.user),
             operation = %$report.operation,
             dry_run = $report.dry_run,
             path = $path,
@@ -217,10 +221,10 @@ fn record(
     let (path, outcome, status) = (endpoint.as_str(), outcome.as_str(), reply.status);
     match &report.message {
         Some(reason) if status.is_client_error() => {
-            review_event!(warn, report, path, outcome, elapsed, status, reason = %reason, "review rejected")
+            review_event!(warn, report, path, outcome, elapsed, status, reason = %LogValue(reason), "review rejected")
         }
         Some(reason) => {
-            review_event!(info, report, path, outcome, elapsed, status, reason = %reason, "review")
+            review_event!(info, report, path, outcome, elapsed, status, reason = %LogValue(reason), "review")
         }
         None => review_event!(info, report, path, outcome, elapsed, status, "review"),
     }
