@@ -453,3 +453,34 @@ fn mutate_and_audit_agree_on_audit_only_pods_and_documents_on_the_separator_line
     let again = run(&["audit", "-f", "-"], Some(output.as_bytes()));
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stdout));
 }
+
+#[test]
+fn quantities_written_as_numbers_stay_as_written() {
+    let yaml = b"apiVersion: v1\nkind: Pod\nmetadata: {name: y}\nspec:\n  containers:\n  - name: app\n    image: x\n    resources: {limits: {memory: 1e9}}\n";
+    let json = br#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "j"},
+        "spec": {"containers": [{"name": "app", "image": "x",
+                 "resources": {"limits": {"memory": 1e9}}}]}}"#;
+    for input in [&yaml[..], &json[..]] {
+        let mutated = text(&run(&["mutate", "-f", "-"], Some(input)).stdout);
+        assert!(!mutated.contains("1000000000"), "{mutated}");
+        assert_eq!(
+            mutated.matches("1e9").count(),
+            3,
+            "limit, request, status: {mutated}"
+        );
+        let audit = run(&["audit", "--percent", "90", "-f", "-"], Some(input));
+        let table = text(&audit.stdout);
+        assert!(table.contains("- -> 1e9"), "{table}");
+        let json = run(
+            &["audit", "--mode", "audit", "-o", "json", "-f", "-"],
+            Some(input),
+        );
+        let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert!(
+            report["objects"][0]["warnings"]
+                .to_string()
+                .contains("would set requests.memory to 1e9 (was unset)"),
+            "{report}"
+        );
+    }
+}

@@ -205,10 +205,18 @@ impl Input<'_> {
 
     /// One JSON object, or an array of them. A changed input is printed again as a whole.
     fn json(&self, text: &str) -> Result<Output, ManifestError> {
-        let value: Value = serde_json::from_str(text).map_err(|source| ManifestError::Json {
-            name: self.name.to_owned(),
-            source,
-        })?;
+        let mut value: Value =
+            serde_json::from_str(text).map_err(|source| ManifestError::Json {
+                name: self.name.to_owned(),
+                source,
+            })?;
+        // JSON is YAML too: read again through the YAML reader, which keeps a quantity
+        // written as a number (`"memory": 1e9`) as written.
+        if has_numeric_memory(&value)
+            && let Ok(kept) = yaml::parse_text(text)
+        {
+            value = kept;
+        }
         let items: Vec<&Value> = match &value {
             Value::Array(items) => items.iter().collect(),
             v => vec![v],
@@ -288,6 +296,19 @@ impl Input<'_> {
             }
         }
         Ok(Output { text: out, reports })
+    }
+}
+
+/// Whether a resource list anywhere in `value` has its memory written as a number.
+fn has_numeric_memory(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => {
+            let numeric = |list: &str| value["resources"][list]["memory"].is_number();
+            map.contains_key("resources") && (numeric("limits") || numeric("requests"))
+                || map.values().any(has_numeric_memory)
+        }
+        Value::Array(items) => items.iter().any(has_numeric_memory),
+        _ => false,
     }
 }
 

@@ -96,6 +96,15 @@ pub(super) fn parse(chunk: &Chunk) -> Result<Value, ParseError> {
     Ok(node.value.into_value(&text, &mut Vec::new()))
 }
 
+/// Parses a whole text as one document.
+pub(super) fn parse_text(text: &str) -> Result<Value, ParseError> {
+    parse(&Chunk {
+        separator: String::new(),
+        body: text.to_owned(),
+        line: 1,
+    })
+}
+
 /// The first line of a parser message, without the location the caller gives anyway.
 fn without_location(message: &str) -> String {
     let first = message.lines().next().unwrap_or_default();
