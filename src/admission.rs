@@ -8,7 +8,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
 
-use crate::engine::{self, ContainerEvent, Decision, Evaluation, SkipReason};
+use crate::engine::{self, ContainerEvent, Decision, Evaluation, ResizeEvaluation, SkipReason};
 use crate::policy::{Mode, Policy};
 use crate::report;
 use crate::text::{self, WARNING};
@@ -81,6 +81,30 @@ pub struct ReviewReport {
     pub(crate) events: Vec<ContainerEvent>,
     /// Reason for a 4xx reply or a denial.
     pub(crate) message: Option<String>,
+    /// For a resize (`UPDATE` of `pods/resize`), what became of it.
+    pub resize: Option<ResizeOutcome>,
+}
+
+/// What the webhook did with an in-place resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeOutcome {
+    /// Allowed without a word.
+    Allowed,
+    /// Allowed with a warning.
+    Warned,
+    /// Refused (in audit: a warning).
+    Denied,
+}
+
+impl ResizeOutcome {
+    /// The metric label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ResizeOutcome::Allowed => "allowed",
+            ResizeOutcome::Warned => "warned",
+            ResizeOutcome::Denied => "denied",
+        }
+    }
 }
 
 /// Largest AdmissionReview body accepted; the server answers 413 above it.
@@ -180,11 +204,29 @@ fn review(
     let Request { request, object } = Request::parse(content_type, body, report)?;
     report.describe(&request, object.as_ref());
     let mut response = AdmissionResponse::from(&request);
-    let is_pod_create = request.kind.group.is_empty()
+    let is_pod = request.kind.group.is_empty()
         && request.kind.kind == "Pod"
-        && request.resource.resource == "pods"
-        && request.sub_resource.as_deref().unwrap_or("").is_empty()
-        && request.operation == Operation::Create;
+        && request.resource.resource == "pods";
+    let sub_resource = request.sub_resource.as_deref().unwrap_or("");
+    let mode = match endpoint {
+        Endpoint::Audit => Mode::Audit,
+        Endpoint::Mutate => policy.mode,
+    };
+    if is_pod && sub_resource == "resize" && request.operation == Operation::Update {
+        let old = request
+            .old_object
+            .as_ref()
+            .and_then(|o| serde_json::to_value(o).ok());
+        let outcome = match (old, object) {
+            (Some(old), Some(new)) => {
+                let eval = engine::evaluate_resize(&old, &new, policy, mode);
+                resize(eval, &mut response, report)
+            }
+            _ => Outcome::Skipped,
+        };
+        return reply(outcome, &response, report);
+    }
+    let is_pod_create = is_pod && sub_resource.is_empty() && request.operation == Operation::Create;
     let outcome = match (is_pod_create, object) {
         (false, _) => Outcome::Skipped,
         (true, None) => {
@@ -194,22 +236,54 @@ fn review(
             Outcome::Error
         }
         (true, Some(pod)) => {
-            let mode = match endpoint {
-                Endpoint::Audit => Mode::Audit,
-                Endpoint::Mutate => policy.mode,
-            };
             let eval = engine::evaluate_as(&pod, policy, mode);
             report.events = eval.events.clone();
             decide(eval, &mut response, report)?
         }
     };
+    reply(outcome, &response, report)
+}
+
+/// The 200 reply carrying `response`.
+fn reply(
+    outcome: Outcome,
+    response: &AdmissionResponse,
+    report: &mut ReviewReport,
+) -> Result<HttpReply, Rejection> {
     report.outcome = Some(outcome);
-    let body = serde_json::to_vec(&WireReview::from(&response)).map_err(Rejection::Response)?;
+    let body = serde_json::to_vec(&WireReview::from(response)).map_err(Rejection::Response)?;
     Ok(HttpReply {
         status: StatusCode::OK,
         content_type: "application/json",
         body,
     })
+}
+
+/// Turns a resize evaluation into the response: allowed, with its warnings, or refused.
+fn resize(
+    eval: ResizeEvaluation,
+    response: &mut AdmissionResponse,
+    report: &mut ReviewReport,
+) -> Outcome {
+    report.resize = Some(match (&eval.denied, eval.warnings.is_empty()) {
+        (Some(_), _) => ResizeOutcome::Denied,
+        (None, false) => ResizeOutcome::Warned,
+        (None, true) => ResizeOutcome::Allowed,
+    });
+    if !eval.warnings.is_empty() {
+        response.warnings = Some(eval.warnings);
+    }
+    match eval.denied {
+        Some(message) => {
+            report.message = Some(message.clone());
+            response.allowed = false;
+            response.result.code = 403;
+            response.result.reason = "Forbidden".into();
+            response.result.message = message;
+            Outcome::Denied
+        }
+        None => Outcome::Unchanged,
+    }
 }
 
 /// An AdmissionReview request, with its object kept apart as raw JSON so that no field of

@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::admission::{Endpoint, Outcome};
+use crate::admission::{Endpoint, Outcome, ResizeOutcome};
 use crate::engine::ContainerEvent;
 
 /// Prefix of every metric name.
@@ -53,6 +53,11 @@ struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResizeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -74,6 +79,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: DurationFamily,
     containers: Family<ActionLabels, Counter>,
+    resizes: Family<ResizeLabels, Counter>,
     cert_expiry: Gauge,
     tls_reloads: Family<ResultLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
@@ -87,10 +93,26 @@ impl Metrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             containers: Family::default(),
+            resizes: Family::default(),
             cert_expiry: Gauge::default(),
             tls_reloads: Family::default(),
             policy_reloads: Family::default(),
         };
+        metrics.register_reviews(registry);
+        metrics.register_files(registry);
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        metrics
+    }
+
+    /// What the reviews did.
+    fn register_reviews(&self, registry: &mut Registry) {
+        let metrics = self;
         registry.register(
             "admission_requests",
             "AdmissionReview requests by path and outcome",
@@ -107,6 +129,16 @@ impl Metrics {
             "Container actions taken, or reported by audit, by action",
             metrics.containers.clone(),
         );
+        registry.register(
+            "resize_reviews",
+            "In-place resizes reviewed, by outcome (allowed, warned, denied)",
+            metrics.resizes.clone(),
+        );
+    }
+
+    /// The serving certificate and the reloads of the files.
+    fn register_files(&self, registry: &mut Registry) {
+        let metrics = self;
         registry.register_with_unit(
             "tls_certificate_expiry_timestamp",
             "NotAfter of the serving certificate, as a Unix timestamp",
@@ -123,14 +155,6 @@ impl Metrics {
             "Policy file reloads by result (success, failure)",
             metrics.policy_reloads.clone(),
         );
-        registry.register(
-            "build",
-            "Build information",
-            Info::new(VersionLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            }),
-        );
-        metrics
     }
 
     /// Records one answered review, with the events of its containers. Every 4xx reply
@@ -156,6 +180,12 @@ impl Metrics {
                 .get_or_create(&ActionLabels { action })
                 .inc();
         }
+    }
+
+    /// Counts an in-place resize review.
+    pub(crate) fn record_resize(&self, outcome: ResizeOutcome) {
+        let outcome = outcome.as_str();
+        self.resizes.get_or_create(&ResizeLabels { outcome }).inc();
     }
 
     /// Sets the serving certificate's NotAfter (Unix seconds).

@@ -48,6 +48,9 @@ pub(crate) fn describe(change: &Change) -> String {
             format!("{target}: would update env GOMEMLIMIT to {to} (was {from}) for the new limit")
         }
         Action::SetGogc(v) => format!("{target}: would set env GOGC={v}"),
+        Action::SetResizePolicy => {
+            format!("{target}: would set resizePolicy memory RestartContainer")
+        }
     };
     shorten(text, WARNING)
 }
@@ -98,6 +101,7 @@ fn summarize(change: &Change) -> String {
         }
         Action::UpdateGomemlimit { from, to } => format!("GOMEMLIMIT {from}->{to}"),
         Action::SetGogc(v) => format!("GOGC={v}"),
+        Action::SetResizePolicy => "resizePolicy memory=RestartContainer".into(),
     };
     format!("{who}: {what}")
 }
@@ -215,6 +219,9 @@ pub(crate) struct ContainerReport {
     gomemlimit: Option<Proposal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gogc: Option<Proposal>,
+    /// The memory entry of `resizePolicy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resize_policy: Option<Proposal>,
 }
 
 impl ContainerReport {
@@ -260,6 +267,9 @@ impl ContainerReport {
                 self.gomemlimit = Some(Proposal::new(Some(from), &to.to_string()));
             }
             Action::SetGogc(v) => self.gogc = Some(Proposal::new(None, v)),
+            Action::SetResizePolicy => {
+                self.resize_policy = Some(Proposal::new(None, "RestartContainer"));
+            }
         }
     }
 }
@@ -362,7 +372,14 @@ fn header(live: bool) -> Vec<String> {
     ["NAMESPACE", "KIND", "NAME"]
         .into_iter()
         .chain(live.then_some("PODS"))
-        .chain(["CONTAINER", "REQUEST", "LIMIT", "GOMEMLIMIT", "GOGC"])
+        .chain([
+            "CONTAINER",
+            "REQUEST",
+            "LIMIT",
+            "GOMEMLIMIT",
+            "GOGC",
+            "RESIZE",
+        ])
         .map(str::to_owned)
         .collect()
 }
@@ -402,6 +419,7 @@ fn row(report: &ObjectReport, container: &ContainerReport, live: bool) -> Vec<St
         resource(&container.memory_limit),
         cell(&container.gomemlimit),
         cell(&container.gogc),
+        cell(&container.resize_policy),
     ]);
     row
 }

@@ -60,6 +60,7 @@ prop_compose! {
         env in prop::option::of(prop::collection::vec(env_entry(), 0..5)),
         env_from in any::<bool>(),
         future in any::<bool>(),
+        resize in prop::option::of(prop::sample::select(&["cpu", "memory", "both"][..])),
     ) -> Value {
         let mut c = json!({"name": name, "image": "example.com/app:1"});
         if sidecar {
@@ -89,6 +90,14 @@ prop_compose! {
         }
         if env_from {
             c["envFrom"] = json!([{"configMapRef": {"name": "settings"}}]);
+        }
+        let cpu_policy = json!({"resourceName": "cpu", "restartPolicy": "NotRequired"});
+        let memory_policy = json!({"resourceName": "memory", "restartPolicy": "NotRequired"});
+        match resize {
+            Some("cpu") => c["resizePolicy"] = json!([cpu_policy]),
+            Some("memory") => c["resizePolicy"] = json!([memory_policy]),
+            Some(_) => c["resizePolicy"] = json!([cpu_policy, memory_policy]),
+            None => {}
         }
         c
     }
@@ -200,6 +209,7 @@ fn strip_owned(pod: &Value, original: &Value) -> Value {
         for (i, c) in items.iter_mut().enumerate() {
             strip_resources(c);
             strip_env(c, original["spec"][list][i]["env"].as_array());
+            strip_resize_policy(c, original["spec"][list][i]["resizePolicy"].as_array());
         }
     }
     pod
@@ -236,6 +246,27 @@ fn strip_env(container: &mut Value, original: Option<&Vec<Value>>) {
     }
     if original.is_none() {
         container.as_object_mut().unwrap().remove("env");
+    }
+}
+
+/// Removes the resizePolicy entry added after the `original` ones, which must be ours.
+fn strip_resize_policy(container: &mut Value, original: Option<&Vec<Value>>) {
+    let keep = original.map_or(0, Vec::len);
+    if let Some(policies) = container
+        .get_mut("resizePolicy")
+        .and_then(Value::as_array_mut)
+    {
+        for added in &policies[keep..] {
+            assert_eq!(
+                added,
+                &json!({"resourceName": "memory", "restartPolicy": "RestartContainer"}),
+                "unexpected resizePolicy entry added"
+            );
+        }
+        policies.truncate(keep);
+    }
+    if original.is_none() {
+        container.as_object_mut().unwrap().remove("resizePolicy");
     }
 }
 

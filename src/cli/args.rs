@@ -45,7 +45,7 @@ pub(crate) struct LogArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct PolicyArgs {
     /// Policy YAML file (keys: percent, gogc, missingLimit, defaultMemory, minPercent,
-    /// maxPercent, excludeContainers, mode).
+    /// maxPercent, excludeContainers, mode, restartOnResize).
     #[arg(long, env = "GOMEMLIMIT_INJECTOR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// GOMEMLIMIT as a percentage of the memory limit; 100 uses the downward API.
@@ -76,6 +76,15 @@ pub(crate) struct PolicyArgs {
     /// enforce (patch pods) or audit (report only).
     #[arg(long, env = "GOMEMLIMIT_INJECTOR_MODE", value_enum)]
     mode: Option<Mode>,
+    /// Give containers with a downward-API GOMEMLIMIT the memory resizePolicy
+    /// RestartContainer, so that an in-place resize restarts them with the new limit
+    /// (true or false).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_RESTART_ON_RESIZE",
+        value_name = "BOOL"
+    )]
+    restart_on_resize: Option<bool>,
 }
 
 impl PolicyArgs {
@@ -92,6 +101,7 @@ impl PolicyArgs {
                 max_percent: self.max_percent,
                 exclude_containers: self.exclude_containers.clone(),
                 mode: self.mode,
+                restart_on_resize: self.restart_on_resize,
             },
         }
     }

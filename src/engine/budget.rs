@@ -87,6 +87,7 @@ mod tests {
                 request: None,
             },
             runs,
+            memory_resize: None,
         }
     }
 

@@ -17,6 +17,7 @@ mod budget;
 mod patch;
 mod plan;
 mod read;
+mod resize;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +32,7 @@ use crate::policy::{Mode, Policy};
 use crate::text::{WARNING, shorten};
 
 pub(crate) use read::Unreadable;
+pub(crate) use resize::{ResizeEvaluation, evaluate_resize};
 
 /// Label or annotation that opts a pod out (`disabled`).
 pub(crate) const INJECT: &str = "gomemlimit.io/inject";
@@ -122,6 +124,7 @@ pub(crate) enum ContainerEvent {
     InjectGomemlimit,
     UpdateGomemlimit,
     InjectGogc,
+    SetResizePolicy,
     /// The container sets GOMEMLIMIT itself, and that wins.
     KeptGomemlimit,
     /// Excluded by the policy or the pod's annotation.
@@ -141,6 +144,7 @@ impl ContainerEvent {
             ContainerEvent::InjectGomemlimit => "inject_gomemlimit",
             ContainerEvent::UpdateGomemlimit => "update_gomemlimit",
             ContainerEvent::InjectGogc => "inject_gogc",
+            ContainerEvent::SetResizePolicy => "set_resize_policy",
             ContainerEvent::KeptGomemlimit => "kept_gomemlimit",
             ContainerEvent::Excluded => "excluded",
             ContainerEvent::Skipped => "skipped",
@@ -177,11 +181,22 @@ pub(crate) enum GomemlimitValue {
 /// One field the webhook sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
-    SetRequest { from: Option<String>, to: String },
-    SetLimit { from: Option<String>, to: String },
+    SetRequest {
+        from: Option<String>,
+        to: String,
+    },
+    SetLimit {
+        from: Option<String>,
+        to: String,
+    },
     SetGomemlimit(GomemlimitValue),
-    UpdateGomemlimit { from: String, to: u64 },
+    UpdateGomemlimit {
+        from: String,
+        to: u64,
+    },
     SetGogc(String),
+    /// `resizePolicy` memory: `RestartContainer`.
+    SetResizePolicy,
 }
 
 impl Action {
@@ -192,6 +207,7 @@ impl Action {
             Action::SetGomemlimit(_) => ContainerEvent::InjectGomemlimit,
             Action::UpdateGomemlimit { .. } => ContainerEvent::UpdateGomemlimit,
             Action::SetGogc(_) => ContainerEvent::InjectGogc,
+            Action::SetResizePolicy => ContainerEvent::SetResizePolicy,
         }
     }
 }
@@ -233,6 +249,9 @@ pub(crate) struct Record {
     pub(crate) budget: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) gogc: Option<String>,
+    /// `RestartContainer` when the webhook set the memory `resizePolicy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) resize_policy: Option<String>,
 }
 
 /// Evaluates one pod in `mode`: the policy's own, or audit for the `/audit` endpoint and

@@ -20,6 +20,8 @@ pub(super) struct Edit {
     pub(super) env: Vec<Value>,
     /// An `env` entry whose value is replaced.
     pub(super) env_value: Option<EnvValue>,
+    /// Append `{resourceName: memory, restartPolicy: RestartContainer}` to `resizePolicy`.
+    pub(super) restart_on_memory_resize: bool,
 }
 
 /// A new value for the `env` entry at `index`.
@@ -57,6 +59,14 @@ impl Edit {
                 path: below(at, &["env", &index.to_string(), "value"]),
                 value: json!(value),
             }));
+        }
+        if self.restart_on_memory_resize {
+            let entry = json!({"resourceName": "memory", "restartPolicy": "RestartContainer"});
+            if holder.get("resizePolicy").is_some_and(Value::is_array) {
+                ops.push(add(below(at, &["resizePolicy", "-"]), entry));
+            } else {
+                ops.push(add(below(at, &["resizePolicy"]), json!([entry])));
+            }
         }
         if self.env.is_empty() {
             return;

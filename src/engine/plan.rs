@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::annotations::Settings;
 use super::budget::{self, Budget};
 use super::patch::{Edit, EnvValue};
-use super::read::{self, Container, Memory, Place, Quantities, Unreadable};
+use super::read::{self, Container, Memory, Place, Quantities, Runs, Unreadable};
 use super::{
     Action, Change, ContainerEvent, DOWNWARD, Evaluation, GomemlimitValue, Record, Status, Target,
 };
@@ -122,7 +122,7 @@ impl<'a> Planner<'a> {
             place: container.place.clone(),
         };
         match self.runtime_memory(&subject, &container.memory, budget)? {
-            Some(memory) => self.environment(&subject, &memory),
+            Some(memory) => self.environment(&subject, &memory, container),
             None => Ok(()),
         }
     }
@@ -266,12 +266,17 @@ impl<'a> Planner<'a> {
 
     /// Rule 2: GOMEMLIMIT for `memory` and GOGC, unless the container sets GOMEMLIMIT
     /// itself.
-    fn environment(&mut self, subject: &Subject, memory: &RuntimeMemory) -> Result<(), Unreadable> {
+    fn environment(
+        &mut self,
+        subject: &Subject,
+        memory: &RuntimeMemory,
+        container: &Container<'_>,
+    ) -> Result<(), Unreadable> {
         let pod = self.pod;
-        let container = pod
+        let object = pod
             .pointer(subject.place.pointer().as_str())
             .ok_or(Unreadable::EditOutsidePod)?;
-        let env = read::env(container, &subject.target)?;
+        let env = read::env(object, &subject.target)?;
         if let Some((index, existing)) = read::find_env(env, GOMEMLIMIT) {
             self.existing_gomemlimit(subject, index, existing, &memory.limit);
             return Ok(());
@@ -281,6 +286,7 @@ impl<'a> Planner<'a> {
         };
         let mut added = vec![gomemlimit_entry(&value)];
         self.record_gomemlimit(&subject.target, &value);
+        let downward = value == GomemlimitValue::Downward;
         self.change(&subject.target, Action::SetGomemlimit(value));
 
         if let Some(gogc) = self.gogc_value()
@@ -290,13 +296,46 @@ impl<'a> Planner<'a> {
             self.record(&subject.target).gogc = Some(gogc.clone());
             self.change(&subject.target, Action::SetGogc(gogc));
         }
-        if read::has_env_from(container) {
+        if read::has_env_from(object) {
             let text =
                 "envFrom may also define GOMEMLIMIT; the injected env entry takes precedence";
             self.warn(&subject.target, text);
         }
+        if downward {
+            self.restart_on_resize(subject, container);
+        }
         self.edit(&subject.place).env.extend(added);
         Ok(())
+    }
+
+    /// A downward-API GOMEMLIMIT is resolved when the container starts: for it to follow an
+    /// in-place resize of the memory limit, the resize must restart the container. Only
+    /// where the API allows `RestartContainer` (not in a `restartPolicy: Never` pod; an
+    /// ordinary init container is never resized in place); the user's own memory entry stays.
+    fn restart_on_resize(&mut self, subject: &Subject, container: &Container<'_>) {
+        if !self.policy.restart_on_resize || matches!(container.runs, Runs::Before { .. }) {
+            return;
+        }
+        let target = &subject.target;
+        match container.memory_resize {
+            Some("RestartContainer") => {}
+            Some(kept) => self.warn(
+                target,
+                format_args!(
+                    "resizePolicy memory {kept} kept; GOMEMLIMIT will not follow in-place resizes"
+                ),
+            ),
+            None if self.pod.pointer("/spec/restartPolicy") == Some(&json!("Never")) => {
+                let text = "restartPolicy Never allows no RestartContainer resizePolicy; \
+                            GOMEMLIMIT will not follow in-place resizes";
+                self.warn(target, text);
+            }
+            None => {
+                self.edit(&subject.place).restart_on_memory_resize = true;
+                self.record(target).resize_policy = Some("RestartContainer".to_owned());
+                self.change(target, Action::SetResizePolicy);
+            }
+        }
     }
 
     /// The container's own GOMEMLIMIT wins, unless it is the literal an earlier pass set:

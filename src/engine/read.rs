@@ -234,6 +234,8 @@ pub(super) struct Container<'a> {
     pub(super) name: &'a str,
     pub(super) memory: Memory,
     pub(super) runs: Runs,
+    /// The `restartPolicy` of its `resizePolicy` entry for memory, if it has one.
+    pub(super) memory_resize: Option<&'a str>,
 }
 
 /// Every target container: init containers (native sidecars included), then containers.
@@ -274,11 +276,19 @@ impl<'a> Container<'a> {
             } => Runs::Before { index },
             _ => Runs::Main,
         };
+        let memory_resize = object
+            .get("resizePolicy")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| p.get("resourceName").and_then(Value::as_str) == Some("memory"))
+            .map(|p| p.get("restartPolicy").and_then(Value::as_str).unwrap_or(""));
         Ok(Container {
             place,
             name,
             memory,
             runs,
+            memory_resize,
         })
     }
 }

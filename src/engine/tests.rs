@@ -822,3 +822,88 @@ fn unknown_fields_survive() {
     );
     assert_eq!(e.mutated["metadata"]["futureMeta"], "v");
 }
+
+fn resize_policy(pod: &Value, list: &str, i: usize) -> Value {
+    pod["spec"][list][i]["resizePolicy"].clone()
+}
+
+const RESTART_ON_MEMORY: &str = r#"{"resourceName":"memory","restartPolicy":"RestartContainer"}"#;
+
+#[test]
+fn a_downward_gomemlimit_restarts_its_container_on_an_in_place_memory_resize() {
+    let restart: Value = serde_json::from_str(RESTART_ON_MEMORY).unwrap();
+    let mut p = pod(vec![
+        container("app", Some("1Gi"), None),
+        container("cpu-only", Some("1Gi"), None),
+    ]);
+    p["spec"]["containers"][1]["resizePolicy"] =
+        json!([{"resourceName": "cpu", "restartPolicy": "NotRequired"}]);
+    let mut sidecar = container("side", Some("64Mi"), None);
+    sidecar["restartPolicy"] = json!("Always");
+    p["spec"]["initContainers"] = json!([container("init", Some("64Mi"), None), sidecar]);
+    let e = run(&p);
+    assert_eq!(resize_policy(&e.mutated, "containers", 0), json!([restart]));
+    // Kept beside an existing cpu entry.
+    assert_eq!(
+        resize_policy(&e.mutated, "containers", 1),
+        json!([{"resourceName": "cpu", "restartPolicy": "NotRequired"}, restart])
+    );
+    // A native sidecar runs for the pod's life and is resized in place; an ordinary init
+    // container is not, and the API forbids it the policy.
+    assert_eq!(
+        resize_policy(&e.mutated, "initContainers", 1),
+        json!([restart])
+    );
+    assert_eq!(resize_policy(&e.mutated, "initContainers", 0), Value::Null);
+    assert_eq!(
+        status(&e.mutated).containers["app"]
+            .resize_policy
+            .as_deref(),
+        Some("RestartContainer")
+    );
+    assert!(e.events.contains(&ContainerEvent::SetResizePolicy));
+}
+
+#[test]
+fn resize_policy_only_where_the_api_allows_it_and_the_user_has_none() {
+    // The user's NotRequired stays, with a warning.
+    let mut p = app_pod("1Gi");
+    p["spec"]["containers"][0]["resizePolicy"] =
+        json!([{"resourceName": "memory", "restartPolicy": "NotRequired"}]);
+    let e = run(&p);
+    assert_eq!(
+        resize_policy(&e.mutated, "containers", 0),
+        json!([{"resourceName": "memory", "restartPolicy": "NotRequired"}])
+    );
+    assert!(
+        e.warnings.iter().any(|w| w
+            == "container \"app\": resizePolicy memory NotRequired kept; GOMEMLIMIT will not follow in-place resizes"),
+        "{:?}",
+        e.warnings
+    );
+    // A restartPolicy Never pod may not have RestartContainer: a warning instead.
+    let mut never = app_pod("1Gi");
+    never["spec"]["restartPolicy"] = json!("Never");
+    let e = run(&never);
+    assert_eq!(resize_policy(&e.mutated, "containers", 0), Value::Null);
+    assert!(e.warnings.iter().any(|w| w.contains("restartPolicy Never")));
+    // A literal cannot follow a resize by restarting: nothing to set.
+    let e = eval(
+        &app_pod("1Gi"),
+        &Policy {
+            percent: 90,
+            ..Policy::default()
+        },
+    );
+    assert_eq!(resize_policy(&e.mutated, "containers", 0), Value::Null);
+    // The policy can turn it off.
+    let e = eval(
+        &app_pod("1Gi"),
+        &Policy {
+            restart_on_resize: false,
+            ..Policy::default()
+        },
+    );
+    assert_eq!(resize_policy(&e.mutated, "containers", 0), Value::Null);
+    assert!(e.warnings.is_empty());
+}

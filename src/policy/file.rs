@@ -11,7 +11,7 @@ use crate::quantity::Quantity;
 
 /// The keys a policy file may hold.
 const KEYS: &str = "percent, gogc, missingLimit, defaultMemory, minPercent, maxPercent, \
-                    excludeContainers, mode";
+                    excludeContainers, mode, restartOnResize";
 
 /// The policy as written in the YAML file; every key is optional.
 #[derive(Debug, Default)]
@@ -24,6 +24,7 @@ pub(super) struct PolicyFile {
     pub(super) max_percent: Option<u8>,
     pub(super) exclude_containers: Option<Vec<String>>,
     pub(super) mode: Option<Mode>,
+    pub(super) restart_on_resize: Option<bool>,
 }
 
 impl PolicyFile {
@@ -87,6 +88,10 @@ impl PolicyFile {
             }
             "defaultMemory" => self.default_memory = memory(value)?,
             "excludeContainers" => self.exclude_containers = Some(names(value)?),
+            "restartOnResize" => {
+                let allowed = || "values are true or false".to_owned();
+                self.restart_on_resize = Some(value.as_bool().ok_or_else(allowed)?);
+            }
             _ => return Err(format!("keys are {KEYS}")),
         }
         Ok(())

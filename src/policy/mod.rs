@@ -87,6 +87,9 @@ pub struct Policy {
     pub max_percent: u8,
     pub exclude_containers: BTreeSet<String>,
     pub mode: Mode,
+    /// Give containers with a downward-API GOMEMLIMIT `resizePolicy` memory:
+    /// `RestartContainer`, so that an in-place resize restarts them with the new limit.
+    pub restart_on_resize: bool,
 }
 
 impl Default for Policy {
@@ -100,6 +103,7 @@ impl Default for Policy {
             max_percent: 100,
             exclude_containers: BTreeSet::new(),
             mode: Mode::Enforce,
+            restart_on_resize: true,
         }
     }
 }
@@ -173,6 +177,7 @@ pub(crate) struct Overrides {
     pub(crate) max_percent: Option<u8>,
     pub(crate) exclude_containers: Option<Vec<String>>,
     pub(crate) mode: Option<Mode>,
+    pub(crate) restart_on_resize: Option<bool>,
 }
 
 impl PolicySource {
@@ -222,6 +227,8 @@ impl Overrides {
                 .filter(|s| !s.is_empty())
                 .collect(),
             mode: self.mode.or(file.mode).unwrap_or(defaults.mode),
+            restart_on_resize: (self.restart_on_resize.or(file.restart_on_resize))
+                .unwrap_or(defaults.restart_on_resize),
         })
     }
 }

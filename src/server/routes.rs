@@ -218,6 +218,9 @@ fn record(
     };
     let metrics = state.metrics();
     metrics.record_review(endpoint, outcome, elapsed, &report.events);
+    if let Some(resize) = report.resize {
+        metrics.record_resize(resize);
+    }
     let (path, outcome, status) = (endpoint.as_str(), outcome.as_str(), reply.status);
     match &report.message {
         Some(reason) if status.is_client_error() => {

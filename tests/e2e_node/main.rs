@@ -18,6 +18,7 @@ mod install;
 #[allow(dead_code)]
 mod lab;
 mod node;
+mod resize;
 mod rollout;
 
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ use install::{
 };
 use lab::the_lab_runs_one_cell_with_the_webhook;
 use node::NodeEnv;
+use resize::in_place_resizes_restart_or_are_refused;
 use rollout::a_rolling_restart_admits_no_pod_unmutated;
 
 /// The whole suite inside the namespace, scenarios included.
@@ -104,6 +106,7 @@ async fn inside(dir: std::path::PathBuf, filter: Vec<String>) -> ExitCode {
         a_go_service_is_oomkilled_at_its_limit_and_survives_with_the_webhook,
         the_lab_runs_one_cell_with_the_webhook,
         a_rolling_restart_admits_no_pod_unmutated,
+        in_place_resizes_restart_or_are_refused,
         an_upgrade_to_audit_reports_and_changes_nothing,
     ];
     let (passed, failed) = run_scenarios(&mut env, all, &filter, Duration::from_secs(420)).await;
