@@ -507,6 +507,7 @@ async fn refuses_to_start_with_a_bad_key_pair_and_names_the_file() {
         request_timeout: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
+        background_audit: None,
     };
     let chain = |e: &dyn std::error::Error| gomemlimit_injector::error::error_chain(e);
 
@@ -548,6 +549,7 @@ async fn self_signed_mode_writes_its_ca_and_serves_with_it() {
         request_timeout: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
+        background_audit: None,
     })
     .await
     .unwrap();
