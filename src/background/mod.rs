@@ -127,7 +127,8 @@ impl BackgroundAudit {
         metrics.set_background_leader(false);
         info!(
             interval_ms = self.config.interval.as_millis() as u64,
-            selection = ?self.config.selection,
+            selection = ?self.config.selection.selection,
+            excluded_namespaces = %self.config.selection.excluded.join(","),
             lease = %self.config.lease.name,
             lease_namespace = %self.config.lease.namespace,
             identity = %self.config.lease.identity,
