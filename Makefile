@@ -13,8 +13,9 @@ release:
 
 # Everything: unit, property and integration tests (the integration tests start the real
 # TLS server on loopback), the end-to-end suites against a real control plane and on a
-# real node (root), one quick pass of each benchmark in test mode, and the chart checks.
-test: controlplane helm images unit check-manifests
+# real node (root), one quick pass of each benchmark in test mode, the chart checks, and
+# the alerts and dashboard checked and unit-tested with promtool.
+test: controlplane helm images unit check-manifests check-monitoring
 
 unit:
 	$(CARGO) test --locked --all-targets
@@ -79,3 +80,17 @@ helm-lint:
 # then fail when deploy/manifests differs from what the chart renders.
 check-manifests: helm-lint
 	hack/check-manifests.sh
+
+# --- Monitoring: the chart's alerts and dashboard (deploy/chart/.../files). promtool is
+# built from its Go module at the version pinned in hack/tools/promtool/go.mod into
+# .cache/tools/bin (a no-op when up to date); PROMTOOL=... uses another one.
+
+.PHONY: promtool check-monitoring
+
+promtool:
+	hack/build-go-tool.sh promtool
+
+# promtool check rules and test rules, the rendered PrometheusRule = the rule file, and
+# every dashboard query parses as PromQL.
+check-monitoring: promtool
+	hack/check-monitoring.sh
