@@ -13,9 +13,10 @@ release:
 
 # Everything: unit, property and integration tests (the integration tests start the real
 # TLS server on loopback), the end-to-end suites against a real control plane and on a
-# real node (root), one quick pass of each benchmark in test mode, the chart checks, and
-# the alerts and dashboard checked and unit-tested with promtool.
-test: controlplane helm images unit check-manifests check-monitoring
+# real node (root), one quick pass of each benchmark in test mode, the chart checks, the
+# alerts and dashboard checked and unit-tested with promtool, and the GitHub Actions
+# workflows checked with actionlint.
+test: controlplane helm images unit check-manifests check-monitoring check-workflows
 
 unit:
 	$(CARGO) test --locked --all-targets
@@ -94,3 +95,15 @@ promtool:
 # every dashboard query parses as PromQL.
 check-monitoring: promtool
 	hack/check-monitoring.sh
+
+# --- Release: the GitHub Actions workflows (.github/workflows) cannot run here; actionlint,
+# built from its Go module (hack/tools/actionlint/go.mod), checks them, their expressions
+# and, through shellcheck, their run steps. ACTIONLINT=... uses another one.
+
+.PHONY: actionlint check-workflows
+
+actionlint:
+	hack/build-go-tool.sh actionlint
+
+check-workflows: actionlint
+	hack/check-workflows.sh
