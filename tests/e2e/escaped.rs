@@ -478,3 +478,88 @@ fn write_samples((samples, marks): &Recorded) -> Result<()> {
     }
     Ok(())
 }
+
+/// Cluster-wide, the background audit reads every namespace but those labelled disabled,
+/// the system namespaces and `--exclude-namespaces`, with one list of every pod.
+pub(crate) async fn cluster_wide_background_audit_leaves_out_what_the_webhook_leaves_out(
+    env: &mut Env,
+) -> Result<()> {
+    // No webhook configuration selects these: their pods are stored as written.
+    let cases = [
+        ("cw-escaped", json!({}), true),
+        (
+            "cw-escaped-disabled",
+            json!({"gomemlimit.io/inject": "disabled"}),
+            false,
+        ),
+        ("cw-escaped-excluded", json!({}), false),
+        ("kube-system", json!({}), false),
+    ];
+    for (ns, labels, _) in &cases {
+        env.namespace(ns, labels.clone()).await?;
+        for i in 0..2 {
+            env.create_pod(ns, &pod(&format!("cw-{i}"), "256Mi", None))
+                .await?;
+        }
+    }
+    let dir = service_account_dir(env).await?;
+    let certs = env.webhook.certs.clone();
+    let (cert, key) = (certs.join("tls.crt"), certs.join("tls.key"));
+    let mut webhook = Webhook::start(
+        &dir,
+        &certs,
+        "escaped-cluster-wide",
+        &[
+            "--tls-cert-file",
+            cert.to_str().context("path")?,
+            "--tls-key-file",
+            key.to_str().context("path")?,
+            "--background-audit-interval",
+            "1s",
+            "--selection",
+            "clusterWide",
+            "--exclude-namespaces",
+            &format!("{RELEASE_NAMESPACE},cw-escaped-excluded"),
+            "--background-audit-lease",
+            LEASE,
+            "--background-audit-lease-namespace",
+            RELEASE_NAMESPACE,
+        ],
+    )?;
+    let result = async {
+        webhook.wait_ready().await?;
+        let port = webhook.metrics_port;
+        let mut found = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while found.get("cw-escaped") != Some(&2.0) {
+            ensure!(
+                Instant::now() < deadline,
+                "cw-escaped not counted within 60s: {found:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            found = all_counts(port).await.unwrap_or_default();
+        }
+        for (ns, _, counted) in &cases {
+            ensure!(
+                found.contains_key(*ns) == *counted,
+                "{ns}: counted {:?}, expected {}",
+                found.get(*ns),
+                if *counted { "a count" } else { "none" }
+            );
+        }
+        println!(
+            "  cluster-wide: {} counted; {} left out",
+            describe(&found),
+            cases
+                .iter()
+                .filter(|c| !c.2)
+                .map(|c| c.0)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(())
+    }
+    .await;
+    webhook.stop();
+    result
+}
