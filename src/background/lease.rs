@@ -209,8 +209,11 @@ pub(crate) async fn run(
         match result {
             Ok(holder) => {
                 last_error = LastSeen::new(None);
-                if last_holder.changed(holder.clone()) {
-                    info!(lease = %config.name, holder = holder.as_deref().unwrap_or(""), identity = %config.identity, "background audit lease holder");
+                // None: another replica wrote first; who holds it shows at the next read.
+                if let Some(holder) = holder
+                    && last_holder.changed(Some(holder.clone()))
+                {
+                    info!(lease = %config.name, %holder, identity = %config.identity, "background audit lease holder");
                 }
             }
             Err(e) => {
@@ -232,7 +235,8 @@ pub(crate) async fn run(
     release(&leases, &config, &elector).await;
 }
 
-/// One read and, when it is ours to take or renew, one write. Returns the holder.
+/// One read and, when it is ours to take or renew, one write. Returns the holder, or
+/// `None` when another replica's write came first.
 async fn try_once(
     leases: &Api<Lease>,
     config: &LeaseConfig,
