@@ -365,9 +365,10 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) shutdown_delay: Duration,
     #[command(flatten)]
-    pub(crate) background: BackgroundAuditArgs,
-    #[command(flatten)]
     pub(crate) policy: PolicyArgs,
+    /// Last: its help heading would carry over to the flags after it.
+    #[command(flatten)]
+    pub(crate) background: BackgroundAuditArgs,
 }
 
 /// `serve` flags of the background audit.
