@@ -638,3 +638,27 @@ async fn keeps_serving_while_not_ready_during_the_shutdown_delay() {
     );
     server.stop().await;
 }
+
+/// The background audit needs a cluster to talk to: without a kubeconfig or an in-cluster
+/// configuration `serve` refuses to start, naming what it looked for.
+#[test]
+fn background_audit_without_a_cluster_configuration_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-kubeconfig");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gomemlimit-injector"))
+        .args(["serve", "--self-signed", "--ca-out"])
+        .arg(dir.path().join("ca.crt"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--background-audit-interval", "5m"])
+        .env("KUBECONFIG", &missing)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("failed to set up the background audit")
+            && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
+}

@@ -46,8 +46,11 @@ pub struct BackgroundAuditConfig {
 /// Errors setting the background audit up.
 #[derive(Debug, thiserror::Error)]
 pub enum BackgroundAuditError {
-    #[error("failed to load a kubeconfig or in-cluster configuration for the background audit")]
-    Config(#[source] Box<kube::Error>),
+    /// Kube's configuration errors name their causes in their own text already.
+    #[error(
+        "failed to load a kubeconfig or in-cluster configuration for the background audit: {0}"
+    )]
+    Config(String),
 }
 
 /// A configured background audit with its client, ready to run.
@@ -108,10 +111,10 @@ impl BackgroundAudit {
     ) -> Result<Self, BackgroundAuditError> {
         let kube_config = kube::Config::infer()
             .await
-            .map_err(|e| BackgroundAuditError::Config(Box::new(kube::Error::InferConfig(e))))?;
+            .map_err(|e| BackgroundAuditError::Config(e.to_string()))?;
         let url = kube_config.cluster_url.to_string();
-        let client =
-            Client::try_from(kube_config).map_err(|e| BackgroundAuditError::Config(Box::new(e)))?;
+        let client = Client::try_from(kube_config)
+            .map_err(|e| BackgroundAuditError::Config(error_chain(&e)))?;
         Ok(BackgroundAudit {
             config,
             client,
