@@ -13,8 +13,10 @@ release:
 
 # Everything: unit, property and integration tests (the integration tests start the real
 # TLS server on loopback), the end-to-end suites against a real control plane and on a
-# real node (root), one quick pass of each benchmark in test mode, and the chart checks.
-test: controlplane helm images unit check-manifests
+# real node (root), one quick pass of each benchmark in test mode, the chart checks, the
+# alerts and dashboard checked and unit-tested with promtool, and the GitHub Actions
+# workflows checked with actionlint.
+test: controlplane helm images unit check-manifests check-monitoring check-workflows
 
 unit:
 	$(CARGO) test --locked --all-targets
@@ -102,3 +104,29 @@ helm-lint:
 # then fail when deploy/manifests differs from what the chart renders.
 check-manifests: helm-lint
 	hack/check-manifests.sh
+
+# --- Monitoring: the chart's alerts and dashboard (deploy/chart/.../files). promtool is
+# built from its Go module at the version pinned in hack/tools/promtool/go.mod into
+# .cache/tools/bin (a no-op when up to date); PROMTOOL=... uses another one.
+
+.PHONY: promtool check-monitoring
+
+promtool:
+	hack/build-go-tool.sh promtool
+
+# promtool check rules and test rules, the rendered PrometheusRule = the rule file, and
+# every dashboard query parses as PromQL.
+check-monitoring: promtool
+	hack/check-monitoring.sh
+
+# --- Release: the GitHub Actions workflows (.github/workflows) cannot run here; actionlint,
+# built from its Go module (hack/tools/actionlint/go.mod), checks them, their expressions
+# and, through shellcheck, their run steps. ACTIONLINT=... uses another one.
+
+.PHONY: actionlint check-workflows
+
+actionlint:
+	hack/build-go-tool.sh actionlint
+
+check-workflows: actionlint
+	hack/check-workflows.sh

@@ -171,6 +171,11 @@ impl ObjectReport {
         !self.audit_only && !self.containers.is_empty()
     }
 
+    /// Whether enforce would change or deny this object, audit only or not.
+    pub(crate) fn enforce_would_act(&self) -> bool {
+        !self.containers.is_empty() || self.denied.is_some()
+    }
+
     /// Whether the webhook would deny this object.
     pub(crate) fn would_deny(&self) -> bool {
         !self.audit_only && self.denied.is_some()

@@ -507,6 +507,7 @@ async fn refuses_to_start_with_a_bad_key_pair_and_names_the_file() {
         request_timeout: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
+        background_audit: None,
     };
     let chain = |e: &dyn std::error::Error| gomemlimit_injector::error::error_chain(e);
 
@@ -548,6 +549,7 @@ async fn self_signed_mode_writes_its_ca_and_serves_with_it() {
         request_timeout: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
+        background_audit: None,
     })
     .await
     .unwrap();
@@ -635,4 +637,28 @@ async fn keeps_serving_while_not_ready_during_the_shutdown_delay() {
         "closed before the delay"
     );
     server.stop().await;
+}
+
+/// The background audit needs a cluster to talk to: without a kubeconfig or an in-cluster
+/// configuration `serve` refuses to start, naming what it looked for.
+#[test]
+fn background_audit_without_a_cluster_configuration_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-kubeconfig");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gomemlimit-injector"))
+        .args(["serve", "--self-signed", "--ca-out"])
+        .arg(dir.path().join("ca.crt"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--background-audit-interval", "5m"])
+        .env("KUBECONFIG", &missing)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("failed to set up the background audit")
+            && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::builder::PossibleValue;
 use clap::{ArgGroup, Args, ValueEnum};
 
+use crate::background::{self, BackgroundAuditConfig, LeaseConfig, NamespaceSelection, Selection};
 use crate::policy::{self, Gogc, MissingLimit, Mode, Overrides, PolicySource};
 use crate::quantity::Quantity;
 use crate::server::ServeConfig;
@@ -143,6 +144,24 @@ impl ValueEnum for Mode {
             Mode::Enforce => "enforce",
             Mode::Audit => "audit",
         }))
+    }
+}
+
+impl ValueEnum for Selection {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Selection::OptIn, Selection::ClusterWide]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Selection::OptIn => {
+                PossibleValue::new("optIn").help("Namespaces labelled gomemlimit.io/inject=enabled")
+            }
+            Selection::ClusterWide => PossibleValue::new("clusterWide").help(
+                "Every namespace but those labelled gomemlimit.io/inject=disabled, the system \
+                 namespaces and --exclude-namespaces",
+            ),
+        })
     }
 }
 
@@ -357,6 +376,87 @@ pub(crate) struct ServeArgs {
     pub(crate) shutdown_delay: Duration,
     #[command(flatten)]
     pub(crate) policy: PolicyArgs,
+    /// Last: its help heading would carry over to the flags after it.
+    #[command(flatten)]
+    pub(crate) background: BackgroundAuditArgs,
+}
+
+/// `serve` flags of the background audit.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Background audit")]
+pub(crate) struct BackgroundAuditArgs {
+    /// How often one replica lists the pods of the selected namespaces and counts those
+    /// the webhook would change (gomemlimit_injector_noncompliant_pods); 0 turns it off.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_BACKGROUND_AUDIT_INTERVAL",
+        value_name = "DURATION",
+        default_value = "0",
+        value_parser = parse_duration_or_zero
+    )]
+    pub(crate) background_audit_interval: Duration,
+    /// The namespaces the webhook configuration selects, as the chart's `selection`.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_SELECTION",
+        value_enum,
+        default_value_t = Selection::OptIn
+    )]
+    pub(crate) selection: Selection,
+    /// With --selection clusterWide, namespaces left out besides kube-system, kube-public
+    /// and kube-node-lease: the webhook's own and the chart's excludeNamespaces
+    /// (comma-separated).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_EXCLUDE_NAMESPACES",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    pub(crate) exclude_namespaces: Vec<String>,
+    /// The Lease that decides which replica scans.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_BACKGROUND_AUDIT_LEASE",
+        value_name = "NAME",
+        default_value = "gomemlimit-injector-background-audit"
+    )]
+    pub(crate) background_audit_lease: String,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else this pod's namespace).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_BACKGROUND_AUDIT_LEASE_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
+    pub(crate) background_audit_lease_namespace: Option<String>,
+}
+
+impl BackgroundAuditArgs {
+    /// The background audit these flags describe; `None` when it is off.
+    fn to_config(&self) -> Option<BackgroundAuditConfig> {
+        if self.background_audit_interval.is_zero() {
+            return None;
+        }
+        Some(BackgroundAuditConfig {
+            interval: self.background_audit_interval,
+            selection: NamespaceSelection {
+                selection: self.selection,
+                excluded: self
+                    .exclude_namespaces
+                    .iter()
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+            },
+            lease: LeaseConfig {
+                name: self.background_audit_lease.clone(),
+                namespace: self
+                    .background_audit_lease_namespace
+                    .clone()
+                    .unwrap_or_else(tls::own_namespace),
+                identity: background::identity(),
+            },
+        })
+    }
 }
 
 impl ServeArgs {
@@ -400,6 +500,7 @@ impl ServeArgs {
             request_timeout: self.request_timeout,
             shutdown_timeout: self.shutdown_timeout,
             shutdown_delay: self.shutdown_delay,
+            background_audit: self.background.to_config(),
         }
     }
 }

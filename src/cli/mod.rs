@@ -232,6 +232,72 @@ mod tests {
             config.tls,
             TlsSource::SelfSigned { ref ca_out, .. } if ca_out == std::path::Path::new("gomemlimit-injector-ca.crt")
         ));
+        assert_eq!(
+            config.background_audit, None,
+            "the background audit is off by default"
+        );
+    }
+
+    #[test]
+    fn background_audit_flags_become_its_configuration() {
+        let cli = Cli::try_parse_from([
+            "gomemlimit-injector",
+            "serve",
+            "--self-signed",
+            "--background-audit-interval",
+            "5m",
+            "--selection",
+            "clusterWide",
+            "--exclude-namespaces",
+            "gomemlimit-system,monitoring",
+            "--background-audit-lease",
+            "injector-audit",
+            "--background-audit-lease-namespace",
+            "gomemlimit-system",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let audit = args.to_config().background_audit.expect("on");
+        assert_eq!(audit.interval, Duration::from_secs(300));
+        assert_eq!(
+            audit.selection.selection,
+            crate::background::Selection::ClusterWide
+        );
+        assert_eq!(
+            audit.selection.excluded,
+            ["gomemlimit-system", "monitoring"]
+        );
+        assert_eq!(audit.lease.name, "injector-audit");
+        assert_eq!(audit.lease.namespace, "gomemlimit-system");
+        assert!(!audit.lease.identity.is_empty());
+    }
+
+    #[test]
+    fn background_audit_is_off_at_zero_and_selections_are_spelled_as_in_the_chart() {
+        let off = Cli::try_parse_from([
+            "gomemlimit-injector",
+            "serve",
+            "--self-signed",
+            "--background-audit-interval",
+            "0",
+        ])
+        .unwrap();
+        let Command::Serve(args) = off.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.to_config().background_audit, None);
+        for bad in ["optin", "cluster-wide"] {
+            let parsed = Cli::try_parse_from([
+                "gomemlimit-injector",
+                "serve",
+                "--self-signed",
+                "--selection",
+                bad,
+            ]);
+            assert!(parsed.is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -136,6 +136,20 @@ pub(crate) enum ContainerEvent {
 }
 
 impl ContainerEvent {
+    /// Every event, in the order the metrics list them.
+    pub(crate) const ALL: [ContainerEvent; 10] = [
+        ContainerEvent::SetRequest,
+        ContainerEvent::SetLimit,
+        ContainerEvent::InjectGomemlimit,
+        ContainerEvent::UpdateGomemlimit,
+        ContainerEvent::InjectGogc,
+        ContainerEvent::SetResizePolicy,
+        ContainerEvent::KeptGomemlimit,
+        ContainerEvent::Excluded,
+        ContainerEvent::Skipped,
+        ContainerEvent::Denied,
+    ];
+
     /// The metric label.
     pub(crate) fn label(self) -> &'static str {
         match self {

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 pub use routes::{AppState, router};
 pub(crate) use signals::serve_until_signalled;
 
+use crate::background::{BackgroundAudit, BackgroundAuditConfig, BackgroundAuditError};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyError, PolicySource};
 use crate::tls::{
@@ -44,6 +45,9 @@ const LOG_TARGET: &str = module_path!();
 /// Metrics and probe connections are local and short; they get this long to finish once
 /// the webhook has drained.
 const METRICS_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a shutdown waits for the background audit to stop and release its Lease.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Errors of the server. Start-up errors name the file, flag or address at fault.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +75,8 @@ pub enum ServerError {
     Aborted,
     #[error("failed to set up the self-managed certificate")]
     Secret(#[source] SecretError),
+    #[error("failed to set up the background audit")]
+    BackgroundAudit(#[source] BackgroundAuditError),
 }
 
 impl From<SourceError> for ServerError {
@@ -104,6 +110,8 @@ pub struct ServeConfig {
     /// How long, after the signal, the server keeps accepting while `/readyz` says 503, so
     /// that endpoints drop it before it stops listening.
     pub shutdown_delay: Duration,
+    /// The background audit of running pods; `None` when off.
+    pub background_audit: Option<BackgroundAuditConfig>,
 }
 
 /// A bound server: key pair and policy checked, both listeners open.
@@ -116,6 +124,7 @@ pub struct Server {
     certs: Arc<CertStore>,
     cert_source: CertificateSource,
     policy_watcher: Option<PolicyWatcher>,
+    background_audit: Option<BackgroundAudit>,
     state: AppState,
     registry: Arc<Registry>,
     reload_interval: Duration,
@@ -143,6 +152,14 @@ impl Server {
         let policy = config.policy.load().map_err(ServerError::Policy)?;
         let (cert_source, credentials) = CertificateSource::start(&config.tls).await?;
         log_loaded(&credentials);
+        let background_audit = match config.background_audit {
+            Some(audit) => Some(
+                BackgroundAudit::connect(audit)
+                    .await
+                    .map_err(ServerError::BackgroundAudit)?,
+            ),
+            None => None,
+        };
 
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
@@ -164,6 +181,7 @@ impl Server {
             certs,
             cert_source,
             policy_watcher,
+            background_audit,
             state: AppState::new(policy, metrics, config.request_timeout),
             registry: Arc::new(registry),
             reload_interval: config.reload_interval,
@@ -204,6 +222,7 @@ impl Server {
         let reloader = tokio::spawn(reloader.run(self.reload_interval, self.reload_now));
         let metrics_router = routes::metrics_router(state.clone(), self.registry);
         let metrics = Listening::start(self.metrics, Arc::clone(&http), metrics_router);
+        let background = BackgroundAudit::start(self.background_audit, &state);
 
         state.set_ready(true);
         info!(local_addr = %self.local_addr, metrics_addr = %self.metrics_addr, "serving");
@@ -219,6 +238,7 @@ impl Server {
             drain_rx,
             async {
                 shutdown.await;
+                background.stop();
                 // The API server keeps sending to this replica until its endpoint is gone:
                 // answer 503 on /readyz but keep serving for a while, then stop accepting.
                 state.set_ready(false);
@@ -237,6 +257,7 @@ impl Server {
         drain_webhook(connections, &drain, self.shutdown_timeout).await;
         metrics.stop(METRICS_DRAIN_TIMEOUT).await;
         reloader.abort();
+        background.finish(BACKGROUND_STOP_TIMEOUT).await;
         info!("shut down");
         Ok(())
     }

@@ -15,6 +15,7 @@ mod checks;
 #[path = "../cluster/mod.rs"]
 mod cluster;
 mod env;
+mod escaped;
 mod generated;
 mod mutation;
 mod selection;
@@ -28,6 +29,10 @@ use certificates::{
 };
 use cluster::{Scenario, run_scenarios, scenarios};
 use env::Env;
+use escaped::{
+    cluster_wide_background_audit_leaves_out_what_the_webhook_leaves_out,
+    escaped_pods_are_counted_and_drop_to_zero_when_recreated,
+};
 use generated::generated_pods_are_all_accepted;
 use mutation::{
     deployment_pods_are_mutated, limit_range_default_is_honoured,
@@ -83,6 +88,8 @@ async fn run(filter: Vec<String>) -> ExitCode {
         self_managed_certificates_bootstrap_and_are_trusted,
         live_audit_groups_pods_by_workload,
         webhook_down_follows_the_failure_policy,
+        escaped_pods_are_counted_and_drop_to_zero_when_recreated,
+        cluster_wide_background_audit_leaves_out_what_the_webhook_leaves_out,
     ];
     let (passed, failed) = run_scenarios(&mut env, all, &filter, Duration::from_secs(300)).await;
     env.stop(failed > 0);

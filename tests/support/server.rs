@@ -206,6 +206,7 @@ impl TestServer {
             request_timeout: options.request_timeout,
             shutdown_timeout: options.shutdown_timeout,
             shutdown_delay: options.shutdown_delay,
+            background_audit: None,
         }
     }
 

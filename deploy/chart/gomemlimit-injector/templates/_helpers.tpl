@@ -84,6 +84,25 @@ A name derived from the fullname: "<fullname>-<suffix>", cut to 63 characters.
 {{- printf "%s-%s" (include "gomemlimit-injector.fullname" .root) .suffix | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/*
+The namespaces never sent to the webhook with selection=clusterWide, comma-separated: the
+system namespaces, the release namespace and excludeNamespaces. The webhook configuration's
+namespaceSelector and the background audit (--exclude-namespaces) both take them from here.
+*/}}
+{{- define "gomemlimit-injector.excludedNamespaces" -}}
+{{- concat (list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace) .Values.excludeNamespaces | uniq | join "," }}
+{{- end }}
+
+{{/* "true" when the background audit runs (an interval other than 0), else empty. */}}
+{{- define "gomemlimit-injector.backgroundAudit" -}}
+{{- if not (regexMatch "^0+(ms|s|m|h)?$" (toString .Values.backgroundAudit.interval)) }}true{{ end }}
+{{- end }}
+
+{{/* The Lease that decides which replica runs the background audit. */}}
+{{- define "gomemlimit-injector.backgroundAuditLeaseName" -}}
+{{- include "gomemlimit-injector.suffixedName" (dict "root" . "suffix" "background-audit") }}
+{{- end }}
+
 {{- define "gomemlimit-injector.policyConfigMapName" -}}
 {{- include "gomemlimit-injector.suffixedName" (dict "root" . "suffix" "policy") }}
 {{- end }}
