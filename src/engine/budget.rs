@@ -75,7 +75,8 @@ pub(super) fn of(pod_limit: Option<&Quantity>, containers: &[Container<'_>], at:
 
 #[cfg(test)]
 mod tests {
-    use super::super::read::{Memory, Place};
+    use super::super::read::{Holder, Memory, Place};
+    use super::super::view::Field;
     use super::*;
 
     fn c(name: &'static str, runs: Runs, limit: Option<&str>) -> Container<'static> {
@@ -88,6 +89,9 @@ mod tests {
             },
             runs,
             memory_resize: None,
+            env: &Field::Absent,
+            env_from: false,
+            holder: Holder::default(),
         }
     }
 

@@ -20,6 +20,7 @@ mod read;
 mod resize;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +34,7 @@ use crate::text::{WARNING, shorten};
 
 pub(crate) use read::Unreadable;
 pub(crate) use resize::{ResizeEvaluation, evaluate_resize};
+pub(crate) use view::{Field, Pod as PodView};
 
 /// Label or annotation that opts a pod out (`disabled`).
 pub(crate) const INJECT: &str = "gomemlimit.io/inject";
@@ -272,6 +274,11 @@ pub(crate) struct Record {
 /// `audit` command. Whether the result is audit only is decided here, once: in audit, the
 /// changes are reported and explicit denials become warnings.
 pub(crate) fn evaluate_as(pod: &Value, policy: &Policy, mode: Mode) -> Evaluation {
+    evaluate_view(&view::of_value(pod), policy, mode)
+}
+
+/// [`evaluate_as`] on the pod as read straight from a request's bytes.
+pub(crate) fn evaluate_view(pod: &Field<PodView<'_>>, policy: &Policy, mode: Mode) -> Evaluation {
     let mut eval = Evaluation {
         decision: Decision::Evaluated,
         audit_only: mode == Mode::Audit,
@@ -292,7 +299,11 @@ pub(crate) fn evaluate_as(pod: &Value, policy: &Policy, mode: Mode) -> Evaluatio
 
 /// The steps of an evaluation, in the order the rules apply. Warnings and changes land in
 /// `eval` as they are found; a pod that turns out to be unreadable stops here.
-fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<(), Unreadable> {
+fn evaluate_into(
+    pod: &Field<PodView<'_>>,
+    policy: &Policy,
+    eval: &mut Evaluation,
+) -> Result<(), Unreadable> {
     let metadata = read::Metadata::of(pod)?;
     if let Some(reason) = metadata.opted_out() {
         eval.decision = Decision::Skipped(reason);
@@ -309,13 +320,14 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
     }
     let spec = read::spec(pod)?;
     let previous = previous_status(&metadata, &mut eval.warnings);
-    let plan = plan::Planner::new(pod, eval, policy, &settings, &previous).run(spec)?;
+    let plan = plan::Planner::new(eval, policy, &settings, &previous).run(spec)?;
     if !plan.denials.is_empty() {
         eval.deny(plan.denials.join("; "));
         return Ok(());
     }
     let status = (plan.status != previous).then_some(&plan.status);
-    patch::emit(pod, &metadata, &plan.edits, status, &mut eval.patch.0)
+    patch::emit(metadata.shape, &plan.edits, status, &mut eval.patch.0);
+    Ok(())
 }
 
 /// What an earlier pass recorded in the status annotation; an unreadable one is ignored,

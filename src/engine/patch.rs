@@ -8,12 +8,14 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde_json::{Map, Value, json};
 
-use super::read::{Metadata, Unreadable};
+use super::read::{Holder, MetadataShape};
 use super::{STATUS, Status};
 
 /// The fields to set on one container (or, at `spec`, the pod).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Edit {
+    /// What the container (or `spec`) already holds.
+    holder: Holder,
     pub(super) limit: Option<String>,
     pub(super) request: Option<String>,
     /// Entries to append to `env`.
@@ -22,6 +24,20 @@ pub(super) struct Edit {
     pub(super) env_value: Option<EnvValue>,
     /// Append `{resourceName: memory, restartPolicy: RestartContainer}` to `resizePolicy`.
     pub(super) restart_on_memory_resize: bool,
+}
+
+impl Edit {
+    /// No fields yet, on a target holding what `holder` says.
+    pub(super) fn new(holder: Holder) -> Self {
+        Edit {
+            holder,
+            limit: None,
+            request: None,
+            env: Vec::new(),
+            env_value: None,
+            restart_on_memory_resize: false,
+        }
+    }
 }
 
 /// A new value for the `env` entry at `index`.
@@ -34,26 +50,23 @@ pub(super) struct EnvValue {
 /// Appends the operations of every edit, in the order of their pointers, then the one
 /// that writes `status` when the annotation changes.
 pub(super) fn emit(
-    pod: &Value,
-    metadata: &Metadata<'_>,
+    metadata: MetadataShape,
     edits: &BTreeMap<PointerBuf, Edit>,
     status: Option<&Status>,
     ops: &mut Vec<PatchOperation>,
-) -> Result<(), Unreadable> {
+) {
     for (at, edit) in edits {
-        let holder = pod.pointer(at.as_str()).ok_or(Unreadable::EditOutsidePod)?;
-        edit.emit(holder, at, ops);
+        edit.emit(at, ops);
     }
     if let Some(status) = status {
-        ops.push(status_annotation(metadata.raw, status));
+        ops.push(status_annotation(metadata, status));
     }
-    Ok(())
 }
 
 impl Edit {
-    /// Appends the operations of this edit to `holder`, the container (or `spec`) at `at`.
-    fn emit(&self, holder: &Value, at: &PointerBuf, ops: &mut Vec<PatchOperation>) {
-        self.emit_memory(holder, at, ops);
+    /// Appends the operations of this edit to the container (or `spec`) at `at`.
+    fn emit(&self, at: &PointerBuf, ops: &mut Vec<PatchOperation>) {
+        self.emit_memory(at, ops);
         if let Some(EnvValue { index, value }) = &self.env_value {
             ops.push(PatchOperation::Replace(ReplaceOperation {
                 path: below(at, &["env", &index.to_string(), "value"]),
@@ -62,7 +75,7 @@ impl Edit {
         }
         if self.restart_on_memory_resize {
             let entry = json!({"resourceName": "memory", "restartPolicy": "RestartContainer"});
-            if holder.get("resizePolicy").is_some_and(Value::is_array) {
+            if self.holder.resize_policy {
                 ops.push(add(below(at, &["resizePolicy", "-"]), entry));
             } else {
                 ops.push(add(below(at, &["resizePolicy"]), json!([entry])));
@@ -71,7 +84,7 @@ impl Edit {
         if self.env.is_empty() {
             return;
         }
-        if holder.get("env").is_some_and(Value::is_array) {
+        if self.holder.env {
             for entry in &self.env {
                 ops.push(add(below(at, &["env", "-"]), entry.clone()));
             }
@@ -80,7 +93,7 @@ impl Edit {
         }
     }
 
-    fn emit_memory(&self, holder: &Value, at: &PointerBuf, ops: &mut Vec<PatchOperation>) {
+    fn emit_memory(&self, at: &PointerBuf, ops: &mut Vec<PatchOperation>) {
         let memory: Vec<(&str, &String)> = [("limits", &self.limit), ("requests", &self.request)]
             .into_iter()
             .filter_map(|(kind, v)| v.as_ref().map(|v| (kind, v)))
@@ -88,16 +101,20 @@ impl Edit {
         if memory.is_empty() {
             return;
         }
-        let Some(resources) = holder.get("resources").filter(|r| r.is_object()) else {
+        if !self.holder.resources {
             let mut resources = Map::new();
             for (kind, v) in &memory {
                 resources.insert((*kind).into(), json!({"memory": v}));
             }
             ops.push(add(below(at, &["resources"]), Value::Object(resources)));
             return;
-        };
+        }
         for (kind, v) in &memory {
-            if resources.get(*kind).is_some_and(Value::is_object) {
+            let held = match *kind {
+                "limits" => self.holder.limits,
+                _ => self.holder.requests,
+            };
+            if held {
                 ops.push(add(below(at, &["resources", kind, "memory"]), json!(v)));
             } else {
                 ops.push(add(below(at, &["resources", kind]), json!({"memory": v})));
@@ -108,19 +125,19 @@ impl Edit {
 
 /// The operation that writes the status annotation, creating `metadata` or its
 /// `annotations` when the pod has none.
-fn status_annotation(metadata: Option<&Value>, status: &Status) -> PatchOperation {
+fn status_annotation(metadata: MetadataShape, status: &Status) -> PatchOperation {
     let text = serde_json::to_string(status).expect("a status of strings and numbers serializes");
     let text = Value::String(text);
     match metadata {
-        None | Some(Value::Null) => add(
+        MetadataShape::Missing => add(
             PointerBuf::from_tokens(["metadata"]),
             json!({"annotations": {STATUS: text}}),
         ),
-        Some(m) if m.get("annotations").is_none_or(Value::is_null) => add(
+        MetadataShape::NoAnnotations => add(
             PointerBuf::from_tokens(["metadata", "annotations"]),
             json!({STATUS: text}),
         ),
-        Some(_) => add(
+        MetadataShape::Annotations => add(
             PointerBuf::from_tokens(["metadata", "annotations", STATUS]),
             text,
         ),

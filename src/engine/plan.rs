@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use json_patch::jsonptr::PointerBuf;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::annotations::Settings;
 use super::budget::{self, Budget};
 use super::patch::{Edit, EnvValue};
-use super::read::{self, Container, Memory, Place, Quantities, Runs, Unreadable};
+use super::read::{self, Container, Holder, Memory, Place, Quantities, Runs, Unreadable};
+use super::view::{self, EnvVar};
 use super::{
     Action, Change, ContainerEvent, DOWNWARD, Evaluation, GomemlimitValue, Record, Status, Target,
 };
@@ -33,10 +34,11 @@ pub(super) struct Plan {
     pub(super) status: Status,
 }
 
-/// A target and where its fields sit.
+/// A target, where its fields sit and what holds them.
 struct Subject {
     target: Target,
     place: Place,
+    holder: Holder,
 }
 
 /// The memory the Go runtime of a container gets.
@@ -50,18 +52,18 @@ struct RuntimeMemory {
 
 /// Applies the rules to a pod, recording into its evaluation.
 pub(super) struct Planner<'a> {
-    pod: &'a Value,
     eval: &'a mut Evaluation,
     policy: &'a Policy,
     settings: &'a Settings<'a>,
     /// What an earlier pass recorded.
     previous: &'a Status,
+    /// The pod's `restartPolicy` is `Never`.
+    restart_never: bool,
     plan: Plan,
 }
 
 impl<'a> Planner<'a> {
     pub(super) fn new(
-        pod: &'a Value,
         eval: &'a mut Evaluation,
         policy: &'a Policy,
         settings: &'a Settings<'a>,
@@ -73,17 +75,18 @@ impl<'a> Planner<'a> {
             status: previous.clone(),
         };
         Planner {
-            pod,
             eval,
             policy,
             settings,
             previous,
+            restart_never: false,
             plan,
         }
     }
 
     /// Applies the rules to the pod-level resources, then to every container in pod order.
-    pub(super) fn run(mut self, spec: &Map<String, Value>) -> Result<Plan, Unreadable> {
+    pub(super) fn run(mut self, spec: &view::Spec<'_>) -> Result<Plan, Unreadable> {
+        self.restart_never = spec.restart_policy.as_deref() == Some("Never");
         // Pod-level resources (Kubernetes 1.34+) keep request = limit too, and the pod limit
         // is the budget of containers that have no limit of their own.
         let pod_limit = self.pod_level(spec)?;
@@ -100,14 +103,15 @@ impl<'a> Planner<'a> {
     }
 
     /// Rule 1 for pod-level resources; returns the pod's memory limit, if any.
-    fn pod_level(&mut self, spec: &Map<String, Value>) -> Result<Option<Quantity>, Unreadable> {
-        let memory = Memory::of(spec.get("resources"), &Place::Spec)?;
+    fn pod_level(&mut self, spec: &view::Spec<'_>) -> Result<Option<Quantity>, Unreadable> {
+        let memory = Memory::of(&spec.resources, &Place::Spec)?;
         if memory.limit.is_none() && memory.request.is_none() {
             return Ok(None);
         }
         let pod = Subject {
             target: Target::Pod,
             place: Place::Spec,
+            holder: Holder::of_resources(&spec.resources),
         };
         Ok(self.request_equals_limit(&pod, &memory))
     }
@@ -120,6 +124,7 @@ impl<'a> Planner<'a> {
         let subject = Subject {
             target: Target::Container(container.name.to_owned()),
             place: container.place.clone(),
+            holder: container.holder,
         };
         match self.runtime_memory(&subject, &container.memory, budget)? {
             Some(memory) => self.environment(&subject, &memory, container),
@@ -272,11 +277,7 @@ impl<'a> Planner<'a> {
         memory: &RuntimeMemory,
         container: &Container<'_>,
     ) -> Result<(), Unreadable> {
-        let pod = self.pod;
-        let object = pod
-            .pointer(subject.place.pointer().as_str())
-            .ok_or(Unreadable::EditOutsidePod)?;
-        let env = read::env(object, &subject.target)?;
+        let env = container.env(&subject.target)?;
         if let Some((index, existing)) = read::find_env(env, GOMEMLIMIT) {
             self.existing_gomemlimit(subject, index, existing, &memory.limit);
             return Ok(());
@@ -296,7 +297,7 @@ impl<'a> Planner<'a> {
             self.record(&subject.target).gogc = Some(gogc.clone());
             self.change(&subject.target, Action::SetGogc(gogc));
         }
-        if read::has_env_from(object) {
+        if container.env_from {
             let text =
                 "envFrom may also define GOMEMLIMIT; the injected env entry takes precedence";
             self.warn(&subject.target, text);
@@ -304,7 +305,7 @@ impl<'a> Planner<'a> {
         if downward {
             self.restart_on_resize(subject, container);
         }
-        self.edit(&subject.place).env.extend(added);
+        self.edit(subject).env.extend(added);
         Ok(())
     }
 
@@ -325,13 +326,13 @@ impl<'a> Planner<'a> {
                     "resizePolicy memory {kept} kept; GOMEMLIMIT will not follow in-place resizes"
                 ),
             ),
-            None if self.pod.pointer("/spec/restartPolicy") == Some(&json!("Never")) => {
+            None if self.restart_never => {
                 let text = "restartPolicy Never allows no RestartContainer resizePolicy; \
                             GOMEMLIMIT will not follow in-place resizes";
                 self.warn(target, text);
             }
             None => {
-                self.edit(&subject.place).restart_on_memory_resize = true;
+                self.edit(subject).restart_on_memory_resize = true;
                 self.record(target).resize_policy = Some("RestartContainer".to_owned());
                 self.change(target, Action::SetResizePolicy);
             }
@@ -344,14 +345,14 @@ impl<'a> Planner<'a> {
         &mut self,
         subject: &Subject,
         index: usize,
-        existing: &Value,
+        existing: &EnvVar<'_>,
         limit: &Quantity,
     ) {
         let recorded = self.previous(&subject.target).cloned().unwrap_or_default();
         let current = existing
-            .get("value")
-            .and_then(Value::as_str)
-            .filter(|_| existing.get("valueFrom").is_none());
+            .value
+            .as_deref()
+            .filter(|_| !existing.has_value_from);
         match (recorded.gomemlimit.as_deref(), recorded.percent, current) {
             (Some(ours), Some(percent), Some(current)) if ours == current && ours != DOWNWARD => {
                 self.update_literal(subject, index, current, limit.percent_of_bytes(percent));
@@ -366,7 +367,7 @@ impl<'a> Planner<'a> {
         if bytes == 0 || bytes.to_string() == current {
             return;
         }
-        self.edit(&subject.place).env_value = Some(EnvValue {
+        self.edit(subject).env_value = Some(EnvValue {
             index,
             value: bytes.to_string(),
         });
@@ -432,7 +433,7 @@ impl<'a> Planner<'a> {
     /// Plans `requests.memory = value` (a change from `from`) and records it.
     fn set_request(&mut self, subject: &Subject, from: Option<String>, value: &Quantity) {
         let to = value.as_str().to_owned();
-        self.edit(&subject.place).request = Some(to.clone());
+        self.edit(subject).request = Some(to.clone());
         self.record(&subject.target).request = Some(to.clone());
         self.change(&subject.target, Action::SetRequest { from, to });
     }
@@ -445,7 +446,7 @@ impl<'a> Planner<'a> {
             let text = format_args!("adds a memory limit of {to} where there was none");
             self.warn(&subject.target, text);
         }
-        self.edit(&subject.place).limit = Some(to.clone());
+        self.edit(subject).limit = Some(to.clone());
         self.record(&subject.target).limit = Some(to.clone());
         self.change(&subject.target, Action::SetLimit { from: None, to });
     }
@@ -484,8 +485,12 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn edit(&mut self, place: &Place) -> &mut Edit {
-        self.plan.edits.entry(place.pointer()).or_default()
+    /// The edit of the subject's fields, planned so far.
+    fn edit(&mut self, subject: &Subject) -> &mut Edit {
+        self.plan
+            .edits
+            .entry(subject.place.pointer())
+            .or_insert_with(|| Edit::new(subject.holder))
     }
 }
 

@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use super::read::{self, Container, Metadata, Runs};
+use super::view;
 use super::{DOWNWARD, Record, STATUS, Status, annotations};
 use crate::policy::{Mode, Policy};
 use crate::quantity::Quantity;
@@ -39,7 +40,8 @@ pub(crate) fn evaluate_resize(
     mode: Mode,
 ) -> ResizeEvaluation {
     let mut eval = ResizeEvaluation::allowed();
-    let Ok(metadata) = Metadata::of(new) else {
+    let (old, new) = (view::of_value(old), view::of_value(new));
+    let Ok(metadata) = Metadata::of(&new) else {
         return eval;
     };
     let Some(status) = recorded(&metadata) else {
@@ -49,7 +51,7 @@ pub(crate) fn evaluate_resize(
         return eval;
     }
     let settings = annotations::Settings::read(&metadata.annotations, policy, mode == Mode::Audit);
-    let (Ok(old_spec), Ok(new_spec)) = (read::spec(old), read::spec(new)) else {
+    let (Ok(old_spec), Ok(new_spec)) = (read::spec(&old), read::spec(&new)) else {
         return eval;
     };
     let (Ok(before), Ok(after)) = (read::containers(old_spec), read::containers(new_spec)) else {
@@ -70,7 +72,7 @@ pub(crate) fn evaluate_resize(
         let Some(change) = LimitChange::of(previous, container) else {
             continue;
         };
-        match check(new, container, record, &change) {
+        match check(container, record, &change) {
             Verdict::Fine => {}
             Verdict::Warn(text) => eval.warnings.push(shorten(text, WARNING)),
             Verdict::Refuse(text) => denials.push(text),
@@ -115,7 +117,7 @@ enum Verdict {
 }
 
 /// The rule for one container whose limit changes.
-fn check(pod: &Value, container: &Container<'_>, record: &Record, change: &LimitChange) -> Verdict {
+fn check(container: &Container<'_>, record: &Record, change: &LimitChange) -> Verdict {
     let name = container.name;
     match (record.gomemlimit.as_deref(), record.percent) {
         (Some(DOWNWARD), _) if container.memory_resize == Some("RestartContainer") => Verdict::Fine,
@@ -124,7 +126,7 @@ fn check(pod: &Value, container: &Container<'_>, record: &Record, change: &Limit
              restarts (its resizePolicy does not restart it)",
             change.old.as_str()
         )),
-        (Some(literal), Some(percent)) if current_literal(pod, container) == Some(literal) => {
+        (Some(literal), Some(percent)) if current_literal(container) == Some(literal) => {
             let Ok(literal) = literal.parse::<u64>() else {
                 return Verdict::Fine;
             };
@@ -170,11 +172,10 @@ fn in_mi(bytes: u64) -> String {
 }
 
 /// The container's GOMEMLIMIT value, when it is a literal.
-fn current_literal<'a>(pod: &'a Value, container: &Container<'_>) -> Option<&'a str> {
-    let object = pod.pointer(container.place.pointer().as_str())?;
-    let env = object.get("env")?.as_array()?;
+fn current_literal<'a>(container: &Container<'a>) -> Option<&'a str> {
+    let env = container.env.present()?;
     let (_, entry) = read::find_env(env, "GOMEMLIMIT")?;
-    entry.get("value")?.as_str()
+    entry.value.as_deref()
 }
 
 #[cfg(test)]
