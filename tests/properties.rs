@@ -1,10 +1,11 @@
 //! Property tests over generated pods, through the same handler the server uses:
 //! the patch always applies, a second pass is a no-op, and nothing outside the fields the
-//! webhook owns changes (so fields unknown to any client library survive).
+//! webhook owns changes (so fields unknown to any client library survive); and the one-pass
+//! reading answers exactly as reading the body into a document does.
 
 pub mod support;
 
-use gomemlimit_injector::admission::{Endpoint, Outcome};
+use gomemlimit_injector::admission::{Endpoint, Outcome, Reading, handle_with};
 use gomemlimit_injector::engine::STATUS;
 use gomemlimit_injector::policy::{Gogc, MissingLimit, Policy};
 use gomemlimit_injector::quantity::Quantity;
@@ -338,6 +339,28 @@ proptest! {
             for w in warnings {
                 prop_assert!(w.as_str().unwrap().chars().count() <= 120, "{}", w);
             }
+        }
+    }
+
+    #[test]
+    fn both_readings_answer_alike(pod in pod(), policy in policy(), pretty in any::<bool>()) {
+        let review = pod_review("readings-uid", &pod);
+        let body = if pretty {
+            serde_json::to_vec_pretty(&review).unwrap()
+        } else {
+            serde_json::to_vec(&review).unwrap()
+        };
+        for endpoint in [Endpoint::Mutate, Endpoint::Audit] {
+            let answer = |reading| {
+                let (reply, report) =
+                    handle_with(reading, endpoint, Some("application/json"), &body, &policy);
+                (reply.status, reply.body, format!("{report:?}"))
+            };
+            let one_pass = answer(Reading::OnePass);
+            let document = answer(Reading::Document);
+            prop_assert_eq!(one_pass.0, document.0);
+            prop_assert_eq!(String::from_utf8_lossy(&one_pass.1), String::from_utf8_lossy(&document.1));
+            prop_assert_eq!(one_pass.2, document.2);
         }
     }
 }

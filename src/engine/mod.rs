@@ -25,16 +25,16 @@ mod view;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use json_patch::Patch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::policy::{Mode, Policy};
 use crate::text::{WARNING, shorten};
 
+pub(crate) use patch::Operation;
 pub(crate) use read::Unreadable;
 pub(crate) use resize::{ResizeEvaluation, evaluate_resize};
-pub(crate) use view::{Field, Pod as PodView};
+pub(crate) use view::{Field, Pod as PodView, Skip};
 
 /// Label or annotation that opts a pod out (`disabled`).
 pub(crate) const INJECT: &str = "gomemlimit.io/inject";
@@ -71,14 +71,17 @@ pub(crate) struct Evaluation {
     /// The JSONPatch that makes `changes` (empty when there are none). Its operations only
     /// add or replace the fields the webhook owns, so it applies to the evaluated pod and
     /// keeps every other field, whatever its schema version.
-    pub(crate) patch: Patch,
+    pub(crate) patch: Vec<Operation>,
 }
 
 impl Evaluation {
     /// The pod with the patch applied.
     pub(crate) fn patched(&self, pod: &Value) -> Value {
+        let patch = serde_json::to_value(&self.patch).expect("operations serialize");
+        let patch: json_patch::Patch =
+            serde_json::from_value(patch).expect("operations are JSONPatch");
         let mut out = pod.clone();
-        json_patch::patch(&mut out, &self.patch).expect("the engine's patch applies to its pod");
+        json_patch::patch(&mut out, &patch).expect("the engine's patch applies to its pod");
         out
     }
 
@@ -285,14 +288,14 @@ pub(crate) fn evaluate_view(pod: &Field<PodView<'_>>, policy: &Policy, mode: Mod
         changes: Vec::new(),
         warnings: Vec::new(),
         events: Vec::new(),
-        patch: Patch(Vec::new()),
+        patch: Vec::new(),
     };
     if let Err(reason) = evaluate_into(pod, policy, &mut eval) {
         // The warnings given so far are still true of the pod, and stay.
         eval.decision = Decision::Skipped(SkipReason::NotUnderstood(reason));
         eval.changes.clear();
         eval.events.clear();
-        eval.patch.0.clear();
+        eval.patch.clear();
     }
     eval
 }
@@ -326,7 +329,7 @@ fn evaluate_into(
         return Ok(());
     }
     let status = (plan.status != previous).then_some(&plan.status);
-    patch::emit(metadata.shape, &plan.edits, status, &mut eval.patch.0);
+    patch::emit(metadata.shape, plan.edits, status, &mut eval.patch);
     Ok(())
 }
 

@@ -7,22 +7,18 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use json_patch::jsonptr::PointerBuf;
-use serde_json::{Value, json};
 
 use super::annotations::Settings;
 use super::budget::{self, Budget};
-use super::patch::{Edit, EnvValue};
+use super::patch::{Edit, EnvEntry, EnvValue};
 use super::read::{self, Container, Holder, Memory, Place, Quantities, Runs, Unreadable};
-use super::view::{self, EnvVar};
+use super::view::{self, EnvVar, GOGC, GOMEMLIMIT};
 use super::{
     Action, Change, ContainerEvent, DOWNWARD, Evaluation, GomemlimitValue, Record, Status, Target,
 };
 use crate::policy::{Gogc, MissingLimit, Policy};
 use crate::quantity::Quantity;
 use crate::text::{WARNING, shorten};
-
-const GOMEMLIMIT: &str = "GOMEMLIMIT";
-const GOGC: &str = "GOGC";
 
 /// What the rules decided, besides what they recorded in the evaluation.
 pub(super) struct Plan {
@@ -37,7 +33,8 @@ pub(super) struct Plan {
 /// A target, where its fields sit and what holds them.
 struct Subject {
     target: Target,
-    place: Place,
+    /// The JSON pointer to its place.
+    at: PointerBuf,
     holder: Holder,
 }
 
@@ -110,7 +107,7 @@ impl<'a> Planner<'a> {
         }
         let pod = Subject {
             target: Target::Pod,
-            place: Place::Spec,
+            at: Place::Spec.pointer(),
             holder: Holder::of_resources(&spec.resources),
         };
         Ok(self.request_equals_limit(&pod, &memory))
@@ -123,7 +120,7 @@ impl<'a> Planner<'a> {
     ) -> Result<(), Unreadable> {
         let subject = Subject {
             target: Target::Container(container.name.to_owned()),
-            place: container.place.clone(),
+            at: container.place.pointer(),
             holder: container.holder,
         };
         match self.runtime_memory(&subject, &container.memory, budget)? {
@@ -293,7 +290,7 @@ impl<'a> Planner<'a> {
         if let Some(gogc) = self.gogc_value()
             && read::find_env(env, GOGC).is_none()
         {
-            added.push(json!({"name": GOGC, "value": gogc}));
+            added.push(EnvEntry::gogc(gogc.clone()));
             self.record(&subject.target).gogc = Some(gogc.clone());
             self.change(&subject.target, Action::SetGogc(gogc));
         }
@@ -487,22 +484,18 @@ impl<'a> Planner<'a> {
 
     /// The edit of the subject's fields, planned so far.
     fn edit(&mut self, subject: &Subject) -> &mut Edit {
-        self.plan
-            .edits
-            .entry(subject.place.pointer())
-            .or_insert_with(|| Edit::new(subject.holder))
+        let edits = &mut self.plan.edits;
+        if !edits.contains_key(&subject.at) {
+            edits.insert(subject.at.clone(), Edit::new(subject.holder));
+        }
+        edits.get_mut(&subject.at).expect("inserted above")
     }
 }
 
 /// The env entry that sets GOMEMLIMIT to `value`.
-fn gomemlimit_entry(value: &GomemlimitValue) -> Value {
+fn gomemlimit_entry(value: &GomemlimitValue) -> EnvEntry {
     match value {
-        GomemlimitValue::Downward => json!({
-            "name": GOMEMLIMIT,
-            "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1"}}
-        }),
-        GomemlimitValue::Literal { bytes, .. } => {
-            json!({"name": GOMEMLIMIT, "value": bytes.to_string()})
-        }
+        GomemlimitValue::Downward => EnvEntry::gomemlimit_downward(),
+        GomemlimitValue::Literal { bytes, .. } => EnvEntry::gomemlimit(*bytes),
     }
 }

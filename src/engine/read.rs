@@ -9,7 +9,7 @@ use std::fmt;
 
 use json_patch::jsonptr::PointerBuf;
 
-use super::view::{self, EnvVar, Field, QuantityText};
+use super::view::{self, Env, EnvVar, Field, QuantityText};
 use super::{INJECT, MIRROR, SkipReason, Target};
 use crate::quantity::Quantity;
 
@@ -273,7 +273,7 @@ pub(super) struct Container<'a> {
     /// The `restartPolicy` of its `resizePolicy` entry for memory, if it has one.
     pub(super) memory_resize: Option<&'a str>,
     /// Its `env`, as sent.
-    pub(super) env: &'a Field<Vec<Field<EnvVar<'a>>>>,
+    pub(super) env: &'a Field<Env<'a>>,
     /// Whether it takes variables from a non-empty `envFrom`, which may hide a GOMEMLIMIT.
     pub(super) env_from: bool,
     pub(super) holder: Holder,
@@ -344,11 +344,11 @@ impl<'a> Container<'a> {
         })
     }
 
-    /// Its `env` entries.
-    pub(super) fn env(&self, target: &Target) -> Result<&'a [Field<EnvVar<'a>>], Unreadable> {
+    /// Its `env` entries that set GOMEMLIMIT or GOGC, with their index.
+    pub(super) fn env(&self, target: &Target) -> Result<&'a [(usize, EnvVar<'a>)], Unreadable> {
         match self.env {
             Field::Absent | Field::Null => Ok(&[]),
-            Field::Present(items) => Ok(items.as_slice()),
+            Field::Present(env) => Ok(env.watched.as_slice()),
             Field::Wrong => Err(Unreadable::EnvNotAnArray {
                 target: target.clone(),
             }),
@@ -358,11 +358,10 @@ impl<'a> Container<'a> {
 
 /// The first `env` entry named `name`, with its index.
 pub(super) fn find_env<'a, 'de>(
-    env: &'a [Field<EnvVar<'de>>],
+    env: &'a [(usize, EnvVar<'de>)],
     name: &str,
 ) -> Option<(usize, &'a EnvVar<'de>)> {
     env.iter()
-        .enumerate()
-        .filter_map(|(i, e)| e.present().map(|e| (i, e)))
         .find(|(_, e)| e.name.as_deref() == Some(name))
+        .map(|(i, e)| (*i, e))
 }

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use super::read::{self, Container, Metadata, Runs};
-use super::view;
+use super::view::{self, GOMEMLIMIT};
 use super::{DOWNWARD, Record, STATUS, Status, annotations};
 use crate::policy::{Mode, Policy};
 use crate::quantity::Quantity;
@@ -173,8 +173,8 @@ fn in_mi(bytes: u64) -> String {
 
 /// The container's GOMEMLIMIT value, when it is a literal.
 fn current_literal<'a>(container: &Container<'a>) -> Option<&'a str> {
-    let env = container.env.present()?;
-    let (_, entry) = read::find_env(env, "GOMEMLIMIT")?;
+    let env = &container.env.present()?.watched;
+    let (_, entry) = read::find_env(env, GOMEMLIMIT)?;
     entry.value.as_deref()
 }
 

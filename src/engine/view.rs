@@ -1,8 +1,12 @@
 //! The pod as sent, read straight from the request's bytes (or from a `serde_json::Value`)
 //! into views of what the rules look at: names, labels, annotations, and per container the
-//! memory requests and limits, the env entries' names and whether each has a value or a
-//! `valueFrom`, `envFrom`, `restartPolicy` and `resizePolicy`. Everything else is skipped
-//! as it is read, without being kept; strings without escapes are borrowed, not copied.
+//! memory requests and limits, the env entries that set GOMEMLIMIT or GOGC (their value
+//! or whether they have a `valueFrom`), `envFrom`, `restartPolicy` and `resizePolicy`.
+//! Everything else is skipped as it is read, without being kept; strings without escapes
+//! are borrowed, not copied.
+//!
+//! What is skipped is still read in full, as a document of the pod would be: a body the
+//! views accept is one `serde_json::Value` accepts too.
 //!
 //! A field of the wrong kind (an object where a string belongs, …) is not an error here:
 //! it reads as [`Field::Wrong`], so that the rules decide, as they do for every shape, what
@@ -13,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// A string as sent: borrowed from the body when it holds no escape.
 pub(crate) type Str<'a> = Cow<'a, str>;
@@ -48,12 +52,12 @@ impl<T> Field<T> {
 /// [`Field::Wrong`], skipped.
 pub(crate) trait Shape<'de>: Sized {
     fn map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
         Ok(None)
     }
 
     fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(None)
     }
 
@@ -138,6 +142,68 @@ impl<'de, T: Shape<'de>> Visitor<'de> for FieldVisitor<T> {
     }
 }
 
+/// Any JSON value, read in full and dropped: its strings are checked as a document's are,
+/// its numbers parsed and its nesting counted against the parser's depth limit.
+pub(crate) struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_none<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Skip, D::Error> {
+        Skip::deserialize(d)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
 /// A map key, borrowed when it can be.
 pub(crate) struct Key<'a>(pub(crate) Str<'a>);
 
@@ -178,7 +244,7 @@ where
 
 /// Skips the value of the current entry.
 pub(crate) fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
-    map.next_value::<IgnoredAny>().map(drop)
+    map.next_value::<Skip>().map(drop)
 }
 
 impl<'de> Shape<'de> for Str<'de> {
@@ -331,7 +397,7 @@ pub(crate) struct Container<'a> {
     pub(crate) resources: Field<Resources<'a>>,
     pub(crate) restart_policy: Option<Str<'a>>,
     pub(crate) resize_policy: Field<Vec<Field<ResizePolicy<'a>>>>,
-    pub(crate) env: Field<Vec<Field<EnvVar<'a>>>>,
+    pub(crate) env: Field<Env<'a>>,
     pub(crate) env_from: Field<Count>,
 }
 
@@ -432,6 +498,33 @@ impl<'de> Shape<'de> for ResizePolicy<'de> {
     }
 }
 
+/// The Go runtime's variables the webhook sets.
+pub(crate) const GOMEMLIMIT: &str = "GOMEMLIMIT";
+pub(crate) const GOGC: &str = "GOGC";
+
+/// `env`: the entries named [`GOMEMLIMIT`] or [`GOGC`], with their index; the others are
+/// read and skipped.
+#[derive(Debug, Default)]
+pub(crate) struct Env<'a> {
+    pub(crate) watched: Vec<(usize, EnvVar<'a>)>,
+}
+
+impl<'de> Shape<'de> for Env<'de> {
+    fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut env = Env::default();
+        let mut index = 0;
+        while let Some(item) = seq.next_element::<Field<EnvVar<'de>>>()? {
+            if let Field::Present(var) = item
+                && matches!(var.name.as_deref(), Some(GOMEMLIMIT | GOGC))
+            {
+                env.watched.push((index, var));
+            }
+            index += 1;
+        }
+        Ok(Some(env))
+    }
+}
+
 /// One `env` entry: its name, its value when that is a string, and whether it has a
 /// `valueFrom` key at all.
 #[derive(Debug, Default)]
@@ -467,7 +560,7 @@ pub(crate) struct Count(pub(crate) usize);
 impl<'de> Shape<'de> for Count {
     fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
         let mut n = 0;
-        while seq.next_element::<IgnoredAny>()?.is_some() {
+        while seq.next_element::<Skip>()?.is_some() {
             n += 1;
         }
         Ok(Some(Count(n)))

@@ -86,7 +86,7 @@ pub(crate) fn process(object: &Value, policy: &Policy, namespace: &str) -> Proce
     };
     let pod = template_pod(pointer, template);
     let eval = engine::evaluate_as(&pod, policy, policy.mode);
-    let mutated = (eval.applies() && !eval.patch.0.is_empty())
+    let mutated = (eval.applies() && !eval.patch.is_empty())
         .then(|| with_template(object, pointer, &eval.patched(&pod)));
     Processed {
         mutated,
