@@ -1,7 +1,7 @@
 # gomemlimit-injector developer targets. `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test unit e2e e2e-node controlplane images lab lint fmt bench run clean
+.PHONY: all build release test unit e2e e2e-node controlplane images lab lint fmt bench bench-load run clean
 
 all: build
 
@@ -77,6 +77,12 @@ fmt:
 
 bench:
 	$(CARGO) bench --locked --bench review --bench server
+
+# Load on the release binary over loopback (h2load, from Debian's nghttp2-client): /mutate
+# throughput per body as a ratio of GET /healthz, and p50/p99 latency at half that rate,
+# over HTTP/2 and HTTP/1.1 (hack/bench-load.sh).
+bench-load: release
+	hack/bench-load.sh
 
 # The webhook on this machine with a self-signed certificate and the default policy.
 run:
