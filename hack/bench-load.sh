@@ -4,8 +4,11 @@
 # 8 connections, one request at a time on each.
 #
 # For each protocol it measures, in one run on one server:
-#   - the highest rate of `GET /healthz` (the TLS and HTTP cost alone);
+#   - the highest rate of `GET /healthz` (the TLS and HTTP cost alone), before and after
+#     the bodies (their mean is the reference);
 #   - the highest rate of `POST /mutate` for each body, as a ratio of that;
+#   - the server's CPU time per request (utime + stime of /proc/PID/stat), and /healthz's
+#     as a ratio of it: the same comparison, less moved by other processes on the machine;
 #   - p50 and p99 latency of `/mutate` at half that body's highest rate (h2load --rps,
 #     latencies from its --log-file).
 # Absolute rates move with whatever else runs on the machine; the ratios are the result.
@@ -14,7 +17,7 @@
 #
 # Environment:
 #   BIN               the binary (default target/release/gomemlimit-injector; make builds it)
-#   BENCH_DURATION    seconds per measurement (default 5, after 1 s of warm-up)
+#   BENCH_DURATION    seconds per measurement (default 5)
 #   BENCH_BODIES      the review bodies, in tests/data (default: pod-create.json
 #                     pod-create-small.json)
 #   BENCH_LOG_LEVEL   the server's --log-level (default info, as deployed)
@@ -65,15 +68,23 @@ if [[ -z "${addr}" ]] || ! curl -sf --noproxy "*" "http://${metrics}/readyz" >/d
   exit 1
 fi
 
-# h2load NAME PROTO PATH [BODY] [h2load options...]: one bounded run; prints req/s.
+# The server's CPU time so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${server}/stat"; }
+ticks_per_second="$(getconf CLK_TCK)"
+
+# h2load NAME PROTO PATH [BODY] [h2load options...]: one bounded run; prints req/s and the
+# server's CPU microseconds per request.
 load() {
   local name="$1" proto="$2" path="$3" body="$4"
   shift 4
-  local args=(-c "${clients}" -m 1 -t 1 -D "${duration}" --warm-up-time 1
+  local args=(-c "${clients}" -m 1 -t 1 -D "${duration}"
     --log-file "${out}/${name}.log")
   [[ "${proto}" == h1 ]] && args+=(--h1)
   [[ -n "${body}" ]] && args+=(-d "${repo}/tests/data/${body}" -H 'content-type: application/json')
+  local before
+  before="$(cpu_ticks)"
   timeout $((duration + 30)) h2load "${args[@]}" "$@" "https://${addr}${path}" >"${out}/${name}.txt"
+  local ticks=$(($(cpu_ticks) - before))
   local finished succeeded
   finished="$(sed -nE 's/^requests: .* ([0-9]+) done.*/\1/p' "${out}/${name}.txt")"
   succeeded="$(sed -nE 's/^status codes: ([0-9]+) 2xx.*/\1/p' "${out}/${name}.txt")"
@@ -81,7 +92,12 @@ load() {
     echo "error: ${name}: not every request succeeded; see ${out}/${name}.txt" >&2
     exit 1
   fi
-  sed -nE 's/^finished in [^,]*, ([0-9.]+) req\/s.*/\1/p' "${out}/${name}.txt"
+  local total
+  total="$(sed -nE 's/^requests: ([0-9]+) total.*/\1/p' "${out}/${name}.txt")"
+  local rate
+  rate="$(sed -nE 's/^finished in [^,]*, ([0-9.]+) req\/s.*/\1/p' "${out}/${name}.txt")"
+  echo "${rate} $(awk -v t="${ticks}" -v hz="${ticks_per_second}" -v n="${total}" \
+    'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
 }
 
 # Percentile P (0-100) of the latencies in an h2load log, in microseconds.
@@ -92,22 +108,31 @@ percentile() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; h2load -c ${clients} -m 1, ${duration} s per run"
-printf '%-6s %-26s %10s %10s %12s %10s %10s\n' protocol body 'req/s' 'x healthz' 'half rate' 'p50 (ms)' 'p99 (ms)'
+printf '%-6s %-30s %9s %10s %12s %10s %11s %9s %9s\n' protocol body 'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'half rate' 'p50 ms' 'p99 ms'
 for proto in h2 h1; do
-  healthz="$(load "${proto}-healthz" "${proto}" /healthz "")"
-  printf '%-6s %-26s %10.0f %10s\n' "${proto}" "GET /healthz" "${healthz}" 1.00
+  read -r first first_cpu <<<"$(load "${proto}-healthz" "${proto}" /healthz "")"
+  results=()
   for body in "${bodies[@]}"; do
     name="${proto}-${body%.json}"
-    max="$(load "${name}" "${proto}" /mutate "${body}")"
+    read -r max cpu <<<"$(load "${name}" "${proto}" /mutate "${body}")"
     per_client="$(awk -v r="${max}" -v c="${clients}" 'BEGIN { n = int(r / 2 / c); print (n < 1 ? 1 : n) }')"
     load "${name}-half" "${proto}" /mutate "${body}" --rps "${per_client}" >/dev/null
-    p50="$(percentile "${out}/${name}-half.log" 50)"
-    p99="$(percentile "${out}/${name}-half.log" 99)"
+    results+=("${body} ${max} ${cpu} ${per_client}")
+  done
+  read -r second second_cpu <<<"$(load "${proto}-healthz-after" "${proto}" /healthz "")"
+  healthz="$(awk -v a="${first}" -v b="${second}" 'BEGIN { print (a + b) / 2 }')"
+  healthz_cpu="$(awk -v a="${first_cpu}" -v b="${second_cpu}" 'BEGIN { print (a + b) / 2 }')"
+  printf '%-6s %-30s %9.0f %10s %12s %10s   (%.0f and %.0f req/s)\n' "${proto}" "GET /healthz" \
+    "${healthz}" 1.00 "${healthz_cpu}" 1.00 "${first}" "${second}"
+  for result in "${results[@]}"; do
+    read -r body max cpu per_client <<<"${result}"
+    name="${proto}-${body%.json}"
     size="$(stat -c %s "${repo}/tests/data/${body}")"
-    printf '%-6s %-26s %10.0f %10s %12s %10.3f %10.3f\n' "${proto}" \
+    printf '%-6s %-30s %9.0f %10s %12s %10s %11s %9.3f %9.3f\n' "${proto}" \
       "${body} ($(((size + 500) / 1000)) kB)" "${max}" "$(ratio "${max}" "${healthz}")" \
-      "$((per_client * clients))/s" "$(awk -v u="${p50}" 'BEGIN { print u / 1000 }')" \
-      "$(awk -v u="${p99}" 'BEGIN { print u / 1000 }')"
+      "${cpu}" "$(ratio "${healthz_cpu}" "${cpu}")" "$((per_client * clients))/s" \
+      "$(awk -v u="$(percentile "${out}/${name}-half.log" 50)" 'BEGIN { print u / 1000 }')" \
+      "$(awk -v u="$(percentile "${out}/${name}-half.log" 99)" 'BEGIN { print u / 1000 }')"
   done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
