@@ -1,7 +1,7 @@
 # gomemlimit-injector developer targets. `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test unit e2e e2e-node controlplane images lab lint fmt bench run clean
+.PHONY: all build release test unit e2e e2e-node controlplane images lab lint fmt bench bench-load bench-limits fuzz fuzz-smoke run clean
 
 all: build
 
@@ -15,8 +15,8 @@ release:
 # TLS server on loopback), the end-to-end suites against a real control plane and on a
 # real node (root), one quick pass of each benchmark in test mode, the chart checks, the
 # alerts and dashboard checked and unit-tested with promtool, and the GitHub Actions
-# workflows checked with actionlint.
-test: controlplane helm images unit check-manifests check-monitoring check-workflows
+# workflows checked with actionlint, and a short run of each fuzz target.
+test: controlplane helm images unit check-manifests check-monitoring check-workflows fuzz-smoke
 
 unit:
 	$(CARGO) test --locked --all-targets
@@ -77,6 +77,28 @@ fmt:
 
 bench:
 	$(CARGO) bench --locked --bench review --bench server
+
+# Load on the release binary over loopback (h2load, from Debian's nghttp2-client): /mutate
+# throughput per body as a ratio of GET /healthz, and p50/p99 latency at half that rate,
+# over HTTP/2 and HTTP/1.1 (hack/bench-load.sh).
+bench-load: release
+	hack/bench-load.sh
+
+# `serve` as a process against its bounds: start-up time, idle memory, peak memory per large
+# review, latency beside large reviews, 2,000 slow or idle connections (benches/limits.rs).
+bench-limits:
+	$(CARGO) bench --locked --bench limits
+
+# Coverage-guided fuzzing of the review handler (fuzz/, hack/fuzz.sh; cargo-fuzz is installed
+# from crates.io when missing). fuzz-smoke, part of test: 20,000 inputs per target, at most
+# 60 s each. fuzz: FUZZ_RUNS inputs per target, by default 5 million (10 million in all).
+FUZZ_RUNS ?= 5000000
+
+fuzz:
+	FUZZ_RUNS=$(FUZZ_RUNS) hack/fuzz.sh
+
+fuzz-smoke:
+	hack/fuzz.sh
 
 # The webhook on this machine with a self-signed certificate and the default policy.
 run:

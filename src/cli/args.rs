@@ -12,7 +12,7 @@ use clap::{ArgGroup, Args, ValueEnum};
 use crate::background::{self, BackgroundAuditConfig, LeaseConfig, NamespaceSelection, Selection};
 use crate::policy::{self, Gogc, MissingLimit, Mode, Overrides, PolicySource};
 use crate::quantity::Quantity;
-use crate::server::ServeConfig;
+use crate::server::{self, ServeConfig};
 use crate::telemetry::LogFormat;
 use crate::tls::{self, KeyPairFiles, SecretConfig, TlsSource};
 
@@ -374,6 +374,28 @@ pub(crate) struct ServeArgs {
         value_parser = parse_duration_or_zero
     )]
     pub(crate) shutdown_delay: Duration,
+    /// The most connections each listener (webhook, metrics) holds at once. A connection
+    /// beyond it closes the one quiet the longest (never one with a request in flight),
+    /// or waits until one ends.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = server::DEFAULT_MAX_CONNECTIONS,
+        value_parser = positive
+    )]
+    pub(crate) max_connections: usize,
+    /// The most large reviews (a body of 64 KiB or more, a pod with hundreds of
+    /// containers) evaluated at once, each on a thread of its own; the others wait within
+    /// --request-timeout, then get 503.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_MAX_LARGE_REVIEWS",
+        value_name = "N",
+        default_value_t = server::DEFAULT_MAX_LARGE_REVIEWS,
+        value_parser = positive
+    )]
+    pub(crate) max_large_reviews: usize,
     #[command(flatten)]
     pub(crate) policy: PolicyArgs,
     /// Last: its help heading would carry over to the flags after it.
@@ -501,6 +523,8 @@ impl ServeArgs {
             shutdown_timeout: self.shutdown_timeout,
             shutdown_delay: self.shutdown_delay,
             background_audit: self.background.to_config(),
+            max_connections: self.max_connections,
+            max_large_reviews: self.max_large_reviews,
         }
     }
 }
@@ -569,6 +593,14 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: the duration must be greater than zero"));
     }
     Ok(total)
+}
+
+/// A count of at least one.
+fn positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
 }
 
 /// [`parse_duration`], also accepting `0` (or `0s`) for "none".

@@ -228,6 +228,8 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(10));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(20));
         assert_eq!(config.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.max_large_reviews, 2);
         assert!(matches!(
             config.tls,
             TlsSource::SelfSigned { ref ca_out, .. } if ca_out == std::path::Path::new("gomemlimit-injector-ca.crt")

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-pub use routes::{AppState, router};
+pub use routes::{AppState, DEFAULT_MAX_LARGE_REVIEWS, router};
 pub(crate) use signals::serve_until_signalled;
 
 use crate::background::{BackgroundAudit, BackgroundAuditConfig, BackgroundAuditError};
@@ -35,7 +35,7 @@ use crate::policy::{PolicyError, PolicySource};
 use crate::tls::{
     self, CertStore, CertificateSource, Credentials, SecretError, SourceError, TlsError, TlsSource,
 };
-use conn::{Http, Listening};
+use conn::{Http, Listening, Slots};
 use reload::{PolicyWatcher, Reloader};
 
 /// The target of the server's log events, whichever of its files they come from: what
@@ -112,7 +112,15 @@ pub struct ServeConfig {
     pub shutdown_delay: Duration,
     /// The background audit of running pods; `None` when off.
     pub background_audit: Option<BackgroundAuditConfig>,
+    /// The most connections each listener holds at once; a new one beyond it displaces the
+    /// one quiet the longest.
+    pub max_connections: usize,
+    /// The most large reviews (a body of 64 KiB or more) evaluated at once.
+    pub max_large_reviews: usize,
 }
+
+/// How many connections each listener holds at once by default (`--max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// A bound server: key pair and policy checked, both listeners open.
 pub struct Server {
@@ -133,6 +141,7 @@ pub struct Server {
     header_read_timeout: Duration,
     shutdown_timeout: Duration,
     shutdown_delay: Duration,
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for Server {
@@ -182,13 +191,19 @@ impl Server {
             cert_source,
             policy_watcher,
             background_audit,
-            state: AppState::new(policy, metrics, config.request_timeout),
+            state: AppState::with_max_large_reviews(
+                policy,
+                metrics,
+                config.request_timeout,
+                config.max_large_reviews,
+            ),
             registry: Arc::new(registry),
             reload_interval: config.reload_interval,
             reload_now: Arc::new(Notify::new()),
             header_read_timeout: config.header_read_timeout,
             shutdown_timeout: config.shutdown_timeout,
             shutdown_delay: config.shutdown_delay,
+            max_connections: config.max_connections,
         })
     }
 
@@ -221,7 +236,8 @@ impl Server {
         };
         let reloader = tokio::spawn(reloader.run(self.reload_interval, self.reload_now));
         let metrics_router = routes::metrics_router(state.clone(), self.registry);
-        let metrics = Listening::start(self.metrics, Arc::clone(&http), metrics_router);
+        let slots = Slots::new(self.max_connections);
+        let metrics = Listening::start(self.metrics, slots, Arc::clone(&http), metrics_router);
         let background = BackgroundAudit::start(self.background_audit, &state);
 
         state.set_ready(true);
@@ -232,6 +248,7 @@ impl Server {
         let shutdown_delay = self.shutdown_delay;
         let connections = conn::accept_until(
             self.webhook,
+            Slots::new(self.max_connections),
             Some((acceptor, self.header_read_timeout)),
             http,
             router(state.clone()),
@@ -239,16 +256,7 @@ impl Server {
             async {
                 shutdown.await;
                 background.stop();
-                // The API server keeps sending to this replica until its endpoint is gone:
-                // answer 503 on /readyz but keep serving for a while, then stop accepting.
-                state.set_ready(false);
-                if !shutdown_delay.is_zero() {
-                    info!(
-                        delay_ms = shutdown_delay.as_millis() as u64,
-                        "shutting down: not ready, still serving until the delay ends"
-                    );
-                    tokio::time::sleep(shutdown_delay).await;
-                }
+                stop_being_ready(&state, shutdown_delay).await;
             },
         )
         .await;
@@ -260,6 +268,19 @@ impl Server {
         background.finish(BACKGROUND_STOP_TIMEOUT).await;
         info!("shut down");
         Ok(())
+    }
+}
+
+/// The API server keeps sending to this replica until its endpoint is gone: answer 503 on
+/// /readyz but keep serving for `delay`, then let the listener close.
+async fn stop_being_ready(state: &AppState, delay: Duration) {
+    state.set_ready(false);
+    if !delay.is_zero() {
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            "shutting down: not ready, still serving until the delay ends"
+        );
+        tokio::time::sleep(delay).await;
     }
 }
 
