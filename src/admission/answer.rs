@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use base64::write::EncoderWriter;
 use serde::Serialize;
 
 use super::request::{API_VERSION, KIND};
@@ -25,66 +25,67 @@ pub(super) struct Answer {
 
 impl Answer {
     /// The AdmissionReview answering the request `uid`, as JSON.
+    ///
+    /// Written field by field, in the order and form `serde_json` gives a struct, so that the
+    /// patch goes through base64 straight into the answer: a pod of thousands of containers
+    /// never holds its patch as JSON text beside its base64 text beside the answer.
     pub(super) fn to_json(&self, uid: &str) -> Result<Vec<u8>, serde_json::Error> {
-        let patch = self.patch.as_deref().map(base64_json).transpose()?;
-        let review = WireReview {
-            api_version: API_VERSION,
-            kind: KIND,
-            response: WireResponse {
-                uid,
-                allowed: self.denied.is_none(),
-                status: self.denied.as_deref().map(|message| WireStatus {
-                    code: 403,
-                    message,
-                    reason: "Forbidden",
-                }),
-                patch_type: patch.as_ref().map(|_| "JSONPatch"),
-                patch,
-                audit_annotations: &self.audit_annotations,
-                warnings: &self.warnings,
-            },
-        };
-        // Sized for the usual answer, so that writing it rarely grows the buffer.
-        let patch_len = review.response.patch.as_ref().map_or(0, String::len);
-        let mut out = Vec::with_capacity(512 + patch_len);
-        serde_json::to_writer(&mut out, &review)?;
+        let mut out = Vec::with_capacity(self.estimated_len());
+        out.extend_from_slice(b"{\"apiVersion\":");
+        serde_json::to_writer(&mut out, API_VERSION)?;
+        out.extend_from_slice(b",\"kind\":");
+        serde_json::to_writer(&mut out, KIND)?;
+        out.extend_from_slice(b",\"response\":{\"uid\":");
+        serde_json::to_writer(&mut out, uid)?;
+        out.extend_from_slice(b",\"allowed\":");
+        out.extend_from_slice(if self.denied.is_none() {
+            b"true"
+        } else {
+            b"false"
+        });
+        if let Some(message) = &self.denied {
+            out.extend_from_slice(b",\"status\":");
+            let status = WireStatus {
+                code: 403,
+                message,
+                reason: "Forbidden",
+            };
+            serde_json::to_writer(&mut out, &status)?;
+        }
+        if let Some(patch) = &self.patch {
+            out.extend_from_slice(b",\"patch\":\"");
+            out = base64_json(out, patch)?;
+            out.extend_from_slice(b"\",\"patchType\":\"JSONPatch\"");
+        }
+        // Sorted, so that the same review always gets the same bytes.
+        if !self.audit_annotations.is_empty() {
+            out.extend_from_slice(b",\"auditAnnotations\":");
+            serde_json::to_writer(&mut out, &self.audit_annotations)?;
+        }
+        if !self.warnings.is_empty() {
+            out.extend_from_slice(b",\"warnings\":");
+            serde_json::to_writer(&mut out, &self.warnings)?;
+        }
+        out.extend_from_slice(b"}}");
         Ok(out)
+    }
+
+    /// About the length of the answer, so that writing it rarely grows the buffer: a patch
+    /// operation is rarely over 192 bytes of JSON, 256 in base64 (the status annotation is
+    /// one operation that can be longer, and the buffer then grows).
+    fn estimated_len(&self) -> usize {
+        let patch = self.patch.as_ref().map_or(0, |ops| 256 * ops.len());
+        let warnings: usize = self.warnings.iter().map(|w| w.len() + 4).sum();
+        let denied = self.denied.as_ref().map_or(0, String::len);
+        512 + patch + warnings + denied
     }
 }
 
-/// A patch as base64 of its JSON.
-fn base64_json(patch: &[Operation]) -> Result<String, serde_json::Error> {
-    let mut json = Vec::with_capacity(256 * patch.len());
-    serde_json::to_writer(&mut json, patch)?;
-    Ok(STANDARD.encode(json))
-}
-
-/// The AdmissionReview answer as the API server reads it. The patch is base64 text, Go's
-/// `[]byte` convention.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireReview<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: WireResponse<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireResponse<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<WireStatus<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    /// Sorted, so that the same review always gets the same bytes.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    audit_annotations: &'a BTreeMap<&'static str, String>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
+/// Appends the base64 of the patch's JSON to `out`, as it is written.
+fn base64_json(out: Vec<u8>, patch: &[Operation]) -> Result<Vec<u8>, serde_json::Error> {
+    let mut encoder = EncoderWriter::new(out, &STANDARD);
+    serde_json::to_writer(&mut encoder, patch)?;
+    encoder.finish().map_err(serde_json::Error::io)
 }
 
 /// The `metav1.Status` of a refusal.

@@ -143,7 +143,7 @@ pub fn handle_with(
 ) -> (HttpReply, ReviewReport) {
     let mut report = ReviewReport::default();
     let request = Request::parse(reading, content_type, body, &mut report);
-    match request.and_then(|request| review(endpoint, &request, policy, &mut report)) {
+    match request.and_then(|request| review(endpoint, request, policy, &mut report)) {
         Ok(reply) => (reply, report),
         Err(rejection) => rejection.answer(report),
     }
@@ -151,7 +151,7 @@ pub fn handle_with(
 
 fn review(
     endpoint: Endpoint,
-    request: &Request<'_>,
+    mut request: Request<'_>,
     policy: &Policy,
     report: &mut ReviewReport,
 ) -> Result<HttpReply, Rejection> {
@@ -171,10 +171,11 @@ fn review(
             // No object to compare (an UPDATE is always read into a document).
             _ => Outcome::Skipped,
         };
-        return reply(outcome, request, &answer, report);
+        return reply(outcome, &request, &answer, report);
     }
     let is_pod_create = is_pod && sub_resource.is_empty() && request.operation == Operation::Create;
-    let outcome = match (is_pod_create, &request.object) {
+    // The pod is dropped once evaluated: a large one is not kept while the answer is written.
+    let outcome = match (is_pod_create, request.object.take()) {
         (false, _) => Outcome::Skipped,
         (true, None) => {
             answer.warnings.push(
@@ -184,11 +185,12 @@ fn review(
         }
         (true, Some(pod)) => {
             let eval = pod.evaluate(policy, mode);
+            drop(pod);
             report.events = eval.events.clone();
             decide(eval, &mut answer, report)
         }
     };
-    reply(outcome, request, &answer, report)
+    reply(outcome, &request, &answer, report)
 }
 
 /// The 200 reply carrying `answer`.

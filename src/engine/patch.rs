@@ -188,6 +188,10 @@ pub(super) fn emit(
     status: Option<&Status>,
     ops: &mut Vec<Operation>,
 ) {
+    // Most edits make at most four operations (memory, GOMEMLIMIT, GOGC, resize policy), and
+    // the status one more: reserved at once, so that thousands of containers do not grow
+    // the list by doubling it.
+    ops.reserve(4 * edits.len() + 1);
     for (at, edit) in edits {
         edit.emit(&at, ops);
     }
