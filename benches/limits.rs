@@ -265,7 +265,10 @@ async fn large_reviews(tls: &Tls) {
 
     let (serve, _) = Serve::start(tls, &[]);
     let client = serve.client(false);
-    assert_eq!(post(&client, &serve.url("/mutate"), small.clone()).await.0, 200);
+    assert_eq!(
+        post(&client, &serve.url("/mutate"), small.clone()).await.0,
+        200
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = serve.mib("VmHWM");
     let (status, took) = post(&client, &serve.url("/mutate"), body.clone()).await;
@@ -322,7 +325,11 @@ async fn beside_large_reviews(tls: &Tls) {
         assert_eq!(status, 200);
         reviews.push(took);
         let started = Instant::now();
-        let health = client.get(serve.url("/healthz")).send().await.expect("healthz");
+        let health = client
+            .get(serve.url("/healthz"))
+            .send()
+            .await
+            .expect("healthz");
         assert_eq!(health.status(), 200);
         probes.push(started.elapsed());
         for handle in four {
@@ -331,14 +338,20 @@ async fn beside_large_reviews(tls: &Tls) {
             large.push(took);
         }
     }
-    println!("\n# beside four {CONTAINERS}-container reviews ({ROUNDS} rounds, one HTTP/2 connection)");
+    println!(
+        "\n# beside four {CONTAINERS}-container reviews ({ROUNDS} rounds, one HTTP/2 connection)"
+    );
     for (name, samples) in [
         ("4 KB review", &mut reviews),
         ("GET /healthz", &mut probes),
         ("the large reviews", &mut large),
     ] {
         let (median, max) = median_max(samples);
-        println!("{name:<18} median {:.1} ms, max {:.1} ms", ms(median), ms(max));
+        println!(
+            "{name:<18} median {:.1} ms, max {:.1} ms",
+            ms(median),
+            ms(max)
+        );
     }
 }
 

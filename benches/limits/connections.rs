@@ -139,7 +139,9 @@ async fn open(
                 .await?;
         }
         Kind::Http2Preface => {
-            stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
+            stream
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                .await?;
             // An empty SETTINGS frame.
             stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await?;
         }

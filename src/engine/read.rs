@@ -4,7 +4,7 @@
 //! API server validates the pod after the admission webhooks have run. The parts come from
 //! the [`view`] of the pod, read without building a document of it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use json_patch::jsonptr::PointerBuf;
@@ -31,6 +31,8 @@ pub(crate) enum Unreadable {
     ContainerNotAnObject { at: Place },
     #[error("{at} has no name")]
     NoName { at: Place },
+    #[error("{at} has the name {name:?} of another container")]
+    RepeatedName { at: Place, name: String },
     #[error("{at}.resources is not an object")]
     ResourcesNotAnObject { at: Place },
     #[error("{at}.resources.{kind} is not an object")]
@@ -295,6 +297,16 @@ pub(super) fn containers<'a>(spec: &'a view::Spec<'a>) -> Result<Vec<Container<'
         for (index, item) in items.iter().enumerate() {
             containers.push(Container::read(Place::Container { list, index }, item)?);
         }
+    }
+    // The status annotation and the exclusions know containers by name: with a name used
+    // twice (a pod the API server's validation refuses after the webhooks), no answer would
+    // be right, nor the same on a second review.
+    let mut names = HashSet::with_capacity(containers.len());
+    if let Some(repeated) = containers.iter().find(|c| !names.insert(c.name)) {
+        return Err(Unreadable::RepeatedName {
+            at: repeated.place.clone(),
+            name: repeated.name.to_owned(),
+        });
     }
     Ok(containers)
 }

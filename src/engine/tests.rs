@@ -782,6 +782,7 @@ fn unreadable_pods_are_not_understood() {
         json!({"metadata": {}}),
         json!({"spec": {"containers": [{"name": "a", "resources": {"limits": "1Gi"}}]}}),
         json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"memory": "1Gi"}}, "env": {}}]}}),
+        json!({"spec": {"initContainers": [{"name": "a"}], "containers": [{"name": "a"}]}}),
     ];
     for p in cases {
         let e = run(&p);
@@ -792,6 +793,24 @@ fn unreadable_pods_are_not_understood() {
         assert_eq!(e.mutated, p);
         assert!(e.changes.is_empty());
     }
+}
+
+#[test]
+fn a_name_used_twice_leaves_the_pod_unchanged_and_says_where() {
+    let limit = json!({"limits": {"memory": "1Gi"}});
+    let p = json!({"metadata": {}, "spec": {"containers": [
+        {"name": "app", "resources": limit},
+        {"name": "app", "resources": {"limits": {"memory": "2Gi"}}},
+    ]}});
+    let e = run(&p);
+    let Decision::Skipped(SkipReason::NotUnderstood(why)) = &e.decision else {
+        panic!("{:?}", e.decision);
+    };
+    assert_eq!(
+        why.to_string(),
+        r#"spec.containers[1] has the name "app" of another container"#
+    );
+    assert_eq!(e.mutated, p);
 }
 
 #[test]
