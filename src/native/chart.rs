@@ -132,6 +132,66 @@ mod tests {
         );
     }
 
+    /// The objects of a rendered manifest by kind and name, without the chart's labels.
+    fn objects_of(text: &str) -> Vec<(String, String, serde_json::Value)> {
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).unwrap();
+        let mut objects: Vec<_> = docs
+            .into_iter()
+            .filter(|d| !d.is_null())
+            .map(|mut d| {
+                if let Some(m) = d["metadata"].as_object_mut() {
+                    m.remove("labels");
+                }
+                let key = |p: &str| d.pointer(p).and_then(|v| v.as_str()).unwrap().to_owned();
+                (key("/kind"), key("/metadata/name"), d)
+            })
+            .collect();
+        objects.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        objects
+    }
+
+    #[test]
+    fn the_chart_renders_what_policy_render_writes() {
+        use crate::native::{Options, Selection, render};
+        use crate::policy::{Mode, Policy};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (stem, selection, mode) in [
+            ("optin-enforce", Selection::OptIn, Mode::Enforce),
+            ("optin-audit", Selection::OptIn, Mode::Audit),
+            (
+                "clusterwide-enforce",
+                // The chart leaves its release namespace out, as for the webhook.
+                Selection::ClusterWide {
+                    excluded: vec!["gomemlimit-system".into()],
+                },
+                Mode::Enforce,
+            ),
+            (
+                "clusterwide-audit",
+                Selection::ClusterWide {
+                    excluded: vec!["gomemlimit-system".into()],
+                },
+                Mode::Audit,
+            ),
+        ] {
+            let path = root.join(format!("deploy/manifests/native-{stem}.yaml"));
+            let chart = objects_of(&std::fs::read_to_string(&path).unwrap());
+            let policy = Policy {
+                mode,
+                ..Policy::default()
+            };
+            let options = Options {
+                selection,
+                ..Options::default()
+            };
+            let rendered = objects_of(&crate::native::to_yaml(&render(&policy, &options)).unwrap());
+            assert_eq!(chart.len(), rendered.len(), "{stem}");
+            for (c, r) in chart.iter().zip(&rendered) {
+                assert!(c == r, "{stem}: {} {} differs from policy render", c.0, c.1);
+            }
+        }
+    }
+
     #[test]
     fn the_cel_never_opens_a_template_action() {
         // Helm reads `{{` as the start of a template action; only the settings may.

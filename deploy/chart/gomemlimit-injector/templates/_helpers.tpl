@@ -122,6 +122,57 @@ A name derived from the fullname: "<fullname>-<suffix>", cut to 63 characters.
 {{- end }}
 
 {{/*
+The namespaces the API server sends to the webhook (or applies the native policies in):
+labelled gomemlimit.io/inject=enabled (optIn), or every namespace but those labelled
+disabled, the system ones, the release namespace and excludeNamespaces (clusterWide).
+*/}}
+{{- define "gomemlimit-injector.namespaceSelector" -}}
+{{- if eq .Values.selection "clusterWide" -}}
+matchExpressions:
+  - key: gomemlimit.io/inject
+    operator: NotIn
+    values: ["disabled"]
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values:
+      {{- $excluded := concat (list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace) .Values.excludeNamespaces | uniq }}
+      {{- range $excluded }}
+      - {{ . }}
+      {{- end }}
+{{- else -}}
+matchLabels:
+  gomemlimit.io/inject: enabled
+{{- end }}
+{{- end }}
+
+{{/* engine=native: what every policy's spec starts with (CREATE of pods). */}}
+{{- define "gomemlimit-injector.native.policySpec" -}}
+failurePolicy: {{ .Values.native.failurePolicy }}
+matchConstraints:
+  matchPolicy: Equivalent
+  resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["pods"]
+      scope: Namespaced
+matchConditions:
+  {{- include "gomemlimit-injector.native.matchConditions" . | nindent 2 }}
+{{- end }}
+
+{{/* engine=native: the selection of every binding, as the webhook configuration's. */}}
+{{- define "gomemlimit-injector.native.matchResources" -}}
+matchResources:
+  namespaceSelector:
+    {{- include "gomemlimit-injector.namespaceSelector" . | nindent 4 }}
+  objectSelector:
+    matchExpressions:
+      - key: gomemlimit.io/inject
+        operator: NotIn
+        values: ["disabled"]
+{{- end }}
+
+{{/*
 Checks of combinations a JSON schema cannot express; `helm template`, `helm install` and
 `helm lint` stop with the message. The webhook checks the policy again at start-up.
 */}}
