@@ -9,15 +9,20 @@
 // package's limit on function length is for the product's code.
 #![allow(clippy::too_many_lines)]
 
+mod api;
 mod audit;
 mod certificates;
 mod checks;
 #[path = "../cluster/mod.rs"]
 mod cluster;
+mod compare;
+mod engines;
 mod env;
 mod generated;
 mod mutation;
 mod selection;
+#[path = "../support/mod.rs"]
+pub mod support;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -27,6 +32,12 @@ use certificates::{
     certificate_rotation_loses_no_call, self_managed_certificates_bootstrap_and_are_trusted,
 };
 use cluster::{Scenario, run_scenarios, scenarios};
+use engines::{
+    another_mutating_policy_changes_the_limit, engines_agree_in_audit,
+    engines_agree_under_other_policies, engines_store_the_same_pods,
+    generated_pods_agree_between_engines, native_policies_agree_with_the_engine_on_every_fixture,
+    native_policies_bound_their_cost,
+};
 use env::Env;
 use generated::generated_pods_are_all_accepted;
 use mutation::{
@@ -82,6 +93,13 @@ async fn run(filter: Vec<String>) -> ExitCode {
         certificate_rotation_loses_no_call,
         self_managed_certificates_bootstrap_and_are_trusted,
         live_audit_groups_pods_by_workload,
+        engines_store_the_same_pods,
+        engines_agree_under_other_policies,
+        engines_agree_in_audit,
+        generated_pods_agree_between_engines,
+        native_policies_agree_with_the_engine_on_every_fixture,
+        native_policies_bound_their_cost,
+        another_mutating_policy_changes_the_limit,
         webhook_down_follows_the_failure_policy,
     ];
     let (passed, failed) = run_scenarios(&mut env, all, &filter, Duration::from_secs(300)).await;

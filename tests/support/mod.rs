@@ -4,6 +4,7 @@
 //! Every target declares it `pub mod support;`: the helpers are its public items, so a
 //! target that uses only some of them is not told the others are dead.
 
+pub mod pods;
 pub mod review;
 pub mod server;
 
