@@ -16,8 +16,10 @@ pub(super) fn variables() -> Vec<Variable> {
     vec![
         Variable::new(
             "denials",
+            // Only `missingLimit: deny` denies a container: other policies skip the plan.
             format!(
-                "{} ? {}.filter(m, m.denial != '').map(m, m.denial) : []",
+                "{} == 'deny' && {} ? {}.filter(m, m.denial != '').map(m, m.denial) : []",
+                var("missingLimit"),
                 var("evaluable"),
                 var("memory")
             ),

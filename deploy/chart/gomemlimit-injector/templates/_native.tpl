@@ -225,7 +225,7 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
       [t - 1, t, t + 1, t + 2].filter(k, quantity(string(k)).compareTo(q) >= 0)[0])[0])[0]].map(b, (b / 100) * variables.percent + (b % 100) * variables.percent / 100)[0]].map(b, b == 0 ? {'gml': '', 'gmlValue': '', 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': '', 'gmlIndex': '', 'gogc': '', 'envFrom': '', 'warning': string(variables.percent) + '% of ' + m.runtime + ' is 0 bytes; GOMEMLIMIT not set'} : {'gml': 'literal', 'gmlValue': string(b), 'gmlPercent': string(variables.percent), 'gmlOf': m.runtime, 'gmlFrom': '', 'gmlIndex': '', 'gogc': variables.gogc != 'keep' && !env.exists(e, e.name == 'GOGC') ? variables.gogc : '', 'envFrom': size(h.?envFrom.orValue([])) > 0 ? 'true' : '', 'warning': ''})[0])))[0])[0])[0])[0])[0])
 - name: denials
   expression: |-
-    variables.evaluable ? variables.memory.filter(m, m.denial != '').map(m, m.denial) : []
+    variables.missingLimit == 'deny' && variables.evaluable ? variables.memory.filter(m, m.denial != '').map(m, m.denial) : []
 - name: targetWarnings
   expression: |-
     ([variables.podPlan.warning != '' ? 'pod: ' + variables.podPlan.warning : '']
