@@ -1,7 +1,7 @@
 # gomemlimit-injector developer targets. `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test unit e2e e2e-node controlplane images lint fmt bench run clean
+.PHONY: all build release test unit e2e e2e-node controlplane images lint fmt bench bench-engines run clean
 
 all: build
 
@@ -52,6 +52,11 @@ fmt:
 
 bench:
 	$(CARGO) bench --locked --bench review --bench server
+
+# Pod creation through a real API server with no policy, the webhook and the native
+# policies (benches/engines.rs): pods per second and p50/p99, as ratios in one run.
+bench-engines: controlplane
+	$(CARGO) bench --locked --bench engines
 
 # The webhook on this machine with a self-signed certificate and the default policy.
 run:
