@@ -2,8 +2,8 @@
 //! creates pods in three namespaces of one control plane, with no policy, with the
 //! webhook, and with the native policies, for a small pod and a large one, and reports
 //! pods created per second and the p50 and p99 latency of a create, each as a ratio to no
-//! policy. The configurations take turns in rounds, so that a neighbour's load on the
-//! machine falls on all of them alike.
+//! policy. The configurations take turns in rounds (each round starting with another), so
+//! that a neighbour's load on the machine falls on all of them alike.
 //!
 //! Run with `make bench-engines` (needs the control plane of `make controlplane`; under
 //! `CI=true` its absence fails, elsewhere the benchmark says it is skipped).
@@ -28,7 +28,7 @@ use cluster::{Cluster, ROOT, eventually};
 
 /// Pods each configuration creates per pod size, in `ROUNDS` turns.
 const PODS: usize = 300;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 10;
 /// Creates in flight at once.
 const CONCURRENCY: usize = 8;
 
@@ -146,7 +146,11 @@ async fn measure(plane: &ControlPlane, bin: &Path) -> Result<()> {
         let mut samples: [Vec<Duration>; 3] = Default::default();
         let mut elapsed = [Duration::ZERO; 3];
         for round in 0..ROUNDS {
-            for (k, engine) in Engine::ALL.into_iter().enumerate() {
+            // Each round starts with another configuration, so that none always follows
+            // the same one.
+            for turn in 0..Engine::ALL.len() {
+                let k = (round + turn) % Engine::ALL.len();
+                let engine = Engine::ALL[k];
                 let (latencies, took) = create_many(&api, engine, size, pod, round).await?;
                 samples[k].extend(latencies);
                 elapsed[k] += took;
