@@ -387,6 +387,13 @@ fn scenario_pods() -> Vec<Value> {
     shared["spec"]["containers"][1]["resources"] = json!({});
     shared["spec"]["resources"] = json!({"limits": {"memory": "1Gi"}});
     pods.push(shared);
+    // More warnings than the API server passes on (or, with missingLimit: deny, a denial
+    // message longer than it keeps).
+    let mut crowded = pod("sixty-without-memory", memory(None, None));
+    crowded["spec"]["containers"] = (0..60)
+        .map(|i| json!({"name": format!("container-{i}"), "image": "registry.example/app:1"}))
+        .collect();
+    pods.push(crowded);
     pods
 }
 
@@ -469,7 +476,8 @@ pub(crate) async fn engines_store_the_same_pods(env: &mut Env) -> Result<()> {
         ensure!(
             tally.0.contains_key(&Accepted::RecordedEnvFrom)
                 && tally.0.contains_key(&Accepted::UnreadableStatusRewritten)
-                && tally.0.contains_key(&Accepted::DenialPrefix),
+                && tally.0.contains_key(&Accepted::DenialPrefix)
+                && tally.0.contains_key(&Accepted::WarningBudget),
             "the named differences did not show: {tally}"
         );
         Ok(())
@@ -565,6 +573,10 @@ pub(crate) async fn engines_agree_under_other_policies(env: &mut Env) -> Result<
     println!(
         "  3 policies × {} scenario pods stored alike and {generated_count} generated pods alike (dry run); accepted differences: {total}",
         scenario_pods().len()
+    );
+    ensure!(
+        total.0.contains_key(&Accepted::LongDenial),
+        "missingLimit: deny did not cut a long denial: {total}"
     );
     Ok(())
 }
