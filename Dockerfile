@@ -9,9 +9,8 @@
 #     exactly the one in the runtime image; distroless/cc adds only glibc, libgcc_s,
 #     CA certificates, tzdata and an /etc/passwd with nonroot = 65532: no shell, no
 #     package manager (~25 MB);
-#   - a musl build would need musl-tools for ring's C/assembly, a per-architecture
-#     target triple and, for a multi-threaded tokio server, a replacement allocator
-#     (musl's malloc contends badly under load), which would mean changing Cargo.toml.
+#   - a musl build would need musl-tools for ring's C/assembly and mimalloc's C, and a
+#     per-architecture target triple.
 # Each platform is built natively (buildx runs the builder per --platform), so multi-arch
 # needs no cross toolchain.
 

@@ -65,15 +65,38 @@ if source == "certManager":
     assert any(a.startswith("--tls-cert-file=") for a in args), args
     assert "cert-manager.io/inject-ca-from" in annotations
     assert kinds.count("Certificate") == 2 and kinds.count("Issuer") == 2, kinds
-    assert "Secret" not in kinds and "Role" not in kinds
+    assert "Secret" not in kinds
+    assert not [d for d in docs if d["metadata"]["name"].endswith(("-cert-secret", "-webhook-ca"))], kinds
 else:
     assert any(a.startswith("--cert-secret=") for a in args), args
     assert "cert-manager.io/inject-ca-from" not in annotations
     assert "Certificate" not in kinds
     secret = one("Secret")
     assert "data" not in secret and secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    rules = one("Role")["rules"] + one("ClusterRole")["rules"]
+    rules = [r for d in docs if d["kind"] in ("Role", "ClusterRole")
+             and d["metadata"]["name"].endswith(("-cert-secret", "-webhook-ca")) for r in d["rules"]]
+    assert len(rules) == 2, rules
     assert all(r.get("resourceNames") and "create" not in r["verbs"] and "list" not in r["verbs"] for r in rules), rules
+# The background audit (on by default): its flags match the selection, and its RBAC is
+# list on pods and namespaces plus one Lease, nothing more.
+assert pod["spec"]["automountServiceAccountToken"] is True
+assert "--background-audit-interval=5m" in args and f"--selection={selection}" in args, args
+lease = "gomemlimit-injector-background-audit"
+assert f"--background-audit-lease={lease}" in args, args
+excluded = [a.split("=", 1)[1].split(",") for a in args if a.startswith("--exclude-namespaces=")]
+if selection == "clusterWide":
+    assert excluded == [names], (excluded, names)
+else:
+    assert excluded == [], excluded
+audit = [d for d in docs if d["metadata"]["name"] == lease]
+assert sorted(d["kind"] for d in audit) == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"], audit
+cluster_rules = [d for d in audit if d["kind"] == "ClusterRole"][0]["rules"]
+assert cluster_rules == [{"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list"]}], cluster_rules
+role_rules = [d for d in audit if d["kind"] == "Role"][0]["rules"]
+assert role_rules == [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease], "verbs": ["get", "update"]},
+], role_rules
 print(f"  {len(docs)} objects: {', '.join(kinds)}")
 PY
 }
@@ -180,7 +203,25 @@ done <<'EXTRA'
 --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef --set fullnameOverride=gmi
 --set engine=native --set native.failurePolicy=Ignore --set policy.percent=90 --set-string policy.gogc=keep --set policy.excludeContainers={istio-proxy}
 --set engine=native --set policy.mode=audit --set policy.missingLimit=default --set policy.defaultMemory=256Mi
+--set backgroundAudit.interval=1h30m --set selection=clusterWide
+--set metrics.serviceMonitor.enabled=true --set metrics.serviceMonitor.labels.release=prom --set metrics.prometheusRule.enabled=true --set metrics.dashboard.enabled=true --set metrics.dashboard.namespace=monitoring --set metrics.dashboard.annotations.grafana_folder=Kubernetes
 EXTRA
+
+# The background audit off: no RBAC of its own, no flags, and with cert-manager no token;
+# engine=native has no replicas to run it.
+for off in "--set backgroundAudit.interval=0" "--set-string backgroundAudit.interval=0s" "--set engine=native"; do
+  # shellcheck disable=SC2086
+  if ! "${helm}" template "${release}" "${chart}" --namespace "${namespace}" ${off} >"${tmp}/off.yaml" 2>"${tmp}/template.log"; then
+    cat "${tmp}/template.log" >&2
+    echo "FAIL: helm template ${off}" >&2
+    failed=1
+  elif grep -q -e "background-audit" -e "automountServiceAccountToken: true" "${tmp}/off.yaml"; then
+    echo "FAIL: ${off} still renders the background audit or mounts a token" >&2
+    failed=1
+  else
+    echo "background audit off as it should: ${off}"
+  fi
+done
 
 # Values the chart must refuse, each with a word of the expected message.
 while IFS='|' read -r flags expect; do
@@ -211,6 +252,11 @@ done <<'BAD'
 --set engine=wasm|engine
 --set engine=native --set native.failurePolicy=Maybe|failurePolicy
 --set engine=native --set policy.percent=40|percent
+--set backgroundAudit.interval=5min|interval
+--set backgroundAudit.interval=-1|interval
+--set metrics.serviceMonitor.enabled=yes|enabled
+--set metrics.dashboard.namespace=Monitoring|namespace
+--set engine=native --set metrics.prometheusRule.enabled=true|engine=native
 BAD
 
 if [[ "${failed}" != 0 ]]; then

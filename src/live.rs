@@ -13,7 +13,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::manifests;
-use crate::policy::{Mode, Policy};
+use crate::policy::Policy;
 use crate::report::ObjectReport;
 
 /// Objects per list page.
@@ -41,6 +41,70 @@ pub enum LiveError {
     },
 }
 
+/// A list read one page at a time, so that a large cluster never comes back in one
+/// response (nor sits in memory at once, for a caller that handles each page).
+pub(crate) struct Pages<'a, K> {
+    api: &'a Api<K>,
+    /// The parameters of the next page; `None` after the last one.
+    params: Option<ListParams>,
+    resource: &'static str,
+    scope: &'a str,
+    url: &'a str,
+}
+
+impl<'a, K> Pages<'a, K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    /// The list of `resource` (how errors name it) in `scope` through `api`, reached at
+    /// `url`, with `params` (a label selector, say) and pages of `page_size`.
+    pub(crate) fn new(
+        api: &'a Api<K>,
+        params: ListParams,
+        page_size: u32,
+        resource: &'static str,
+        scope: &'a str,
+        url: &'a str,
+    ) -> Self {
+        Pages {
+            api,
+            params: Some(params.limit(page_size)),
+            resource,
+            scope,
+            url,
+        }
+    }
+
+    /// The next page, or `None` after the last one.
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<K>>, LiveError> {
+        let Some(params) = self.params.take() else {
+            return Ok(None);
+        };
+        let (resource, scope) = (self.resource, self.scope);
+        let page = self.api.list(&params).await.map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 403 => LiveError::Forbidden {
+                resource,
+                scope: scope.to_owned(),
+                message: s.message.clone(),
+            },
+            kube::Error::Api(_) => LiveError::List {
+                resource,
+                scope: scope.to_owned(),
+                source: Box::new(e),
+            },
+            other => LiveError::Unreachable {
+                url: self.url.to_owned(),
+                reason: crate::error::error_chain(&other),
+            },
+        })?;
+        self.params = match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => Some(params.continue_token(&token)),
+            _ => None,
+        };
+        Ok(Some(page.items))
+    }
+}
+
 /// Lists every object of one kind, page by page.
 async fn list_all<K>(
     api: &Api<K>,
@@ -53,30 +117,27 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let mut items = Vec::new();
-    let mut params = ListParams::default().limit(page_size);
-    loop {
-        let page = api.list(&params).await.map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 403 => LiveError::Forbidden {
-                resource,
-                scope: scope.to_owned(),
-                message: s.message.clone(),
-            },
-            kube::Error::Api(_) => LiveError::List {
-                resource,
-                scope: scope.to_owned(),
-                source: Box::new(e),
-            },
-            other => LiveError::Unreachable {
-                url: url.to_owned(),
-                reason: crate::error::error_chain(&other),
-            },
-        })?;
-        items.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(items),
-        }
+    let mut pages = Pages::new(api, ListParams::default(), page_size, resource, scope, url);
+    while let Some(page) = pages.next().await? {
+        items.extend(page);
     }
+    Ok(items)
+}
+
+/// What the webhook would do to a running pod, as the audit reports it: the engine's
+/// evaluation in audit mode, the very one behind `/audit`.
+fn evaluate(pod: &Pod, policy: &Policy, namespace: &str) -> Vec<ObjectReport> {
+    let value = serde_json::to_value(pod).unwrap_or_default();
+    manifests::process(&value, policy, namespace).reports
+}
+
+/// Whether the audit lists `pod` as one enforce would change or deny: the background audit
+/// counts exactly these, audit-only pods included (what enforcing would bring).
+pub(crate) fn would_change(pod: &Pod, policy: &Policy) -> bool {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    evaluate(pod, policy, namespace)
+        .iter()
+        .any(ObjectReport::enforce_would_act)
 }
 
 fn controller(owners: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
@@ -129,9 +190,7 @@ pub async fn audit_with(
     let mut groups: BTreeMap<Workload, Vec<ObjectReport>> = BTreeMap::new();
     for pod in pods {
         let workload = parents.workload(&pod);
-        let value = serde_json::to_value(&pod).unwrap_or_default();
-        let mut reports =
-            manifests::process(&value, policy, Mode::Audit, &workload.namespace).reports;
+        let mut reports = evaluate(&pod, policy, &workload.namespace);
         for report in &mut reports {
             report.kind.clone_from(&workload.kind);
             report.name.clone_from(&workload.name);
@@ -219,4 +278,42 @@ fn distinct(reports: Vec<ObjectReport>) -> Vec<ObjectReport> {
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned(kind: &str, name: &str, uid: &str) -> ObjectMeta {
+        serde_json::from_value(serde_json::json!({
+            "name": format!("{name}-x"), "namespace": "shop", "uid": format!("{uid}-child"),
+            "ownerReferences": [{"apiVersion": "v1", "kind": kind, "name": name, "uid": uid,
+                                 "controller": true}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn groups_pods_by_their_top_controller() {
+        let mut parents = Parents::new();
+        // A ReplicaSet of a Deployment; a ReplicationController controls its pods itself.
+        parents.add(&owned("Deployment", "web", "d1"));
+        let rs_pod = Pod {
+            metadata: owned("ReplicaSet", "web-abc", "d1-child"),
+            ..Pod::default()
+        };
+        let rc_pod = Pod {
+            metadata: owned("ReplicationController", "legacy", "rc1"),
+            ..Pod::default()
+        };
+        let workload = |pod: &Pod| {
+            let w = parents.workload(pod);
+            (w.kind, w.name)
+        };
+        assert_eq!(workload(&rs_pod), ("Deployment".into(), "web".into()));
+        assert_eq!(
+            workload(&rc_pod),
+            ("ReplicationController".into(), "legacy".into())
+        );
+    }
 }

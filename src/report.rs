@@ -2,7 +2,7 @@
 //! audit gives as a warning, the compact summary of the audit annotation, and the reports
 //! of the `mutate` and `audit` commands (the `audit` table and JSON, `mutate`'s messages).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 use serde_json::json;
@@ -30,6 +30,9 @@ pub(crate) fn describe(change: &Change) -> String {
             field("requests.memory"),
             was(from)
         ),
+        Action::SetLimit { from: None, to } => {
+            format!("{target}: would add a memory limit of {to} where there was none")
+        }
         Action::SetLimit { from, to } => format!(
             "{target}: would set {} to {to} (was {})",
             field("limits.memory"),
@@ -45,15 +48,42 @@ pub(crate) fn describe(change: &Change) -> String {
             format!("{target}: would update env GOMEMLIMIT to {to} (was {from}) for the new limit")
         }
         Action::SetGogc(v) => format!("{target}: would set env GOGC={v}"),
+        Action::SetResizePolicy => {
+            format!("{target}: would set resizePolicy memory RestartContainer")
+        }
     };
     shorten(text, WARNING)
+}
+
+/// The warnings the webhook gives for a pod it evaluated: the engine's, then the audit's.
+pub(crate) fn webhook_warnings(eval: &Evaluation) -> Vec<String> {
+    let mut warnings = eval.warnings.clone();
+    warnings.extend(audit_warnings(eval));
+    warnings
+}
+
+/// In audit, one warning per change the webhook would make and one for the denial it
+/// would give; nothing in enforce.
+fn audit_warnings(eval: &Evaluation) -> Vec<String> {
+    if !eval.audit_only {
+        return Vec::new();
+    }
+    let mut warnings: Vec<String> = eval.changes.iter().map(describe).collect();
+    if let Decision::Denied(message) = &eval.decision {
+        warnings.push(shorten(format!("would deny: {message}"), WARNING));
+    }
+    warnings
 }
 
 /// The changes in the compact form of the audit annotation, e.g.
 /// `app: requests.memory 256Mi->512Mi, app: GOMEMLIMIT=limits.memory`.
 pub(crate) fn summary(changes: &[Change]) -> String {
-    let text = changes.iter().map(summarize).collect::<Vec<_>>().join(", ");
-    shorten(text, SUMMARY)
+    summary_text(&changes.iter().map(summarize).collect::<Vec<_>>().join(", "))
+}
+
+/// `text` cut to the size of an audit annotation.
+pub(crate) fn summary_text(text: &str) -> String {
+    shorten(text.to_owned(), SUMMARY)
 }
 
 fn summarize(change: &Change) -> String {
@@ -71,6 +101,7 @@ fn summarize(change: &Change) -> String {
         }
         Action::UpdateGomemlimit { from, to } => format!("GOMEMLIMIT {from}->{to}"),
         Action::SetGogc(v) => format!("GOGC={v}"),
+        Action::SetResizePolicy => "resizePolicy memory=RestartContainer".into(),
     };
     format!("{who}: {what}")
 }
@@ -86,10 +117,14 @@ pub struct ObjectReport {
     pub(crate) containers: Vec<ContainerReport>,
     /// What the user should know: the engine's warnings, and why an object was not read.
     pub(crate) warnings: Vec<String>,
-    /// In audit, the webhook's warning for each change (see [`describe`]).
+    /// In audit, the webhook's warning for each change (see [`describe`]) and its denial.
     pub(crate) audit_warnings: Vec<String>,
     /// What enforce would deny, if anything.
     pub(crate) denied: Option<String>,
+    /// The webhook only reports on this object (the policy's `mode: audit`, or the pod's
+    /// `gomemlimit.io/mode: audit`): its changes and denial are what enforce would do, and
+    /// count as neither.
+    pub(crate) audit_only: bool,
 }
 
 impl ObjectReport {
@@ -104,9 +139,10 @@ impl ObjectReport {
             Decision::Denied(message) => report.denied = Some(message.clone()),
             Decision::Evaluated | Decision::Skipped(_) => {}
         }
-        if eval.audit_only {
-            report.audit_warnings = eval.changes.iter().map(describe).collect();
+        if matches!(eval.decision, Decision::Evaluated | Decision::Denied(_)) {
+            report.audit_only = eval.audit_only;
         }
+        report.audit_warnings = audit_warnings(eval);
         report
     }
 
@@ -126,12 +162,23 @@ impl ObjectReport {
             warnings,
             audit_warnings: Vec::new(),
             denied: None,
+            audit_only: false,
         }
     }
 
-    /// Whether the webhook would change (or deny) this object.
+    /// Whether the webhook would change this object.
     pub(crate) fn would_change(&self) -> bool {
+        !self.audit_only && !self.containers.is_empty()
+    }
+
+    /// Whether enforce would change or deny this object, audit only or not.
+    pub(crate) fn enforce_would_act(&self) -> bool {
         !self.containers.is_empty() || self.denied.is_some()
+    }
+
+    /// Whether the webhook would deny this object.
+    pub(crate) fn would_deny(&self) -> bool {
+        !self.audit_only && self.denied.is_some()
     }
 
     /// How messages name the object: `Deployment shop/sales-api`.
@@ -177,6 +224,9 @@ pub(crate) struct ContainerReport {
     gomemlimit: Option<Proposal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gogc: Option<Proposal>,
+    /// The memory entry of `resizePolicy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resize_policy: Option<Proposal>,
 }
 
 impl ContainerReport {
@@ -222,6 +272,9 @@ impl ContainerReport {
                 self.gomemlimit = Some(Proposal::new(Some(from), &to.to_string()));
             }
             Action::SetGogc(v) => self.gogc = Some(Proposal::new(None, v)),
+            Action::SetResizePolicy => {
+                self.resize_policy = Some(Proposal::new(None, "RestartContainer"));
+            }
         }
     }
 }
@@ -234,7 +287,7 @@ pub(crate) fn messages(reports: &[ObjectReport]) -> String {
         for warning in report.all_warnings() {
             let _ = writeln!(out, "warning: {who}: {warning}");
         }
-        if let Some(message) = &report.denied {
+        if let Some(message) = report.denied.as_ref().filter(|_| report.would_deny()) {
             let _ = writeln!(out, "denied: {who}: {message}");
         }
     }
@@ -257,23 +310,81 @@ pub(crate) fn table(reports: &[ObjectReport]) -> String {
     }
     for report in reports {
         let who = report.who();
-        if let Some(denied) = &report.denied {
-            let _ = writeln!(out, "denied: {who}: {denied}");
+        match (&report.denied, report.audit_only) {
+            (Some(denied), false) => {
+                let _ = writeln!(out, "DENIED {who}: {denied}");
+            }
+            (Some(denied), true) => {
+                let _ = writeln!(out, "AUDIT ONLY {who}: enforce would deny: {denied}");
+            }
+            (None, true) if !report.containers.is_empty() => {
+                let _ = writeln!(
+                    out,
+                    "AUDIT ONLY {who}: the rows show what enforce would do; the webhook only warns"
+                );
+            }
+            (None, _) => {}
         }
         for warning in &report.warnings {
             let _ = writeln!(out, "warning: {who}: {warning}");
         }
     }
-    let changing = reports.iter().filter(|r| r.would_change()).count();
-    let _ = writeln!(out, "{changing} of {} objects would change", reports.len());
+    let _ = writeln!(out, "{}", Counts::of(reports));
     out
+}
+
+/// How many objects would change, be denied, or are audit only.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Counts {
+    objects: usize,
+    would_change: usize,
+    would_be_denied: usize,
+    audit_only: usize,
+}
+
+impl Counts {
+    fn of(reports: &[ObjectReport]) -> Self {
+        let count = |f: fn(&ObjectReport) -> bool| reports.iter().filter(|r| f(r)).count();
+        Counts {
+            objects: reports.len(),
+            would_change: count(ObjectReport::would_change),
+            would_be_denied: count(ObjectReport::would_deny),
+            audit_only: count(|r| r.audit_only),
+        }
+    }
+}
+
+/// `2 of 5 objects would change, 1 would be denied, 1 audit only`.
+impl fmt::Display for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} objects would change",
+            self.would_change, self.objects
+        )?;
+        if self.would_be_denied > 0 {
+            write!(f, ", {} would be denied", self.would_be_denied)?;
+        }
+        if self.audit_only > 0 {
+            write!(f, ", {} audit only", self.audit_only)?;
+        }
+        Ok(())
+    }
 }
 
 fn header(live: bool) -> Vec<String> {
     ["NAMESPACE", "KIND", "NAME"]
         .into_iter()
         .chain(live.then_some("PODS"))
-        .chain(["CONTAINER", "REQUEST", "LIMIT", "GOMEMLIMIT", "GOGC"])
+        .chain([
+            "CONTAINER",
+            "REQUEST",
+            "LIMIT",
+            "GOMEMLIMIT",
+            "GOGC",
+            "RESIZE",
+        ])
         .map(str::to_owned)
         .collect()
 }
@@ -290,6 +401,15 @@ fn row(report: &ObjectReport, container: &ContainerReport, live: bool) -> Vec<St
             proposed,
         }) => proposed.clone(),
     };
+    // A request or limit set where there was none shows as `- -> 90Mi`: a limit added
+    // from a request is the change most likely to surprise.
+    let resource = |p: &Option<Proposal>| match p {
+        Some(Proposal {
+            current: None,
+            proposed,
+        }) => format!("- -> {proposed}"),
+        other => cell(other),
+    };
     let mut row = vec![
         report.namespace.clone(),
         report.kind.clone(),
@@ -300,10 +420,11 @@ fn row(report: &ObjectReport, container: &ContainerReport, live: bool) -> Vec<St
     }
     row.extend([
         container.container.clone(),
-        cell(&container.memory_request),
-        cell(&container.memory_limit),
+        resource(&container.memory_request),
+        resource(&container.memory_limit),
         cell(&container.gomemlimit),
         cell(&container.gogc),
+        cell(&container.resize_policy),
     ]);
     row
 }
@@ -328,6 +449,7 @@ fn align(rows: &[Vec<String>], out: &mut String) {
 /// object's `warnings` are all the warnings the webhook would give.
 pub(crate) fn json(reports: &[ObjectReport]) -> String {
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Object<'a> {
         kind: &'a str,
         namespace: &'a str,
@@ -338,6 +460,8 @@ pub(crate) fn json(reports: &[ObjectReport]) -> String {
         warnings: Vec<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         denied: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        audit_only: bool,
     }
     let objects: Vec<Object<'_>> = reports
         .iter()
@@ -349,12 +473,12 @@ pub(crate) fn json(reports: &[ObjectReport]) -> String {
             containers: &r.containers,
             warnings: r.all_warnings().collect(),
             denied: r.denied.as_deref(),
+            audit_only: r.audit_only,
         })
         .collect();
-    let changing = reports.iter().filter(|r| r.would_change()).count();
     let mut text = serde_json::to_string_pretty(&json!({
         "objects": objects,
-        "summary": {"objects": reports.len(), "wouldChange": changing},
+        "summary": Counts::of(reports),
     }))
     .expect("reports serialize");
     text.push('\n');
@@ -371,13 +495,29 @@ mod tests {
 
     #[test]
     fn names_pod_level_fields_in_full() {
-        let set = Action::SetLimit {
+        let set = Action::SetRequest {
             from: None,
             to: "1Gi".into(),
         };
         assert_eq!(
             describe(&change(Target::Pod, set.clone())),
-            "pod: would set spec.resources.limits.memory to 1Gi (was unset)"
+            "pod: would set spec.resources.requests.memory to 1Gi (was unset)"
+        );
+        assert_eq!(
+            summary(&[change(Target::Pod, set)]),
+            "pod: requests.memory unset->1Gi"
+        );
+    }
+
+    #[test]
+    fn says_when_a_limit_is_added_where_there_was_none() {
+        let set = Action::SetLimit {
+            from: None,
+            to: "1Gi".into(),
+        };
+        assert_eq!(
+            describe(&change(Target::Container("app".into()), set.clone())),
+            "container \"app\": would add a memory limit of 1Gi where there was none"
         );
         assert_eq!(
             summary(&[change(Target::Pod, set)]),

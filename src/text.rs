@@ -1,6 +1,8 @@
 //! Bounding text that a user reads: warnings, audit annotations, log fields taken from a
 //! request.
 
+use std::fmt::{self, Write as _};
+
 /// Kubernetes asks for warnings of at most 120 characters.
 pub(crate) const MAX_WARNING_LEN: usize = 120;
 
@@ -44,9 +46,68 @@ pub(crate) fn shorten(mut text: String, limit: Limit) -> String {
     text
 }
 
+/// How many characters of a value taken from a request a log line shows.
+pub(crate) const LOG_VALUE_CHARS: usize = 256;
+
+/// A value taken from a request (a pod name, a namespace, a uid, a reason quoting the
+/// client), fit for a log line: characters that could end the line, colour or reorder
+/// the terminal, or fake a field (controls, ANSI escapes, line and paragraph separators,
+/// bidirectional overrides, whitespace, `=`, `"`, `\`) are written as `\u{..}` escapes,
+/// and the value is cut after [`LOG_VALUE_CHARS`] characters with its length in bytes.
+/// Names Kubernetes accepts never need an escape, so they read as sent.
+pub(crate) struct LogValue<'a>(pub(crate) &'a str);
+
+impl fmt::Display for LogValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, c) in self.0.chars().enumerate() {
+            if i == LOG_VALUE_CHARS {
+                return write!(f, "...({} bytes)", self.0.len());
+            }
+            if needs_escape(c) {
+                write!(f, "\\u{{{:x}}}", u32::from(c))?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || c.is_whitespace()
+        || matches!(
+            c,
+            '=' | '"' | '\\'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_values_cannot_forge_lines_or_fields() {
+        let forged = "web-\n2026-11-27T10:00:00Z INFO review outcome=mutated \x1b[31mx\u{2028}";
+        let shown = LogValue(forged).to_string();
+        assert_eq!(
+            shown,
+            "web-\\u{a}2026-11-27T10:00:00Z\\u{20}INFO\\u{20}review\\u{20}outcome\\u{3d}mutated\\u{20}\\u{1b}[31mx\\u{2028}"
+        );
+        assert!(!shown.chars().any(|c| c.is_control() || c.is_whitespace()));
+        assert_eq!(LogValue("sales-api-7d4b9").to_string(), "sales-api-7d4b9");
+    }
+
+    #[test]
+    fn log_values_are_bounded() {
+        let huge = "u".repeat(8 << 20);
+        let shown = LogValue(&huge).to_string();
+        assert_eq!(shown, format!("{}...({} bytes)", "u".repeat(256), 8 << 20));
+    }
 
     #[test]
     fn text_within_the_limit_is_kept() {

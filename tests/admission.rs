@@ -2,7 +2,7 @@
 
 pub mod support;
 
-use gomemlimit_injector::admission::{Endpoint, Outcome};
+use gomemlimit_injector::admission::{Endpoint, Outcome, ResizeOutcome, ReviewReport};
 use gomemlimit_injector::engine::STATUS;
 use gomemlimit_injector::policy::{Mode, Policy};
 use http::StatusCode;
@@ -68,6 +68,7 @@ fn mutate_patches_every_container_and_echoes_the_uid() {
                     .remove("memory");
                 let env = c["env"].as_array_mut().unwrap();
                 env.retain(|e| e["name"] != "GOMEMLIMIT" && e["name"] != "GOGC");
+                c.as_object_mut().unwrap().remove("resizePolicy");
             }
         }
     }
@@ -116,8 +117,9 @@ fn audit_reports_and_never_patches() {
             "{warnings:?}"
         );
         assert!(warnings.iter().all(|w| w.len() <= 120));
-        // worker: request already equals limit, so 2 env changes only; 3 others: 3 changes each.
-        assert_eq!(warnings.len(), 3 * 3 + 2);
+        // worker: request already equals limit, so 2 env changes and the resizePolicy only;
+        // 3 others: 4 changes each.
+        assert_eq!(warnings.len(), 3 * 4 + 3);
         assert_eq!(response["auditAnnotations"]["would-mutate"], "true");
         let summary = response["auditAnnotations"]["changes"].as_str().unwrap();
         assert!(
@@ -203,15 +205,33 @@ fn invalid_annotation_is_denied_with_a_message_naming_it() {
     assert!(message.contains("gomemlimit.io/percent"), "{message}");
     assert!(message.contains("50 to 100"), "{message}");
 
-    // Audit: the same pod is allowed with a warning.
+    // Audit: the same pod is allowed with a warning that says enforce would deny it, and
+    // no preview of changes enforce would never make.
     let (reply, report) = handle_fixture(Endpoint::Audit, "pod-create-invalid-annotation.json");
     assert_eq!(report.outcome, Some(Outcome::Audited));
     let response = response_of(&reply.body);
     assert_eq!(response["allowed"], true);
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert!(
-        response["warnings"]
-            .to_string()
-            .contains("gomemlimit.io/percent")
+        warnings
+            .iter()
+            .any(|w| w.starts_with("would deny: invalid annotation gomemlimit.io/percent")),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("would set")),
+        "{warnings:?}"
+    );
+    assert!(
+        response["auditAnnotations"]["would-deny"]
+            .as_str()
+            .is_some_and(|m| m.contains("gomemlimit.io/percent")),
+        "{response}"
     );
 }
 
@@ -346,4 +366,114 @@ fn malformed_requests_get_400_with_a_one_line_reason() {
         &Policy::default(),
     );
     assert_eq!(reply.status, StatusCode::OK);
+}
+
+/// A pod with one container `app` limited to `limit`, as the webhook left it at creation.
+fn created(limit: &str, percent: u8) -> Value {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [{"name": "app", "image": "x",
+                 "resources": {"limits": {"memory": limit}}}]}
+    });
+    mutated(
+        &pod,
+        &Policy {
+            percent,
+            ..Policy::default()
+        },
+    )
+}
+
+/// `pod` with the memory limit and request of `app` set to `memory`.
+fn resized(pod: &Value, memory: &str) -> Value {
+    let mut pod = pod.clone();
+    pod["spec"]["containers"][0]["resources"] =
+        json!({"limits": {"memory": memory}, "requests": {"memory": memory}});
+    pod
+}
+
+/// A resize through the handler at `endpoint`: the response and the report.
+fn resize(endpoint: Endpoint, old: &Value, new: &Value) -> (Value, ReviewReport) {
+    let body = serde_json::to_vec(&resize_review("resize", old, new)).unwrap();
+    let (reply, report) = handle_json(endpoint, &body, &Policy::default());
+    assert_eq!(reply.status, StatusCode::OK);
+    let response = response_of(&reply.body);
+    assert_eq!(response["uid"], "resize");
+    assert!(response.get("patch").is_none(), "a resize is never patched");
+    (response, report)
+}
+
+#[test]
+fn a_resize_that_leaves_the_literal_above_its_percent_is_refused() {
+    let old = created("100Mi", 90);
+    let literal = (100u64 << 20) * 90 / 100;
+    assert_eq!(
+        env_named(&old["spec"]["containers"][0], "GOMEMLIMIT").unwrap()["value"],
+        literal.to_string()
+    );
+    let (response, report) = resize(Endpoint::Mutate, &old, &resized(&old, "90Mi"));
+    assert_eq!(response["allowed"], false);
+    assert_eq!(report.outcome, Some(Outcome::Denied));
+    assert_eq!(report.resize, Some(ResizeOutcome::Denied));
+    let message = response["status"]["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        format!(
+            "container \"app\": a memory limit of 90Mi would leave GOMEMLIMIT={literal} above 90% \
+             of it; the smallest limit that keeps it safe is 104857600 (100Mi); recreate the pod \
+             to lower GOMEMLIMIT"
+        )
+    );
+    // Audit: allowed, with the same words as a warning.
+    let (response, report) = resize(Endpoint::Audit, &old, &resized(&old, "90Mi"));
+    assert_eq!(response["allowed"], true);
+    assert_eq!(report.resize, Some(ResizeOutcome::Warned));
+    assert!(
+        response["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("would deny: container \"app\": a memory limit of 90Mi")
+    );
+}
+
+#[test]
+fn a_raise_is_allowed_with_a_warning_and_the_downward_api_follows_without_a_word() {
+    let old = created("100Mi", 90);
+    let (response, report) = resize(Endpoint::Mutate, &old, &resized(&old, "200Mi"));
+    assert_eq!(response["allowed"], true);
+    assert_eq!(report.resize, Some(ResizeOutcome::Warned));
+    assert_eq!(
+        response["warnings"],
+        json!([format!(
+            "container \"app\": GOMEMLIMIT stays at {} (90% of the old limit 100Mi) until the pod is recreated",
+            (100u64 << 20) * 90 / 100
+        )])
+    );
+
+    // Downward API with RestartContainer (set at creation): the restart resolves it again.
+    let old = created("100Mi", 100);
+    assert_eq!(
+        old["spec"]["containers"][0]["resizePolicy"][0]["restartPolicy"],
+        "RestartContainer"
+    );
+    for memory in ["200Mi", "50Mi"] {
+        let (response, report) = resize(Endpoint::Mutate, &old, &resized(&old, memory));
+        assert_eq!(response["allowed"], true);
+        assert!(response.get("warnings").is_none(), "{response}");
+        assert_eq!(report.resize, Some(ResizeOutcome::Allowed));
+    }
+}
+
+#[test]
+fn a_pod_the_webhook_never_mutated_is_resized_without_a_word() {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [{"name": "app", "image": "x",
+                 "env": [{"name": "GOMEMLIMIT", "value": "1000"}],
+                 "resources": {"limits": {"memory": "100Mi"}}}]}
+    });
+    let (response, report) = resize(Endpoint::Mutate, &pod, &resized(&pod, "1Mi"));
+    assert_eq!(response["allowed"], true);
+    assert!(response.get("warnings").is_none());
+    assert_eq!(report.resize, Some(ResizeOutcome::Allowed));
 }

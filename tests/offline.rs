@@ -72,6 +72,7 @@ fn mutate_and_audit_match_their_golden_files() {
         "statefulset",
         "daemonset",
         "replicaset",
+        "replicationcontroller",
         "job",
         "cronjob",
         "list",
@@ -233,8 +234,9 @@ fn errors_name_their_cause() {
     let out = run(&["audit", "-f", "-"], Some(bad));
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
+    // The line in the file, not in the document.
     assert!(
-        err.contains("document 2") && err.contains("line 4"),
+        err.contains("line 5 column") && err.contains("(document 2)"),
         "{err}"
     );
 
@@ -342,4 +344,143 @@ async fn mutate_equals_the_webhook_over_https() {
         );
     }
     server.stop().await;
+}
+
+const DENIED_BY_ANNOTATION: &[u8] = b"apiVersion: v1
+kind: Pod
+metadata:
+  name: thirty
+  annotations: {gomemlimit.io/percent: \"30\"}
+spec:
+  containers: [{name: app, image: x, resources: {limits: {memory: 64Mi}}}]
+";
+
+#[test]
+fn audit_reports_what_enforce_would_deny() {
+    let out = run(&["audit", "-f", "-"], Some(DENIED_BY_ANNOTATION));
+    assert_eq!(out.status.code(), Some(1));
+    let table = text(&out.stdout);
+    assert!(
+        table
+            .contains("DENIED Pod default/thirty: invalid annotation gomemlimit.io/percent=\"30\""),
+        "{table}"
+    );
+    // Nothing previewed that enforce would never do.
+    assert!(!table.contains("limits.memory  off"), "{table}");
+    assert!(
+        table.ends_with("0 of 1 objects would change, 1 would be denied\n"),
+        "{table}"
+    );
+
+    let out = run(
+        &["audit", "-o", "json", "-f", "-"],
+        Some(DENIED_BY_ANNOTATION),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["objects"][0]["denied"]
+            .as_str()
+            .is_some_and(|d| d.contains("gomemlimit.io/percent"))
+    );
+    assert_eq!(report["objects"][0]["containers"], serde_json::json!([]));
+    assert_eq!(report["summary"]["wouldBeDenied"], 1);
+
+    let pod_without_limit =
+        b"{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"bare\"},
+          \"spec\": {\"containers\": [{\"name\": \"app\", \"image\": \"x\"}]}}";
+    let out = run(
+        &["audit", "--missing-limit", "deny", "-f", "-"],
+        Some(pod_without_limit),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout)
+            .contains("DENIED Pod default/bare: container \"app\" has no memory limit"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+const AUDIT_ONLY_AND_ENFORCED: &[u8] = b"apiVersion: v1
+kind: Pod
+metadata:
+  name: watched
+  annotations: {gomemlimit.io/mode: audit}
+spec:
+  containers: [{name: app, image: x, resources: {limits: {memory: 64Mi}}}]
+--- {apiVersion: v1, kind: Pod, metadata: {name: inline}, spec: {containers: [{name: app, image: x, resources: {requests: {memory: 90Mi}}}]}}
+";
+
+#[test]
+fn mutate_and_audit_agree_on_audit_only_pods_and_documents_on_the_separator_line() {
+    let mutated = run(&["mutate", "-f", "-"], Some(AUDIT_ONLY_AND_ENFORCED));
+    assert!(mutated.status.success(), "{}", text(&mutated.stderr));
+    let output = text(&mutated.stdout);
+    // The audit-only pod is left alone; the one on the `---` line is read and mutated.
+    assert!(output.starts_with(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: watched\n  annotations: {gomemlimit.io/mode: audit}\n"
+    ));
+    assert!(output.contains("---\napiVersion: v1\n"), "{output}");
+    assert!(output.contains("gomemlimit.io/status"), "{output}");
+    let stderr = text(&mutated.stderr);
+    assert!(
+        stderr.contains("warning: Pod default/inline: container \"app\": adds a memory limit of 90Mi where there was none"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "warning: Pod default/watched: container \"app\": would set requests.memory to 64Mi"
+        ),
+        "{stderr}"
+    );
+
+    let audit = run(&["audit", "-f", "-"], Some(AUDIT_ONLY_AND_ENFORCED));
+    assert_eq!(audit.status.code(), Some(1));
+    let table = text(&audit.stdout);
+    assert!(table.contains("watched  app        - -> 64Mi"), "{table}");
+    assert!(
+        table.contains("inline   app        -          - -> 90Mi"),
+        "{table}"
+    );
+    assert!(table.contains("AUDIT ONLY Pod default/watched"), "{table}");
+    assert!(
+        table.ends_with("1 of 2 objects would change, 1 audit only\n"),
+        "{table}"
+    );
+
+    // What mutate wrote is what the webhook would leave: nothing more would change.
+    let again = run(&["audit", "-f", "-"], Some(output.as_bytes()));
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stdout));
+}
+
+#[test]
+fn quantities_written_as_numbers_stay_as_written() {
+    let yaml = b"apiVersion: v1\nkind: Pod\nmetadata: {name: y}\nspec:\n  containers:\n  - name: app\n    image: x\n    resources: {limits: {memory: 1e9}}\n";
+    let json = br#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "j"},
+        "spec": {"containers": [{"name": "app", "image": "x",
+                 "resources": {"limits": {"memory": 1e9}}}]}}"#;
+    for input in [&yaml[..], &json[..]] {
+        let mutated = text(&run(&["mutate", "-f", "-"], Some(input)).stdout);
+        assert!(!mutated.contains("1000000000"), "{mutated}");
+        assert_eq!(
+            mutated.matches("1e9").count(),
+            3,
+            "limit, request, status: {mutated}"
+        );
+        let audit = run(&["audit", "--percent", "90", "-f", "-"], Some(input));
+        let table = text(&audit.stdout);
+        assert!(table.contains("- -> 1e9"), "{table}");
+        let json = run(
+            &["audit", "--mode", "audit", "-o", "json", "-f", "-"],
+            Some(input),
+        );
+        let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert!(
+            report["objects"][0]["warnings"]
+                .to_string()
+                .contains("would set requests.memory to 1e9 (was unset)"),
+            "{report}"
+        );
+    }
 }

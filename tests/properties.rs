@@ -1,10 +1,11 @@
 //! Property tests over generated pods, through the same handler the server uses:
 //! the patch always applies, a second pass is a no-op, and nothing outside the fields the
-//! webhook owns changes (so fields unknown to any client library survive).
+//! webhook owns changes (so fields unknown to any client library survive); and the one-pass
+//! reading answers exactly as reading the body into a document does.
 
 pub mod support;
 
-use gomemlimit_injector::admission::{Endpoint, Outcome};
+use gomemlimit_injector::admission::{Endpoint, Outcome, Reading, handle_with};
 use gomemlimit_injector::engine::STATUS;
 use gomemlimit_injector::policy::{Gogc, MissingLimit, Policy};
 use gomemlimit_injector::quantity::Quantity;
@@ -60,6 +61,7 @@ prop_compose! {
         env in prop::option::of(prop::collection::vec(env_entry(), 0..5)),
         env_from in any::<bool>(),
         future in any::<bool>(),
+        resize in prop::option::of(prop::sample::select(&["cpu", "memory", "both"][..])),
     ) -> Value {
         let mut c = json!({"name": name, "image": "example.com/app:1"});
         if sidecar {
@@ -89,6 +91,14 @@ prop_compose! {
         }
         if env_from {
             c["envFrom"] = json!([{"configMapRef": {"name": "settings"}}]);
+        }
+        let cpu_policy = json!({"resourceName": "cpu", "restartPolicy": "NotRequired"});
+        let memory_policy = json!({"resourceName": "memory", "restartPolicy": "NotRequired"});
+        match resize {
+            Some("cpu") => c["resizePolicy"] = json!([cpu_policy]),
+            Some("memory") => c["resizePolicy"] = json!([memory_policy]),
+            Some(_) => c["resizePolicy"] = json!([cpu_policy, memory_policy]),
+            None => {}
         }
         c
     }
@@ -200,6 +210,7 @@ fn strip_owned(pod: &Value, original: &Value) -> Value {
         for (i, c) in items.iter_mut().enumerate() {
             strip_resources(c);
             strip_env(c, original["spec"][list][i]["env"].as_array());
+            strip_resize_policy(c, original["spec"][list][i]["resizePolicy"].as_array());
         }
     }
     pod
@@ -236,6 +247,27 @@ fn strip_env(container: &mut Value, original: Option<&Vec<Value>>) {
     }
     if original.is_none() {
         container.as_object_mut().unwrap().remove("env");
+    }
+}
+
+/// Removes the resizePolicy entry added after the `original` ones, which must be ours.
+fn strip_resize_policy(container: &mut Value, original: Option<&Vec<Value>>) {
+    let keep = original.map_or(0, Vec::len);
+    if let Some(policies) = container
+        .get_mut("resizePolicy")
+        .and_then(Value::as_array_mut)
+    {
+        for added in &policies[keep..] {
+            assert_eq!(
+                added,
+                &json!({"resourceName": "memory", "restartPolicy": "RestartContainer"}),
+                "unexpected resizePolicy entry added"
+            );
+        }
+        policies.truncate(keep);
+    }
+    if original.is_none() {
+        container.as_object_mut().unwrap().remove("resizePolicy");
     }
 }
 
@@ -307,6 +339,28 @@ proptest! {
             for w in warnings {
                 prop_assert!(w.as_str().unwrap().chars().count() <= 120, "{}", w);
             }
+        }
+    }
+
+    #[test]
+    fn both_readings_answer_alike(pod in pod(), policy in policy(), pretty in any::<bool>()) {
+        let review = pod_review("readings-uid", &pod);
+        let body = if pretty {
+            serde_json::to_vec_pretty(&review).unwrap()
+        } else {
+            serde_json::to_vec(&review).unwrap()
+        };
+        for endpoint in [Endpoint::Mutate, Endpoint::Audit] {
+            let answer = |reading| {
+                let (reply, report) =
+                    handle_with(reading, endpoint, Some("application/json"), &body, &policy);
+                (reply.status, reply.body, format!("{report:?}"))
+            };
+            let one_pass = answer(Reading::OnePass);
+            let document = answer(Reading::Document);
+            prop_assert_eq!(one_pass.0, document.0);
+            prop_assert_eq!(String::from_utf8_lossy(&one_pass.1), String::from_utf8_lossy(&document.1));
+            prop_assert_eq!(one_pass.2, document.2);
         }
     }
 }

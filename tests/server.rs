@@ -284,6 +284,124 @@ async fn closes_connections_that_never_start_a_request() {
 }
 
 #[tokio::test]
+async fn a_connection_beyond_the_cap_closes_the_one_quiet_the_longest() {
+    let server = TestServer::start_with(Options {
+        // Long enough that no connection here closes by a deadline.
+        header_read_timeout: Duration::from_secs(10),
+        max_connections: 3,
+        ..Options::default()
+    })
+    .await;
+    let served = server.http2();
+    assert_eq!(server.review(&served, "/mutate").await.status, 200);
+    // Two connections that never start a TLS handshake.
+    let mut first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut second = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let started = Instant::now();
+    let reply = server.review(&server.http1(), "/mutate").await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The oldest connection that never started a request made room...
+    tokio::time::timeout(Duration::from_secs(1), read_to_close(&mut first))
+        .await
+        .expect("the oldest silent connection is closed");
+    // ...and the others are still open.
+    let mut byte = [0u8; 1];
+    let still_open = tokio::time::timeout(Duration::from_millis(200), second.read(&mut byte)).await;
+    assert!(
+        still_open.is_err(),
+        "the newer silent connection was closed"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn never_closes_a_connection_with_a_request_in_flight_to_make_room() {
+    let server = TestServer::start_with(Options {
+        header_read_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_millis(800),
+        max_connections: 1,
+        ..Options::default()
+    })
+    .await;
+    let mut busy = server.tls_connect(&[b"http/1.1"]).await;
+    busy.write_all(
+        b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    busy.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The new connection waits for the request in flight to end (408), then takes the
+    // room of the now idle connection.
+    let started = Instant::now();
+    let reply = server.review(&server.http1(), "/mutate").await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(3), read_to_close(&mut busy))
+        .await
+        .expect("the idle connection made room");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_small_reviews_while_large_ones_are_evaluated() {
+    let server = TestServer::start_with(Options {
+        max_large_reviews: 1,
+        ..Options::default()
+    })
+    .await;
+    let large = Bytes::from(support::pods::many_containers_review(2_000));
+    assert!(large.len() > 256 * 1024, "{} bytes", large.len());
+    // One HTTP/2 connection, as the API server's: the large bodies share its flow control.
+    let client = server.http2();
+    let mut pending = Vec::new();
+    for _ in 0..3 {
+        let (server_url, client, body) = (server.url("/mutate"), client.clone(), large.clone());
+        pending.push(tokio::spawn(async move {
+            let response = client
+                .post(server_url)
+                .header("content-type", JSON)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.bytes().await.unwrap().len())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let small = fixture("pod-create-small.json");
+    let reply = server.post(&client, "/mutate", JSON, small).await;
+    assert_eq!(reply.status, 200);
+    let health = client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        pending.iter().any(|p| !p.is_finished()),
+        "the small review waited for every large one"
+    );
+    for p in pending {
+        let (status, len) = p.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(len > 0);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn answers_408_when_the_body_does_not_arrive_in_time() {
     let server = TestServer::start_with(Options {
         request_timeout: Duration::from_millis(400),
@@ -507,6 +625,9 @@ async fn refuses_to_start_with_a_bad_key_pair_and_names_the_file() {
         request_timeout: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
+        background_audit: None,
+        max_connections: 16,
+        max_large_reviews: 1,
     };
     let chain = |e: &dyn std::error::Error| gomemlimit_injector::error::error_chain(e);
 
@@ -548,6 +669,9 @@ async fn self_signed_mode_writes_its_ca_and_serves_with_it() {
         request_timeout: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
+        background_audit: None,
+        max_connections: 16,
+        max_large_reviews: 1,
     })
     .await
     .unwrap();
@@ -635,4 +759,28 @@ async fn keeps_serving_while_not_ready_during_the_shutdown_delay() {
         "closed before the delay"
     );
     server.stop().await;
+}
+
+/// The background audit needs a cluster to talk to: without a kubeconfig or an in-cluster
+/// configuration `serve` refuses to start, naming what it looked for.
+#[test]
+fn background_audit_without_a_cluster_configuration_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-kubeconfig");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gomemlimit-injector"))
+        .args(["serve", "--self-signed", "--ca-out"])
+        .arg(dir.path().join("ca.crt"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--background-audit-interval", "5m"])
+        .env("KUBECONFIG", &missing)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("failed to set up the background audit")
+            && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
 }

@@ -9,10 +9,11 @@ use std::time::Duration;
 use clap::builder::PossibleValue;
 use clap::{ArgGroup, Args, ValueEnum};
 
-use crate::native::{self, FailurePolicy, Selection};
+use crate::background::{self, BackgroundAuditConfig, LeaseConfig, NamespaceSelection, Selection};
+use crate::native::{self, FailurePolicy};
 use crate::policy::{self, Gogc, MissingLimit, Mode, Overrides, PolicySource};
 use crate::quantity::Quantity;
-use crate::server::ServeConfig;
+use crate::server::{self, ServeConfig};
 use crate::telemetry::LogFormat;
 use crate::tls::{self, KeyPairFiles, SecretConfig, TlsSource};
 
@@ -46,7 +47,7 @@ pub(crate) struct LogArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct PolicyArgs {
     /// Policy YAML file (keys: percent, gogc, missingLimit, defaultMemory, minPercent,
-    /// maxPercent, excludeContainers, mode).
+    /// maxPercent, excludeContainers, mode, restartOnResize).
     #[arg(long, env = "GOMEMLIMIT_INJECTOR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// GOMEMLIMIT as a percentage of the memory limit; 100 uses the downward API.
@@ -77,6 +78,15 @@ pub(crate) struct PolicyArgs {
     /// enforce (patch pods) or audit (report only).
     #[arg(long, env = "GOMEMLIMIT_INJECTOR_MODE", value_enum)]
     mode: Option<Mode>,
+    /// Give containers with a downward-API GOMEMLIMIT the memory resizePolicy
+    /// RestartContainer, so that an in-place resize restarts them with the new limit
+    /// (true or false).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_RESTART_ON_RESIZE",
+        value_name = "BOOL"
+    )]
+    restart_on_resize: Option<bool>,
 }
 
 impl PolicyArgs {
@@ -93,6 +103,7 @@ impl PolicyArgs {
                 max_percent: self.max_percent,
                 exclude_containers: self.exclude_containers.clone(),
                 mode: self.mode,
+                restart_on_resize: self.restart_on_resize,
             },
         }
     }
@@ -134,6 +145,24 @@ impl ValueEnum for Mode {
             Mode::Enforce => "enforce",
             Mode::Audit => "audit",
         }))
+    }
+}
+
+impl ValueEnum for Selection {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Selection::OptIn, Selection::ClusterWide]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Selection::OptIn => {
+                PossibleValue::new("optIn").help("Namespaces labelled gomemlimit.io/inject=enabled")
+            }
+            Selection::ClusterWide => PossibleValue::new("clusterWide").help(
+                "Every namespace but those labelled gomemlimit.io/inject=disabled, the system \
+                 namespaces and --exclude-namespaces",
+            ),
+        })
     }
 }
 
@@ -204,18 +233,6 @@ pub(crate) enum PolicyCommand {
     Render(RenderArgs),
 }
 
-/// Which namespaces the rendered policies apply to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum SelectionArg {
-    /// Namespaces labelled gomemlimit.io/inject=enabled.
-    #[value(name = "optIn")]
-    OptIn,
-    /// Every namespace but those labelled gomemlimit.io/inject=disabled, kube-system,
-    /// kube-public, kube-node-lease and --exclude-namespaces.
-    #[value(name = "clusterWide")]
-    ClusterWide,
-}
-
 /// What the API server does when a policy cannot be evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum FailurePolicyArg {
@@ -244,9 +261,9 @@ pub(crate) struct RenderArgs {
         long,
         env = "GOMEMLIMIT_INJECTOR_SELECTION",
         value_enum,
-        default_value_t = SelectionArg::OptIn
+        default_value_t = Selection::OptIn
     )]
-    pub(crate) selection: SelectionArg,
+    pub(crate) selection: Selection,
     /// With --selection clusterWide: namespaces to leave alone besides the system ones
     /// (repeatable or comma-separated).
     #[arg(
@@ -284,17 +301,24 @@ impl RenderArgs {
     pub(crate) fn options(&self) -> native::Options {
         native::Options {
             name: self.name.clone(),
-            selection: match self.selection {
-                SelectionArg::OptIn => Selection::OptIn,
-                SelectionArg::ClusterWide => Selection::ClusterWide {
-                    excluded: self.exclude_namespaces.clone(),
-                },
-            },
+            selection: namespace_selection(self.selection, &self.exclude_namespaces),
             failure_policy: match self.failure_policy {
                 FailurePolicyArg::Fail => FailurePolicy::Fail,
                 FailurePolicyArg::Ignore => FailurePolicy::Ignore,
             },
         }
+    }
+}
+
+/// `--selection` with `--exclude-namespaces`, blanks left out.
+fn namespace_selection(selection: Selection, excluded: &[String]) -> NamespaceSelection {
+    NamespaceSelection {
+        selection,
+        excluded: excluded
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect(),
     }
 }
 
@@ -468,8 +492,103 @@ pub(crate) struct ServeArgs {
         value_parser = parse_duration_or_zero
     )]
     pub(crate) shutdown_delay: Duration,
+    /// The most connections each listener (webhook, metrics) holds at once. A connection
+    /// beyond it closes the one quiet the longest (never one with a request in flight),
+    /// or waits until one ends.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = server::DEFAULT_MAX_CONNECTIONS,
+        value_parser = positive
+    )]
+    pub(crate) max_connections: usize,
+    /// The most large reviews (a body of 64 KiB or more, a pod with hundreds of
+    /// containers) evaluated at once, each on a thread of its own; the others wait within
+    /// --request-timeout, then get 503.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_MAX_LARGE_REVIEWS",
+        value_name = "N",
+        default_value_t = server::DEFAULT_MAX_LARGE_REVIEWS,
+        value_parser = positive
+    )]
+    pub(crate) max_large_reviews: usize,
     #[command(flatten)]
     pub(crate) policy: PolicyArgs,
+    /// Last: its help heading would carry over to the flags after it.
+    #[command(flatten)]
+    pub(crate) background: BackgroundAuditArgs,
+}
+
+/// `serve` flags of the background audit.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Background audit")]
+pub(crate) struct BackgroundAuditArgs {
+    /// How often one replica lists the pods of the selected namespaces and counts those
+    /// the webhook would change (gomemlimit_injector_noncompliant_pods); 0 turns it off.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_BACKGROUND_AUDIT_INTERVAL",
+        value_name = "DURATION",
+        default_value = "0",
+        value_parser = parse_duration_or_zero
+    )]
+    pub(crate) background_audit_interval: Duration,
+    /// The namespaces the webhook configuration selects, as the chart's `selection`.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_SELECTION",
+        value_enum,
+        default_value_t = Selection::OptIn
+    )]
+    pub(crate) selection: Selection,
+    /// With --selection clusterWide, namespaces left out besides kube-system, kube-public
+    /// and kube-node-lease: the webhook's own and the chart's excludeNamespaces
+    /// (comma-separated).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_EXCLUDE_NAMESPACES",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    pub(crate) exclude_namespaces: Vec<String>,
+    /// The Lease that decides which replica scans.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_BACKGROUND_AUDIT_LEASE",
+        value_name = "NAME",
+        default_value = "gomemlimit-injector-background-audit"
+    )]
+    pub(crate) background_audit_lease: String,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else this pod's namespace).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_BACKGROUND_AUDIT_LEASE_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
+    pub(crate) background_audit_lease_namespace: Option<String>,
+}
+
+impl BackgroundAuditArgs {
+    /// The background audit these flags describe; `None` when it is off.
+    fn to_config(&self) -> Option<BackgroundAuditConfig> {
+        if self.background_audit_interval.is_zero() {
+            return None;
+        }
+        Some(BackgroundAuditConfig {
+            interval: self.background_audit_interval,
+            selection: namespace_selection(self.selection, &self.exclude_namespaces),
+            lease: LeaseConfig {
+                name: self.background_audit_lease.clone(),
+                namespace: self
+                    .background_audit_lease_namespace
+                    .clone()
+                    .unwrap_or_else(tls::own_namespace),
+                identity: background::identity(),
+            },
+        })
+    }
 }
 
 impl ServeArgs {
@@ -513,6 +632,9 @@ impl ServeArgs {
             request_timeout: self.request_timeout,
             shutdown_timeout: self.shutdown_timeout,
             shutdown_delay: self.shutdown_delay,
+            background_audit: self.background.to_config(),
+            max_connections: self.max_connections,
+            max_large_reviews: self.max_large_reviews,
         }
     }
 }
@@ -581,6 +703,14 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: the duration must be greater than zero"));
     }
     Ok(total)
+}
+
+/// A count of at least one.
+fn positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
 }
 
 /// [`parse_duration`], also accepting `0` (or `0s`) for "none".

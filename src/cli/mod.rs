@@ -13,8 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::live;
 use crate::manifests::{self, ManifestError};
 use crate::native;
-use crate::policy::Mode;
-use crate::report;
+use crate::report::{self, ObjectReport};
 use crate::server;
 use crate::telemetry;
 use crate::tls;
@@ -119,7 +118,7 @@ fn read_input(file: &str) -> Result<Input, ManifestError> {
 fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
     let policy = args.policy.source().load()?;
     let Input { name, text } = read_input(&args.file)?;
-    let output = manifests::process_text(&name, &text, &policy, policy.mode, &args.namespace)?;
+    let output = manifests::process_text(&name, &text, &policy, &args.namespace)?;
     let mut stdout = std::io::stdout().lock();
     if args.diff {
         write!(
@@ -132,7 +131,7 @@ fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
     }
     eprint!("{}", report::messages(&output.reports));
     // A manifest the webhook would reject cannot be applied as it is.
-    Ok(if output.reports.iter().any(|r| r.denied.is_some()) {
+    Ok(if output.reports.iter().any(ObjectReport::would_deny) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -145,7 +144,7 @@ fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         Some(file) => {
             let Input { name, text } = read_input(file)?;
             let namespace = args.namespace.as_deref().unwrap_or("default");
-            manifests::process_text(&name, &text, &policy, Mode::Audit, namespace)?.reports
+            manifests::process_text(&name, &text, &policy, namespace)?.reports
         }
         None => {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -160,11 +159,13 @@ fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => report::json(&reports),
     };
     print!("{text}");
-    Ok(if reports.iter().any(|r| r.would_change()) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if reports.iter().any(|r| r.would_change() || r.would_deny()) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
@@ -253,10 +254,78 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(10));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(20));
         assert_eq!(config.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.max_large_reviews, 2);
         assert!(matches!(
             config.tls,
             TlsSource::SelfSigned { ref ca_out, .. } if ca_out == std::path::Path::new("gomemlimit-injector-ca.crt")
         ));
+        assert_eq!(
+            config.background_audit, None,
+            "the background audit is off by default"
+        );
+    }
+
+    #[test]
+    fn background_audit_flags_become_its_configuration() {
+        let cli = Cli::try_parse_from([
+            "gomemlimit-injector",
+            "serve",
+            "--self-signed",
+            "--background-audit-interval",
+            "5m",
+            "--selection",
+            "clusterWide",
+            "--exclude-namespaces",
+            "gomemlimit-system,monitoring",
+            "--background-audit-lease",
+            "injector-audit",
+            "--background-audit-lease-namespace",
+            "gomemlimit-system",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let audit = args.to_config().background_audit.expect("on");
+        assert_eq!(audit.interval, Duration::from_secs(300));
+        assert_eq!(
+            audit.selection.selection,
+            crate::background::Selection::ClusterWide
+        );
+        assert_eq!(
+            audit.selection.excluded,
+            ["gomemlimit-system", "monitoring"]
+        );
+        assert_eq!(audit.lease.name, "injector-audit");
+        assert_eq!(audit.lease.namespace, "gomemlimit-system");
+        assert!(!audit.lease.identity.is_empty());
+    }
+
+    #[test]
+    fn background_audit_is_off_at_zero_and_selections_are_spelled_as_in_the_chart() {
+        let off = Cli::try_parse_from([
+            "gomemlimit-injector",
+            "serve",
+            "--self-signed",
+            "--background-audit-interval",
+            "0",
+        ])
+        .unwrap();
+        let Command::Serve(args) = off.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.to_config().background_audit, None);
+        for bad in ["optin", "cluster-wide"] {
+            let parsed = Cli::try_parse_from([
+                "gomemlimit-injector",
+                "serve",
+                "--self-signed",
+                "--selection",
+                bad,
+            ]);
+            assert!(parsed.is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -282,7 +351,8 @@ mod tests {
         let options = args.options();
         assert_eq!(
             options.selection,
-            native::Selection::ClusterWide {
+            crate::background::NamespaceSelection {
+                selection: crate::background::Selection::ClusterWide,
                 excluded: vec!["monitoring".into(), "istio-system".into()]
             }
         );

@@ -13,23 +13,28 @@
 //! of `report`.
 
 mod annotations;
+mod budget;
 mod patch;
 mod plan;
 mod read;
+mod resize;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use json_patch::Patch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::policy::{Mode, Policy};
 use crate::text::{WARNING, shorten};
 
+pub(crate) use patch::Operation;
 pub(crate) use read::Unreadable;
+pub(crate) use resize::{ResizeEvaluation, evaluate_resize};
+pub(crate) use view::{Field, Pod as PodView, Skip};
 
 /// Label or annotation that opts a pod out (`disabled`).
 pub(crate) const INJECT: &str = "gomemlimit.io/inject";
@@ -54,7 +59,8 @@ pub(crate) const DOWNWARD: &str = "limits.memory";
 pub(crate) struct Evaluation {
     pub(crate) decision: Decision,
     /// True when the mode asked for, or the pod's `gomemlimit.io/mode`, is audit: the
-    /// changes are reported, never applied, and denials become warnings.
+    /// decision and changes are what enforce would do; they are reported, never applied,
+    /// and a denial becomes a warning.
     pub(crate) audit_only: bool,
     /// What the webhook sets (or, in audit, would set), in pod order.
     pub(crate) changes: Vec<Change>,
@@ -65,14 +71,17 @@ pub(crate) struct Evaluation {
     /// The JSONPatch that makes `changes` (empty when there are none). Its operations only
     /// add or replace the fields the webhook owns, so it applies to the evaluated pod and
     /// keeps every other field, whatever its schema version.
-    pub(crate) patch: Patch,
+    pub(crate) patch: Vec<Operation>,
 }
 
 impl Evaluation {
     /// The pod with the patch applied.
     pub(crate) fn patched(&self, pod: &Value) -> Value {
+        let patch = serde_json::to_value(&self.patch).expect("operations serialize");
+        let patch: json_patch::Patch =
+            serde_json::from_value(patch).expect("operations are JSONPatch");
         let mut out = pod.clone();
-        json_patch::patch(&mut out, &self.patch).expect("the engine's patch applies to its pod");
+        json_patch::patch(&mut out, &patch).expect("the engine's patch applies to its pod");
         out
     }
 
@@ -96,7 +105,7 @@ pub(crate) enum Decision {
     Evaluated,
     /// The pod is not ours to change.
     Skipped(SkipReason),
-    /// An explicit policy rejects the pod (never in audit).
+    /// An explicit policy rejects the pod: what enforce does; in audit, a warning.
     Denied(String),
 }
 
@@ -120,6 +129,7 @@ pub(crate) enum ContainerEvent {
     InjectGomemlimit,
     UpdateGomemlimit,
     InjectGogc,
+    SetResizePolicy,
     /// The container sets GOMEMLIMIT itself, and that wins.
     KeptGomemlimit,
     /// Excluded by the policy or the pod's annotation.
@@ -131,6 +141,20 @@ pub(crate) enum ContainerEvent {
 }
 
 impl ContainerEvent {
+    /// Every event, in the order the metrics list them.
+    pub(crate) const ALL: [ContainerEvent; 10] = [
+        ContainerEvent::SetRequest,
+        ContainerEvent::SetLimit,
+        ContainerEvent::InjectGomemlimit,
+        ContainerEvent::UpdateGomemlimit,
+        ContainerEvent::InjectGogc,
+        ContainerEvent::SetResizePolicy,
+        ContainerEvent::KeptGomemlimit,
+        ContainerEvent::Excluded,
+        ContainerEvent::Skipped,
+        ContainerEvent::Denied,
+    ];
+
     /// The metric label.
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -139,6 +163,7 @@ impl ContainerEvent {
             ContainerEvent::InjectGomemlimit => "inject_gomemlimit",
             ContainerEvent::UpdateGomemlimit => "update_gomemlimit",
             ContainerEvent::InjectGogc => "inject_gogc",
+            ContainerEvent::SetResizePolicy => "set_resize_policy",
             ContainerEvent::KeptGomemlimit => "kept_gomemlimit",
             ContainerEvent::Excluded => "excluded",
             ContainerEvent::Skipped => "skipped",
@@ -175,11 +200,22 @@ pub(crate) enum GomemlimitValue {
 /// One field the webhook sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
-    SetRequest { from: Option<String>, to: String },
-    SetLimit { from: Option<String>, to: String },
+    SetRequest {
+        from: Option<String>,
+        to: String,
+    },
+    SetLimit {
+        from: Option<String>,
+        to: String,
+    },
     SetGomemlimit(GomemlimitValue),
-    UpdateGomemlimit { from: String, to: u64 },
+    UpdateGomemlimit {
+        from: String,
+        to: u64,
+    },
     SetGogc(String),
+    /// `resizePolicy` memory: `RestartContainer`.
+    SetResizePolicy,
 }
 
 impl Action {
@@ -190,6 +226,7 @@ impl Action {
             Action::SetGomemlimit(_) => ContainerEvent::InjectGomemlimit,
             Action::UpdateGomemlimit { .. } => ContainerEvent::UpdateGomemlimit,
             Action::SetGogc(_) => ContainerEvent::InjectGogc,
+            Action::SetResizePolicy => ContainerEvent::SetResizePolicy,
         }
     }
 }
@@ -225,35 +262,51 @@ pub(crate) struct Record {
     /// The percentage a literal was computed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) percent: Option<u8>,
+    /// For a container without a limit of its own, what is left of the pod limit, e.g.
+    /// `200Mi - 100Mi (sidecar) = 104857600`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) budget: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) gogc: Option<String>,
+    /// `RestartContainer` when the webhook set the memory `resizePolicy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) resize_policy: Option<String>,
 }
 
 /// Evaluates one pod in `mode`: the policy's own, or audit for the `/audit` endpoint and
 /// `audit` command. Whether the result is audit only is decided here, once: in audit, the
 /// changes are reported and explicit denials become warnings.
 pub(crate) fn evaluate_as(pod: &Value, policy: &Policy, mode: Mode) -> Evaluation {
+    evaluate_view(&view::of_value(pod), policy, mode)
+}
+
+/// [`evaluate_as`] on the pod as read straight from a request's bytes.
+pub(crate) fn evaluate_view(pod: &Field<PodView<'_>>, policy: &Policy, mode: Mode) -> Evaluation {
     let mut eval = Evaluation {
         decision: Decision::Evaluated,
         audit_only: mode == Mode::Audit,
         changes: Vec::new(),
         warnings: Vec::new(),
         events: Vec::new(),
-        patch: Patch(Vec::new()),
+        patch: Vec::new(),
     };
     if let Err(reason) = evaluate_into(pod, policy, &mut eval) {
         // The warnings given so far are still true of the pod, and stay.
         eval.decision = Decision::Skipped(SkipReason::NotUnderstood(reason));
         eval.changes.clear();
         eval.events.clear();
-        eval.patch.0.clear();
+        eval.patch.clear();
     }
     eval
 }
 
 /// The steps of an evaluation, in the order the rules apply. Warnings and changes land in
 /// `eval` as they are found; a pod that turns out to be unreadable stops here.
-fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<(), Unreadable> {
+fn evaluate_into(
+    pod: &Field<PodView<'_>>,
+    policy: &Policy,
+    eval: &mut Evaluation,
+) -> Result<(), Unreadable> {
     let metadata = read::Metadata::of(pod)?;
     if let Some(reason) = metadata.opted_out() {
         eval.decision = Decision::Skipped(reason);
@@ -261,29 +314,23 @@ fn evaluate_into(pod: &Value, policy: &Policy, eval: &mut Evaluation) -> Result<
     }
     let settings = annotations::Settings::read(&metadata.annotations, policy, eval.audit_only);
     eval.audit_only = settings.audit_only;
+    // What enforce would do is decided the same way in audit: an invalid annotation or
+    // `missingLimit: deny` denies the pod, and nothing it would not change is previewed.
+    // Whoever answers in audit turns the denial into a warning.
     if !settings.invalid.is_empty() {
-        if !eval.audit_only {
-            eval.decision = Decision::Denied(settings.invalid.join("; "));
-            return Ok(());
-        }
-        let warnings = settings.invalid.iter().map(|w| shorten(w.clone(), WARNING));
-        eval.warnings.extend(warnings);
+        eval.decision = Decision::Denied(settings.invalid.join("; "));
+        return Ok(());
     }
     let spec = read::spec(pod)?;
     let previous = previous_status(&metadata, &mut eval.warnings);
-    let plan = plan::Planner::new(pod, eval, policy, &settings, &previous).run(spec)?;
-
+    let plan = plan::Planner::new(eval, policy, &settings, &previous).run(spec)?;
     if !plan.denials.is_empty() {
-        let message = plan.denials.join("; ");
-        if !eval.audit_only {
-            eval.deny(message);
-            return Ok(());
-        }
-        eval.warnings
-            .push(shorten(format!("would deny: {message}"), WARNING));
+        eval.deny(plan.denials.join("; "));
+        return Ok(());
     }
     let status = (plan.status != previous).then_some(&plan.status);
-    patch::emit(pod, &metadata, &plan.edits, status, &mut eval.patch.0)
+    patch::emit(metadata.shape, plan.edits, status, &mut eval.patch);
+    Ok(())
 }
 
 /// What an earlier pass recorded in the status annotation; an unreadable one is ignored,

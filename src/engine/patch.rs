@@ -1,25 +1,176 @@
 //! The planned edits as JSONPatch operations. Every operation adds or replaces one field
 //! the webhook owns, creating the objects that hold it when they are missing, since
-//! JSONPatch `add` does not create parents.
+//! JSONPatch `add` does not create parents. The operations are typed: each value is one
+//! of the few shapes the webhook writes, serialized straight to the wire.
 
 use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::SerializeMap;
 
-use super::read::{Metadata, Unreadable};
+use super::read::{Holder, MetadataShape};
+use super::view::{GOGC, GOMEMLIMIT};
 use super::{STATUS, Status};
 
+/// One JSONPatch operation, written as `{"op", "path", "value"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Operation {
+    op: &'static str,
+    path: PointerBuf,
+    value: Value,
+}
+
+/// The value an operation writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+enum Value {
+    /// A quantity, an env value or the status annotation's text.
+    Text(String),
+    /// `resources.limits` or `resources.requests`.
+    Memory(Memory),
+    Resources(Resources),
+    Env(EnvEntry),
+    EnvList(Vec<EnvEntry>),
+    Resize(ResizeEntry),
+    ResizeList([ResizeEntry; 1]),
+    Annotations(Annotations),
+    Metadata(Metadata),
+}
+
+/// `{"memory": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct Memory {
+    memory: String,
+}
+
+/// `resources`, with the memory limit or request or both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct Resources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<Memory>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests: Option<Memory>,
+}
+
+/// An `env` entry the webhook adds: a value, or the memory limit through the downward API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct EnvEntry {
+    name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_from: Option<ValueFrom>,
+}
+
+impl EnvEntry {
+    /// `GOMEMLIMIT` from the container's memory limit, through the downward API.
+    pub(super) fn gomemlimit_downward() -> Self {
+        let value_from = ValueFrom {
+            resource_field_ref: ResourceFieldRef {
+                resource: "limits.memory",
+                divisor: "1",
+            },
+        };
+        EnvEntry {
+            name: GOMEMLIMIT,
+            value: None,
+            value_from: Some(value_from),
+        }
+    }
+
+    /// `GOMEMLIMIT` as a byte count.
+    pub(super) fn gomemlimit(bytes: u64) -> Self {
+        EnvEntry {
+            name: GOMEMLIMIT,
+            value: Some(bytes.to_string()),
+            value_from: None,
+        }
+    }
+
+    /// `GOGC`.
+    pub(super) fn gogc(value: String) -> Self {
+        EnvEntry {
+            name: GOGC,
+            value: Some(value),
+            value_from: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ValueFrom {
+    resource_field_ref: ResourceFieldRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct ResourceFieldRef {
+    resource: &'static str,
+    divisor: &'static str,
+}
+
+/// The `resizePolicy` entry that restarts the container when its memory is resized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResizeEntry {
+    resource_name: &'static str,
+    restart_policy: &'static str,
+}
+
+const RESTART_ON_MEMORY_RESIZE: ResizeEntry = ResizeEntry {
+    resource_name: "memory",
+    restart_policy: "RestartContainer",
+};
+
+/// `annotations` holding only the status annotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Annotations {
+    status: String,
+}
+
+impl Serialize for Annotations {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(STATUS, &self.status)?;
+        map.end()
+    }
+}
+
+/// `metadata` holding only the status annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct Metadata {
+    annotations: Annotations,
+}
+
 /// The fields to set on one container (or, at `spec`, the pod).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Edit {
+    /// What the container (or `spec`) already holds.
+    holder: Holder,
     pub(super) limit: Option<String>,
     pub(super) request: Option<String>,
     /// Entries to append to `env`.
-    pub(super) env: Vec<Value>,
+    pub(super) env: Vec<EnvEntry>,
     /// An `env` entry whose value is replaced.
     pub(super) env_value: Option<EnvValue>,
+    /// Append `{resourceName: memory, restartPolicy: RestartContainer}` to `resizePolicy`.
+    pub(super) restart_on_memory_resize: bool,
+}
+
+impl Edit {
+    /// No fields yet, on a target holding what `holder` says.
+    pub(super) fn new(holder: Holder) -> Self {
+        Edit {
+            holder,
+            limit: None,
+            request: None,
+            env: Vec::new(),
+            env_value: None,
+            restart_on_memory_resize: false,
+        }
+    }
 }
 
 /// A new value for the `env` entry at `index`.
@@ -32,87 +183,97 @@ pub(super) struct EnvValue {
 /// Appends the operations of every edit, in the order of their pointers, then the one
 /// that writes `status` when the annotation changes.
 pub(super) fn emit(
-    pod: &Value,
-    metadata: &Metadata<'_>,
-    edits: &BTreeMap<PointerBuf, Edit>,
+    metadata: MetadataShape,
+    edits: BTreeMap<PointerBuf, Edit>,
     status: Option<&Status>,
-    ops: &mut Vec<PatchOperation>,
-) -> Result<(), Unreadable> {
+    ops: &mut Vec<Operation>,
+) {
     for (at, edit) in edits {
-        let holder = pod.pointer(at.as_str()).ok_or(Unreadable::EditOutsidePod)?;
-        edit.emit(holder, at, ops);
+        edit.emit(&at, ops);
     }
     if let Some(status) = status {
-        ops.push(status_annotation(metadata.raw, status));
+        ops.push(status_annotation(metadata, status));
     }
-    Ok(())
 }
 
 impl Edit {
-    /// Appends the operations of this edit to `holder`, the container (or `spec`) at `at`.
-    fn emit(&self, holder: &Value, at: &PointerBuf, ops: &mut Vec<PatchOperation>) {
-        self.emit_memory(holder, at, ops);
-        if let Some(EnvValue { index, value }) = &self.env_value {
-            ops.push(PatchOperation::Replace(ReplaceOperation {
+    /// Appends the operations of this edit to the container (or `spec`) at `at`.
+    fn emit(self, at: &PointerBuf, ops: &mut Vec<Operation>) {
+        self.emit_memory(at, ops);
+        if let Some(EnvValue { index, value }) = self.env_value {
+            ops.push(Operation {
+                op: "replace",
                 path: below(at, &["env", &index.to_string(), "value"]),
-                value: json!(value),
-            }));
+                value: Value::Text(value),
+            });
+        }
+        if self.restart_on_memory_resize {
+            ops.push(if self.holder.resize_policy {
+                let entry = Value::Resize(RESTART_ON_MEMORY_RESIZE);
+                add(below(at, &["resizePolicy", "-"]), entry)
+            } else {
+                let list = Value::ResizeList([RESTART_ON_MEMORY_RESIZE]);
+                add(below(at, &["resizePolicy"]), list)
+            });
         }
         if self.env.is_empty() {
             return;
         }
-        if holder.get("env").is_some_and(Value::is_array) {
-            for entry in &self.env {
-                ops.push(add(below(at, &["env", "-"]), entry.clone()));
+        if self.holder.env {
+            for entry in self.env {
+                ops.push(add(below(at, &["env", "-"]), Value::Env(entry)));
             }
         } else {
-            ops.push(add(below(at, &["env"]), Value::Array(self.env.clone())));
+            ops.push(add(below(at, &["env"]), Value::EnvList(self.env)));
         }
     }
 
-    fn emit_memory(&self, holder: &Value, at: &PointerBuf, ops: &mut Vec<PatchOperation>) {
-        let memory: Vec<(&str, &String)> = [("limits", &self.limit), ("requests", &self.request)]
-            .into_iter()
-            .filter_map(|(kind, v)| v.as_ref().map(|v| (kind, v)))
-            .collect();
-        if memory.is_empty() {
+    fn emit_memory(&self, at: &PointerBuf, ops: &mut Vec<Operation>) {
+        let memory = |v: &Option<String>| v.clone().map(|memory| Memory { memory });
+        let (limits, requests) = (memory(&self.limit), memory(&self.request));
+        if limits.is_none() && requests.is_none() {
             return;
         }
-        let Some(resources) = holder.get("resources").filter(|r| r.is_object()) else {
-            let mut resources = Map::new();
-            for (kind, v) in &memory {
-                resources.insert((*kind).into(), json!({"memory": v}));
-            }
-            ops.push(add(below(at, &["resources"]), Value::Object(resources)));
+        if !self.holder.resources {
+            let resources = Value::Resources(Resources { limits, requests });
+            ops.push(add(below(at, &["resources"]), resources));
             return;
-        };
-        for (kind, v) in &memory {
-            if resources.get(*kind).is_some_and(Value::is_object) {
-                ops.push(add(below(at, &["resources", kind, "memory"]), json!(v)));
+        }
+        let lists = [
+            ("limits", limits, self.holder.limits),
+            ("requests", requests, self.holder.requests),
+        ];
+        for (kind, memory, held) in lists {
+            let Some(memory) = memory else { continue };
+            ops.push(if held {
+                add(
+                    below(at, &["resources", kind, "memory"]),
+                    Value::Text(memory.memory),
+                )
             } else {
-                ops.push(add(below(at, &["resources", kind]), json!({"memory": v})));
-            }
+                add(below(at, &["resources", kind]), Value::Memory(memory))
+            });
         }
     }
 }
 
 /// The operation that writes the status annotation, creating `metadata` or its
 /// `annotations` when the pod has none.
-fn status_annotation(metadata: Option<&Value>, status: &Status) -> PatchOperation {
+fn status_annotation(metadata: MetadataShape, status: &Status) -> Operation {
     let text = serde_json::to_string(status).expect("a status of strings and numbers serializes");
-    let text = Value::String(text);
+    let annotations = Annotations { status: text };
     match metadata {
-        None | Some(Value::Null) => add(
+        MetadataShape::Missing => add(
             PointerBuf::from_tokens(["metadata"]),
-            json!({"annotations": {STATUS: text}}),
+            Value::Metadata(Metadata { annotations }),
         ),
-        Some(m) if m.get("annotations").is_none_or(Value::is_null) => add(
+        MetadataShape::NoAnnotations => add(
             PointerBuf::from_tokens(["metadata", "annotations"]),
-            json!({STATUS: text}),
+            Value::Annotations(annotations),
         ),
-        Some(_) => add(
+        MetadataShape::Annotations => add(
             PointerBuf::from_tokens(["metadata", "annotations", STATUS]),
-            text,
+            Value::Text(annotations.status),
         ),
     }
 }
@@ -126,6 +287,10 @@ fn below(at: &PointerBuf, tail: &[&str]) -> PointerBuf {
     path
 }
 
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
+fn add(path: PointerBuf, value: Value) -> Operation {
+    Operation {
+        op: "add",
+        path,
+        value,
+    }
 }

@@ -7,20 +7,18 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use json_patch::jsonptr::PointerBuf;
-use serde_json::{Map, Value, json};
 
 use super::annotations::Settings;
-use super::patch::{Edit, EnvValue};
-use super::read::{self, Container, Memory, Place, Quantities, Unreadable};
+use super::budget::{self, Budget};
+use super::patch::{Edit, EnvEntry, EnvValue};
+use super::read::{self, Container, Holder, Memory, Place, Quantities, Runs, Unreadable};
+use super::view::{self, EnvVar, GOGC, GOMEMLIMIT};
 use super::{
     Action, Change, ContainerEvent, DOWNWARD, Evaluation, GomemlimitValue, Record, Status, Target,
 };
 use crate::policy::{Gogc, MissingLimit, Policy};
 use crate::quantity::Quantity;
 use crate::text::{WARNING, shorten};
-
-const GOMEMLIMIT: &str = "GOMEMLIMIT";
-const GOGC: &str = "GOGC";
 
 /// What the rules decided, besides what they recorded in the evaluation.
 pub(super) struct Plan {
@@ -32,59 +30,37 @@ pub(super) struct Plan {
     pub(super) status: Status,
 }
 
-/// A target and where its fields sit.
+/// A target, where its fields sit and what holds them.
 struct Subject {
     target: Target,
-    place: Place,
-}
-
-/// What a container without a limit of its own may use of a pod-level memory limit.
-#[derive(Clone, Copy)]
-enum Budget<'q> {
-    /// The pod has no memory limit.
-    NoPodLimit,
-    /// The pod limit, for the only container without a limit.
-    Alone(&'q Quantity),
-    /// Several containers without a limit share the pod limit; any split would be a guess.
-    Shared,
-}
-
-impl<'q> Budget<'q> {
-    fn new(pod_limit: Option<&'q Quantity>, containers: &[Container<'_>]) -> Self {
-        let unlimited = containers
-            .iter()
-            .filter(|c| c.memory.limit.is_none())
-            .count();
-        match pod_limit {
-            None => Budget::NoPodLimit,
-            Some(limit) if unlimited == 1 => Budget::Alone(limit),
-            Some(_) => Budget::Shared,
-        }
-    }
+    /// The JSON pointer to its place.
+    at: PointerBuf,
+    holder: Holder,
 }
 
 /// The memory the Go runtime of a container gets.
 struct RuntimeMemory {
     limit: Quantity,
-    /// Taken from the pod budget: the container has no limit the downward API could refer
-    /// to, so GOMEMLIMIT is always a literal.
-    from_budget: bool,
+    /// Taken from the pod limit (how, e.g. `200Mi - 100Mi (sidecar) = 104857600`): the
+    /// container has no limit the downward API could refer to, so GOMEMLIMIT is always a
+    /// literal.
+    budget: Option<String>,
 }
 
 /// Applies the rules to a pod, recording into its evaluation.
 pub(super) struct Planner<'a> {
-    pod: &'a Value,
     eval: &'a mut Evaluation,
     policy: &'a Policy,
     settings: &'a Settings<'a>,
     /// What an earlier pass recorded.
     previous: &'a Status,
+    /// The pod's `restartPolicy` is `Never`.
+    restart_never: bool,
     plan: Plan,
 }
 
 impl<'a> Planner<'a> {
     pub(super) fn new(
-        pod: &'a Value,
         eval: &'a mut Evaluation,
         policy: &'a Policy,
         settings: &'a Settings<'a>,
@@ -96,41 +72,43 @@ impl<'a> Planner<'a> {
             status: previous.clone(),
         };
         Planner {
-            pod,
             eval,
             policy,
             settings,
             previous,
+            restart_never: false,
             plan,
         }
     }
 
     /// Applies the rules to the pod-level resources, then to every container in pod order.
-    pub(super) fn run(mut self, spec: &Map<String, Value>) -> Result<Plan, Unreadable> {
+    pub(super) fn run(mut self, spec: &view::Spec<'_>) -> Result<Plan, Unreadable> {
+        self.restart_never = spec.restart_policy.as_deref() == Some("Never");
         // Pod-level resources (Kubernetes 1.34+) keep request = limit too, and the pod limit
         // is the budget of containers that have no limit of their own.
         let pod_limit = self.pod_level(spec)?;
         let containers = read::containers(spec)?;
-        let budget = Budget::new(pod_limit.as_ref(), &containers);
-        for container in &containers {
+        for (i, container) in containers.iter().enumerate() {
             if self.settings.excluded.contains(container.name) {
                 self.eval.events.push(ContainerEvent::Excluded);
                 continue;
             }
+            let budget = || budget::of(pod_limit.as_ref(), &containers, i);
             self.container(container, budget)?;
         }
         Ok(self.plan)
     }
 
     /// Rule 1 for pod-level resources; returns the pod's memory limit, if any.
-    fn pod_level(&mut self, spec: &Map<String, Value>) -> Result<Option<Quantity>, Unreadable> {
-        let memory = Memory::of(spec.get("resources"), &Place::Spec)?;
+    fn pod_level(&mut self, spec: &view::Spec<'_>) -> Result<Option<Quantity>, Unreadable> {
+        let memory = Memory::of(&spec.resources, &Place::Spec)?;
         if memory.limit.is_none() && memory.request.is_none() {
             return Ok(None);
         }
         let pod = Subject {
             target: Target::Pod,
-            place: Place::Spec,
+            at: Place::Spec.pointer(),
+            holder: Holder::of_resources(&spec.resources),
         };
         Ok(self.request_equals_limit(&pod, &memory))
     }
@@ -138,46 +116,53 @@ impl<'a> Planner<'a> {
     fn container(
         &mut self,
         container: &Container<'_>,
-        budget: Budget<'_>,
+        budget: impl FnOnce() -> Budget,
     ) -> Result<(), Unreadable> {
         let subject = Subject {
             target: Target::Container(container.name.to_owned()),
-            place: container.place.clone(),
+            at: container.place.pointer(),
+            holder: container.holder,
         };
         match self.runtime_memory(&subject, &container.memory, budget)? {
-            Some(memory) => self.environment(&subject, &memory),
+            Some(memory) => self.environment(&subject, &memory, container),
             None => Ok(()),
         }
     }
 
-    /// The memory the container's Go runtime gets: its own limit (rule 1 applied), the pod
-    /// budget, or what `missingLimit` says. `None` when the container is left alone.
+    /// The memory the container's Go runtime gets: its own limit (rule 1 applied), what is
+    /// left of the pod limit, or what `missingLimit` says. `None` when the container is left
+    /// alone.
     fn runtime_memory(
         &mut self,
         subject: &Subject,
         memory: &Memory,
-        budget: Budget<'_>,
+        budget: impl FnOnce() -> Budget,
     ) -> Result<Option<RuntimeMemory>, Unreadable> {
-        let no_pod_limit = matches!(budget, Budget::NoPodLimit);
-        if memory.limit.is_some() || (memory.request.is_some() && no_pod_limit) {
-            let limit = self.request_equals_limit(subject, memory);
-            return Ok(limit.map(|limit| RuntimeMemory {
-                limit,
-                from_budget: false,
-            }));
+        if memory.limit.is_some() {
+            return Ok(self.own_limit(subject, memory));
         }
-        match budget {
-            Budget::Alone(limit) => Ok(Some(RuntimeMemory {
-                limit: limit.clone(),
-                from_budget: true,
-            })),
-            Budget::Shared => {
-                let text = "has no memory limit and shares the pod limit with other containers; left unchanged";
-                self.skip(&subject.target, text);
+        match budget() {
+            Budget::NoPodLimit if memory.request.is_some() => Ok(self.own_limit(subject, memory)),
+            Budget::NoPodLimit => self.missing_limit(subject),
+            Budget::Left { bytes, arithmetic } => {
+                let limit = Quantity::parse(&bytes.to_string()).expect("a byte count parses");
+                let budget = Some(arithmetic);
+                Ok(Some(RuntimeMemory { limit, budget }))
+            }
+            Budget::Nothing(why) => {
+                self.skip(&subject.target, why);
                 Ok(None)
             }
-            Budget::NoPodLimit => self.missing_limit(subject),
         }
+    }
+
+    /// Rule 1 on the container's own request and limit.
+    fn own_limit(&mut self, subject: &Subject, memory: &Memory) -> Option<RuntimeMemory> {
+        let limit = self.request_equals_limit(subject, memory)?;
+        Some(RuntimeMemory {
+            limit,
+            budget: None,
+        })
     }
 
     /// A container with neither a memory request nor a limit, in a pod without a limit:
@@ -204,7 +189,7 @@ impl<'a> Planner<'a> {
                 self.set_request(subject, None, &default);
                 Ok(Some(RuntimeMemory {
                     limit: default,
-                    from_budget: false,
+                    budget: None,
                 }))
             }
         }
@@ -283,12 +268,13 @@ impl<'a> Planner<'a> {
 
     /// Rule 2: GOMEMLIMIT for `memory` and GOGC, unless the container sets GOMEMLIMIT
     /// itself.
-    fn environment(&mut self, subject: &Subject, memory: &RuntimeMemory) -> Result<(), Unreadable> {
-        let pod = self.pod;
-        let container = pod
-            .pointer(subject.place.pointer().as_str())
-            .ok_or(Unreadable::EditOutsidePod)?;
-        let env = read::env(container, &subject.target)?;
+    fn environment(
+        &mut self,
+        subject: &Subject,
+        memory: &RuntimeMemory,
+        container: &Container<'_>,
+    ) -> Result<(), Unreadable> {
+        let env = container.env(&subject.target)?;
         if let Some((index, existing)) = read::find_env(env, GOMEMLIMIT) {
             self.existing_gomemlimit(subject, index, existing, &memory.limit);
             return Ok(());
@@ -298,22 +284,56 @@ impl<'a> Planner<'a> {
         };
         let mut added = vec![gomemlimit_entry(&value)];
         self.record_gomemlimit(&subject.target, &value);
+        let downward = value == GomemlimitValue::Downward;
         self.change(&subject.target, Action::SetGomemlimit(value));
 
         if let Some(gogc) = self.gogc_value()
             && read::find_env(env, GOGC).is_none()
         {
-            added.push(json!({"name": GOGC, "value": gogc}));
+            added.push(EnvEntry::gogc(gogc.clone()));
             self.record(&subject.target).gogc = Some(gogc.clone());
             self.change(&subject.target, Action::SetGogc(gogc));
         }
-        if read::has_env_from(container) {
+        if container.env_from {
             let text =
                 "envFrom may also define GOMEMLIMIT; the injected env entry takes precedence";
             self.warn(&subject.target, text);
         }
-        self.edit(&subject.place).env.extend(added);
+        if downward {
+            self.restart_on_resize(subject, container);
+        }
+        self.edit(subject).env.extend(added);
         Ok(())
+    }
+
+    /// A downward-API GOMEMLIMIT is resolved when the container starts: for it to follow an
+    /// in-place resize of the memory limit, the resize must restart the container. Only
+    /// where the API allows `RestartContainer` (not in a `restartPolicy: Never` pod; an
+    /// ordinary init container is never resized in place); the user's own memory entry stays.
+    fn restart_on_resize(&mut self, subject: &Subject, container: &Container<'_>) {
+        if !self.policy.restart_on_resize || matches!(container.runs, Runs::Before { .. }) {
+            return;
+        }
+        let target = &subject.target;
+        match container.memory_resize {
+            Some("RestartContainer") => {}
+            Some(kept) => self.warn(
+                target,
+                format_args!(
+                    "resizePolicy memory {kept} kept; GOMEMLIMIT will not follow in-place resizes"
+                ),
+            ),
+            None if self.restart_never => {
+                let text = "restartPolicy Never allows no RestartContainer resizePolicy; \
+                            GOMEMLIMIT will not follow in-place resizes";
+                self.warn(target, text);
+            }
+            None => {
+                self.edit(subject).restart_on_memory_resize = true;
+                self.record(target).resize_policy = Some("RestartContainer".to_owned());
+                self.change(target, Action::SetResizePolicy);
+            }
+        }
     }
 
     /// The container's own GOMEMLIMIT wins, unless it is the literal an earlier pass set:
@@ -322,14 +342,14 @@ impl<'a> Planner<'a> {
         &mut self,
         subject: &Subject,
         index: usize,
-        existing: &Value,
+        existing: &EnvVar<'_>,
         limit: &Quantity,
     ) {
         let recorded = self.previous(&subject.target).cloned().unwrap_or_default();
         let current = existing
-            .get("value")
-            .and_then(Value::as_str)
-            .filter(|_| existing.get("valueFrom").is_none());
+            .value
+            .as_deref()
+            .filter(|_| !existing.has_value_from);
         match (recorded.gomemlimit.as_deref(), recorded.percent, current) {
             (Some(ours), Some(percent), Some(current)) if ours == current && ours != DOWNWARD => {
                 self.update_literal(subject, index, current, limit.percent_of_bytes(percent));
@@ -344,7 +364,7 @@ impl<'a> Planner<'a> {
         if bytes == 0 || bytes.to_string() == current {
             return;
         }
-        self.edit(&subject.place).env_value = Some(EnvValue {
+        self.edit(subject).env_value = Some(EnvValue {
             index,
             value: bytes.to_string(),
         });
@@ -364,7 +384,7 @@ impl<'a> Planner<'a> {
         memory: &RuntimeMemory,
     ) -> Option<GomemlimitValue> {
         let percent = self.settings.percent;
-        if percent == 100 && !memory.from_budget {
+        if percent == 100 && memory.budget.is_none() {
             return Some(GomemlimitValue::Downward);
         }
         let limit = memory.limit.as_str();
@@ -376,7 +396,11 @@ impl<'a> Planner<'a> {
             );
             return None;
         }
-        let of = limit.to_owned();
+        let of = match &memory.budget {
+            Some(_) => format!("the {limit} bytes left of the pod limit"),
+            None => limit.to_owned(),
+        };
+        self.record(target).budget.clone_from(&memory.budget);
         Some(GomemlimitValue::Literal { bytes, percent, of })
     }
 
@@ -406,15 +430,20 @@ impl<'a> Planner<'a> {
     /// Plans `requests.memory = value` (a change from `from`) and records it.
     fn set_request(&mut self, subject: &Subject, from: Option<String>, value: &Quantity) {
         let to = value.as_str().to_owned();
-        self.edit(&subject.place).request = Some(to.clone());
+        self.edit(subject).request = Some(to.clone());
         self.record(&subject.target).request = Some(to.clone());
         self.change(&subject.target, Action::SetRequest { from, to });
     }
 
-    /// Plans `limits.memory = value` where there was none, and records it.
+    /// Plans `limits.memory = value` where there was none, and records it. The change most
+    /// likely to surprise is also a warning (in audit, the change's own warning says it).
     fn set_limit(&mut self, subject: &Subject, value: &Quantity) {
         let to = value.as_str().to_owned();
-        self.edit(&subject.place).limit = Some(to.clone());
+        if !self.eval.audit_only {
+            let text = format_args!("adds a memory limit of {to} where there was none");
+            self.warn(&subject.target, text);
+        }
+        self.edit(subject).limit = Some(to.clone());
         self.record(&subject.target).limit = Some(to.clone());
         self.change(&subject.target, Action::SetLimit { from: None, to });
     }
@@ -453,20 +482,20 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn edit(&mut self, place: &Place) -> &mut Edit {
-        self.plan.edits.entry(place.pointer()).or_default()
+    /// The edit of the subject's fields, planned so far.
+    fn edit(&mut self, subject: &Subject) -> &mut Edit {
+        let edits = &mut self.plan.edits;
+        if !edits.contains_key(&subject.at) {
+            edits.insert(subject.at.clone(), Edit::new(subject.holder));
+        }
+        edits.get_mut(&subject.at).expect("inserted above")
     }
 }
 
 /// The env entry that sets GOMEMLIMIT to `value`.
-fn gomemlimit_entry(value: &GomemlimitValue) -> Value {
+fn gomemlimit_entry(value: &GomemlimitValue) -> EnvEntry {
     match value {
-        GomemlimitValue::Downward => json!({
-            "name": GOMEMLIMIT,
-            "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1"}}
-        }),
-        GomemlimitValue::Literal { bytes, .. } => {
-            json!({"name": GOMEMLIMIT, "value": bytes.to_string()})
-        }
+        GomemlimitValue::Downward => EnvEntry::gomemlimit_downward(),
+        GomemlimitValue::Literal { bytes, .. } => EnvEntry::gomemlimit(*bytes),
     }
 }

@@ -1,20 +1,17 @@
 //! Reading the pod: the parts of its JSON the rules look at, or why it cannot be read.
 //!
 //! Only the shape of those parts is checked; everything else may be anything, since the
-//! API server validates the pod after the admission webhooks have run.
+//! API server validates the pod after the admission webhooks have run. The parts come from
+//! the [`view`] of the pod, read without building a document of it.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use json_patch::jsonptr::PointerBuf;
-use serde_json::{Map, Value};
 
+use super::view::{self, Env, EnvVar, Field, QuantityText};
 use super::{INJECT, MIRROR, SkipReason, Target};
 use crate::quantity::Quantity;
-
-/// The container lists the rules apply to, in the order they are evaluated. Ephemeral
-/// containers are never targets.
-const CONTAINER_LISTS: [&str; 2] = ["initContainers", "containers"];
 
 /// Why an object is not a pod the engine can read. Such a pod is admitted unchanged, with
 /// this as the reason.
@@ -42,8 +39,6 @@ pub(crate) enum Unreadable {
     MemoryNotAQuantity { at: Place, kind: &'static str },
     #[error("{target}: env is not an array")]
     EnvNotAnArray { target: Target },
-    #[error("planned an edit outside the pod")]
-    EditOutsidePod,
     #[error("policy missingLimit is default without defaultMemory")]
     NoDefaultMemory,
 }
@@ -79,23 +74,41 @@ impl fmt::Display for Place {
 
 /// The pod's metadata as far as the rules read it.
 pub(super) struct Metadata<'a> {
-    /// `metadata` as sent, if any.
-    pub(super) raw: Option<&'a Value>,
+    /// Where the status annotation goes.
+    pub(super) shape: MetadataShape,
     pub(super) labels: BTreeMap<&'a str, &'a str>,
     pub(super) annotations: BTreeMap<&'a str, &'a str>,
 }
 
+/// What holds the annotations, as the status annotation must be added to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MetadataShape {
+    /// No `metadata` (or null): the patch adds it.
+    Missing,
+    /// `metadata` without annotations (or null ones): the patch adds them.
+    NoAnnotations,
+    /// Annotations: the patch adds one.
+    Annotations,
+}
+
 impl<'a> Metadata<'a> {
     /// Reads the labels and annotations of `pod`, which must be a JSON object.
-    pub(super) fn of(pod: &'a Value) -> Result<Self, Unreadable> {
-        let raw = pod
-            .as_object()
-            .ok_or(Unreadable::NotAnObject)?
-            .get("metadata");
+    pub(super) fn of(pod: &'a Field<view::Pod<'_>>) -> Result<Self, Unreadable> {
+        let Field::Present(pod) = pod else {
+            return Err(Unreadable::NotAnObject);
+        };
+        let (shape, metadata) = match &pod.metadata {
+            Field::Absent | Field::Null => (MetadataShape::Missing, None),
+            Field::Wrong => (MetadataShape::NoAnnotations, None),
+            Field::Present(m) if m.annotations.is_missing() => {
+                (MetadataShape::NoAnnotations, Some(m))
+            }
+            Field::Present(m) => (MetadataShape::Annotations, Some(m)),
+        };
         Ok(Metadata {
-            raw,
-            labels: string_map(raw, "labels")?,
-            annotations: string_map(raw, "annotations")?,
+            shape,
+            labels: string_map(metadata.map(|m| &m.labels), "labels")?,
+            annotations: string_map(metadata.map(|m| &m.annotations), "annotations")?,
         })
     }
 
@@ -113,35 +126,32 @@ impl<'a> Metadata<'a> {
 
 /// The labels or annotations as strings; any other shape is unreadable.
 fn string_map<'a>(
-    metadata: Option<&'a Value>,
+    map: Option<&'a Field<view::StringMap<'_>>>,
     key: &'static str,
 ) -> Result<BTreeMap<&'a str, &'a str>, Unreadable> {
-    let Some(value) = metadata.and_then(|m| m.get(key)) else {
-        return Ok(BTreeMap::new());
+    let map = match map {
+        None | Some(Field::Absent | Field::Null) => return Ok(BTreeMap::new()),
+        Some(Field::Wrong) => return Err(Unreadable::MetadataNotAnObject { key }),
+        Some(Field::Present(map)) => map,
     };
-    if value.is_null() {
-        return Ok(BTreeMap::new());
+    if let Some(entry) = map.not_a_string() {
+        let entry = entry.to_owned();
+        return Err(Unreadable::MetadataNotAString { key, entry });
     }
-    let map = value
-        .as_object()
-        .ok_or(Unreadable::MetadataNotAnObject { key })?;
-    map.iter()
-        .map(|(entry, v)| {
-            v.as_str()
-                .map(|s| (entry.as_str(), s))
-                .ok_or_else(|| Unreadable::MetadataNotAString {
-                    key,
-                    entry: entry.clone(),
-                })
-        })
-        .collect()
+    Ok(map.strings().collect())
 }
 
 /// The pod's `spec`.
-pub(super) fn spec(pod: &Value) -> Result<&Map<String, Value>, Unreadable> {
-    pod.get("spec")
-        .and_then(Value::as_object)
-        .ok_or(Unreadable::NoSpec)
+pub(super) fn spec<'a, 'de>(
+    pod: &'a Field<view::Pod<'de>>,
+) -> Result<&'a view::Spec<'de>, Unreadable> {
+    match pod {
+        Field::Present(view::Pod {
+            spec: Field::Present(spec),
+            ..
+        }) => Ok(spec),
+        _ => Err(Unreadable::NoSpec),
+    }
 }
 
 /// The memory fields of one container (or the pod), as written.
@@ -159,15 +169,18 @@ pub(super) struct Quantities {
 
 impl Memory {
     /// The memory fields of the `resources` of the target at `at`.
-    pub(super) fn of(resources: Option<&Value>, at: &Place) -> Result<Self, Unreadable> {
+    pub(super) fn of(
+        resources: &Field<view::Resources<'_>>,
+        at: &Place,
+    ) -> Result<Self, Unreadable> {
         let resources = match resources {
-            None | Some(Value::Null) => return Ok(Memory::default()),
-            Some(Value::Object(r)) => r,
-            Some(_) => return Err(Unreadable::ResourcesNotAnObject { at: at.clone() }),
+            Field::Absent | Field::Null => return Ok(Memory::default()),
+            Field::Present(r) => r,
+            Field::Wrong => return Err(Unreadable::ResourcesNotAnObject { at: at.clone() }),
         };
         Ok(Memory {
-            limit: memory_field(resources, "limits", at)?,
-            request: memory_field(resources, "requests", at)?,
+            limit: memory_field(&resources.limits, "limits", at)?,
+            request: memory_field(&resources.requests, "requests", at)?,
         })
     }
 
@@ -189,30 +202,66 @@ impl Memory {
     }
 }
 
-/// `resources.<kind>.memory` as written.
+/// `resources.<kind>.memory` as written (a JSON number in its text).
 fn memory_field(
-    resources: &Map<String, Value>,
+    list: &Field<view::ResourceList<'_>>,
     kind: &'static str,
     at: &Place,
 ) -> Result<Option<String>, Unreadable> {
-    let map = match resources.get(kind) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(m)) => m,
-        Some(_) => {
+    let list = match list {
+        Field::Absent | Field::Null => return Ok(None),
+        Field::Present(list) => list,
+        Field::Wrong => {
             let at = at.clone();
             return Err(Unreadable::ResourceListNotAnObject { at, kind });
         }
     };
-    match map.get("memory") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        // Quantities may arrive as JSON numbers from hand-written manifests.
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(Unreadable::MemoryNotAQuantity {
+    match &list.memory {
+        Field::Absent | Field::Null => Ok(None),
+        Field::Present(QuantityText(text)) => Ok(Some(text.to_string())),
+        Field::Wrong => Err(Unreadable::MemoryNotAQuantity {
             at: at.clone(),
             kind,
         }),
     }
+}
+
+/// What holds the fields the webhook sets on one target, as the patch must add them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Holder {
+    pub(super) resources: bool,
+    pub(super) limits: bool,
+    pub(super) requests: bool,
+    pub(super) env: bool,
+    pub(super) resize_policy: bool,
+}
+
+impl Holder {
+    /// What `resources` (of a container or the pod) holds.
+    pub(super) fn of_resources(resources: &Field<view::Resources<'_>>) -> Self {
+        let Field::Present(r) = resources else {
+            return Holder::default();
+        };
+        Holder {
+            resources: true,
+            limits: matches!(r.limits, Field::Present(_)),
+            requests: matches!(r.requests, Field::Present(_)),
+            ..Holder::default()
+        }
+    }
+}
+
+/// When a container runs, which decides whose memory it shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Runs {
+    /// An ordinary init container: alone, before the pod's containers, beside the native
+    /// sidecars declared before it (`index` in `initContainers`).
+    Before { index: usize },
+    /// A native sidecar (an init container with `restartPolicy: Always`): for the pod's
+    /// whole life.
+    Sidecar { index: usize },
+    /// One of the pod's `containers`.
+    Main,
 }
 
 /// One container, as the rules see it.
@@ -220,16 +269,28 @@ pub(super) struct Container<'a> {
     pub(super) place: Place,
     pub(super) name: &'a str,
     pub(super) memory: Memory,
+    pub(super) runs: Runs,
+    /// The `restartPolicy` of its `resizePolicy` entry for memory, if it has one.
+    pub(super) memory_resize: Option<&'a str>,
+    /// Its `env`, as sent.
+    pub(super) env: &'a Field<Env<'a>>,
+    /// Whether it takes variables from a non-empty `envFrom`, which may hide a GOMEMLIMIT.
+    pub(super) env_from: bool,
+    pub(super) holder: Holder,
 }
 
 /// Every target container: init containers (native sidecars included), then containers.
-pub(super) fn containers(spec: &Map<String, Value>) -> Result<Vec<Container<'_>>, Unreadable> {
+/// Ephemeral containers are never targets.
+pub(super) fn containers<'a>(spec: &'a view::Spec<'a>) -> Result<Vec<Container<'a>>, Unreadable> {
     let mut containers = Vec::new();
-    for list in CONTAINER_LISTS {
-        let items = match spec.get(list) {
-            None | Some(Value::Null) => continue,
-            Some(Value::Array(items)) => items,
-            Some(_) => return Err(Unreadable::ListNotAnArray { list }),
+    for (list, items) in [
+        ("initContainers", &spec.init_containers),
+        ("containers", &spec.containers),
+    ] {
+        let items = match items {
+            Field::Absent | Field::Null => continue,
+            Field::Present(items) => items,
+            Field::Wrong => return Err(Unreadable::ListNotAnArray { list }),
         };
         for (index, item) in items.iter().enumerate() {
             containers.push(Container::read(Place::Container { list, index }, item)?);
@@ -239,44 +300,68 @@ pub(super) fn containers(spec: &Map<String, Value>) -> Result<Vec<Container<'_>>
 }
 
 impl<'a> Container<'a> {
-    fn read(place: Place, item: &'a Value) -> Result<Self, Unreadable> {
-        let Some(object) = item.as_object() else {
+    fn read(place: Place, item: &'a Field<view::Container<'a>>) -> Result<Self, Unreadable> {
+        let Field::Present(object) = item else {
             return Err(Unreadable::ContainerNotAnObject { at: place });
         };
-        let Some(name) = object.get("name").and_then(Value::as_str) else {
+        let Some(name) = object.name.as_deref() else {
             return Err(Unreadable::NoName { at: place });
         };
-        let memory = Memory::of(object.get("resources"), &place)?;
+        let memory = Memory::of(&object.resources, &place)?;
+        let runs = match place {
+            Place::Container {
+                list: "initContainers",
+                index,
+            } if object.restart_policy.as_deref() == Some("Always") => Runs::Sidecar { index },
+            Place::Container {
+                list: "initContainers",
+                index,
+            } => Runs::Before { index },
+            _ => Runs::Main,
+        };
+        let memory_resize = object
+            .resize_policy
+            .present()
+            .into_iter()
+            .flatten()
+            .filter_map(Field::present)
+            .find(|p| p.resource_name.as_deref() == Some("memory"))
+            .map(|p| p.restart_policy.as_deref().unwrap_or(""));
+        let holder = Holder {
+            env: matches!(object.env, Field::Present(_)),
+            resize_policy: matches!(object.resize_policy, Field::Present(_)),
+            ..Holder::of_resources(&object.resources)
+        };
         Ok(Container {
             place,
             name,
             memory,
+            runs,
+            memory_resize,
+            env: &object.env,
+            env_from: object.env_from.present().is_some_and(|n| n.0 > 0),
+            holder,
         })
     }
-}
 
-/// A container's `env` entries.
-pub(super) fn env<'a>(container: &'a Value, target: &Target) -> Result<&'a [Value], Unreadable> {
-    match container.get("env") {
-        None | Some(Value::Null) => Ok(&[]),
-        Some(Value::Array(items)) => Ok(items.as_slice()),
-        Some(_) => Err(Unreadable::EnvNotAnArray {
-            target: target.clone(),
-        }),
+    /// Its `env` entries that set GOMEMLIMIT or GOGC, with their index.
+    pub(super) fn env(&self, target: &Target) -> Result<&'a [(usize, EnvVar<'a>)], Unreadable> {
+        match self.env {
+            Field::Absent | Field::Null => Ok(&[]),
+            Field::Present(env) => Ok(env.watched.as_slice()),
+            Field::Wrong => Err(Unreadable::EnvNotAnArray {
+                target: target.clone(),
+            }),
+        }
     }
 }
 
 /// The first `env` entry named `name`, with its index.
-pub(super) fn find_env<'a>(env: &'a [Value], name: &str) -> Option<(usize, &'a Value)> {
+pub(super) fn find_env<'a, 'de>(
+    env: &'a [(usize, EnvVar<'de>)],
+    name: &str,
+) -> Option<(usize, &'a EnvVar<'de>)> {
     env.iter()
-        .enumerate()
-        .find(|(_, e)| e.get("name").and_then(Value::as_str) == Some(name))
-}
-
-/// Whether the container takes variables from `envFrom`, which may hide a GOMEMLIMIT.
-pub(super) fn has_env_from(container: &Value) -> bool {
-    container
-        .get("envFrom")
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty())
+        .find(|(_, e)| e.name.as_deref() == Some(name))
+        .map(|(i, e)| (*i, e))
 }

@@ -314,10 +314,19 @@ fn invalid_annotations_deny_in_enforce_and_warn_in_audit() {
                 ..Policy::default()
             },
         );
-        assert_eq!(audit.decision, Decision::Evaluated, "{key}={value}");
+        // Audit decides what enforce would do, previews no change enforce would never
+        // make, and the webhook warns instead of denying.
+        assert_eq!(audit.decision, e.decision, "{key}={value}");
         assert!(
-            audit.warnings.iter().any(|w| w.contains(key)),
+            audit.audit_only && audit.changes.is_empty(),
             "{key}={value}"
+        );
+        let warnings = crate::report::webhook_warnings(&audit);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("would deny: invalid annotation") && w.contains(key)),
+            "{key}={value}: {warnings:?}"
         );
     }
 }
@@ -408,12 +417,12 @@ fn missing_limit_deny_denies_in_enforce_and_warns_in_audit() {
             ..Policy::default()
         },
     );
-    assert_eq!(audit_deny.decision, Decision::Evaluated);
+    assert_eq!(audit_deny.decision, deny.decision);
+    assert!(audit_deny.audit_only && audit_deny.changes.is_empty());
     assert!(
-        audit_deny
-            .warnings
+        crate::report::webhook_warnings(&audit_deny)
             .iter()
-            .any(|w| w.starts_with("would deny"))
+            .any(|w| w.starts_with("would deny: container \"app\" has no memory limit"))
     );
 }
 
@@ -564,10 +573,12 @@ fn pod_level_resources_keep_request_equal_limit_and_budget_a_single_container() 
     );
     assert_eq!(e.mutated["spec"]["resources"]["requests"]["memory"], "1Gi");
     assert_eq!(e.mutated["spec"]["resources"]["limits"]["cpu"], "1");
-    // The only container without a limit gets a literal from the pod budget, and no limit.
+    // The only container without a limit gets a literal from what the others leave of the
+    // pod limit, and no limit.
+    let left = (1u64 << 30) - (64 << 20);
     assert_eq!(
         env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap()["value"],
-        ((1u64 << 30) * 90 / 100).to_string()
+        (left * 90 / 100).to_string()
     );
     assert!(memory(&e.mutated, "containers", 0, "limits").is_none());
     assert_eq!(
@@ -583,10 +594,16 @@ fn pod_level_resources_keep_request_equal_limit_and_budget_a_single_container() 
     let e = run(&p);
     assert_eq!(
         env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap()["value"],
-        (1u64 << 30).to_string()
+        left.to_string()
     );
+    assert_eq!(
+        status(&e.mutated).containers["app"].budget.as_deref(),
+        Some("1Gi - 64Mi (side) = 1006632960")
+    );
+}
 
-    // Two containers sharing the budget: neither gets a guess.
+#[test]
+fn containers_without_limits_sharing_a_pod_limit_get_no_guess() {
     let mut two = pod(vec![
         container("a", None, None),
         container("b", None, Some("100Mi")),
@@ -602,6 +619,49 @@ fn pod_level_resources_keep_request_equal_limit_and_budget_a_single_container() 
             .filter(|w| w.contains("shares the pod limit"))
             .count(),
         2
+    );
+}
+
+#[test]
+fn a_pod_budget_is_not_overcommitted() {
+    // 200Mi for the pod, 100Mi of it the sibling's: the container without a limit gets the
+    // other 100Mi, not the whole pod limit. The ordinary init container runs before and
+    // does not count; the native sidecar runs beside and does.
+    let mut p = pod(vec![
+        container("app", None, None),
+        container("sibling", Some("100Mi"), None),
+    ]);
+    p["spec"]["resources"] = json!({"limits": {"memory": "200Mi"}});
+    let e = run(&p);
+    assert_eq!(
+        env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap()["value"],
+        (100u64 << 20).to_string()
+    );
+    let mut init = container("init", Some("150Mi"), None);
+    let mut sidecar = container("side", Some("40Mi"), None);
+    sidecar["restartPolicy"] = json!("Always");
+    init["name"] = json!("init");
+    p["spec"]["initContainers"] = json!([init, sidecar]);
+    let e = run(&p);
+    assert_eq!(
+        env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").unwrap()["value"],
+        (60u64 << 20).to_string()
+    );
+    assert_eq!(
+        status(&e.mutated).containers["app"].budget.as_deref(),
+        Some("200Mi - 40Mi (side) - 100Mi (sibling) = 62914560")
+    );
+
+    // Nothing left: a warning and no GOMEMLIMIT.
+    p["spec"]["containers"][1]["resources"]["limits"]["memory"] = json!("160Mi");
+    let e = run(&p);
+    assert!(env_value(&e.mutated, "containers", 0, "GOMEMLIMIT").is_none());
+    assert!(
+        e.warnings
+            .iter()
+            .any(|w| w.starts_with("container \"app\": has no memory limit, and nothing is left")),
+        "{:?}",
+        e.warnings
     );
 }
 
@@ -761,4 +821,89 @@ fn unknown_fields_survive() {
         true
     );
     assert_eq!(e.mutated["metadata"]["futureMeta"], "v");
+}
+
+fn resize_policy(pod: &Value, list: &str, i: usize) -> Value {
+    pod["spec"][list][i]["resizePolicy"].clone()
+}
+
+const RESTART_ON_MEMORY: &str = r#"{"resourceName":"memory","restartPolicy":"RestartContainer"}"#;
+
+#[test]
+fn a_downward_gomemlimit_restarts_its_container_on_an_in_place_memory_resize() {
+    let restart: Value = serde_json::from_str(RESTART_ON_MEMORY).unwrap();
+    let mut p = pod(vec![
+        container("app", Some("1Gi"), None),
+        container("cpu-only", Some("1Gi"), None),
+    ]);
+    p["spec"]["containers"][1]["resizePolicy"] =
+        json!([{"resourceName": "cpu", "restartPolicy": "NotRequired"}]);
+    let mut sidecar = container("side", Some("64Mi"), None);
+    sidecar["restartPolicy"] = json!("Always");
+    p["spec"]["initContainers"] = json!([container("init", Some("64Mi"), None), sidecar]);
+    let e = run(&p);
+    assert_eq!(resize_policy(&e.mutated, "containers", 0), json!([restart]));
+    // Kept beside an existing cpu entry.
+    assert_eq!(
+        resize_policy(&e.mutated, "containers", 1),
+        json!([{"resourceName": "cpu", "restartPolicy": "NotRequired"}, restart])
+    );
+    // A native sidecar runs for the pod's life and is resized in place; an ordinary init
+    // container is not, and the API forbids it the policy.
+    assert_eq!(
+        resize_policy(&e.mutated, "initContainers", 1),
+        json!([restart])
+    );
+    assert_eq!(resize_policy(&e.mutated, "initContainers", 0), Value::Null);
+    assert_eq!(
+        status(&e.mutated).containers["app"]
+            .resize_policy
+            .as_deref(),
+        Some("RestartContainer")
+    );
+    assert!(e.events.contains(&ContainerEvent::SetResizePolicy));
+}
+
+#[test]
+fn resize_policy_only_where_the_api_allows_it_and_the_user_has_none() {
+    // The user's NotRequired stays, with a warning.
+    let mut p = app_pod("1Gi");
+    p["spec"]["containers"][0]["resizePolicy"] =
+        json!([{"resourceName": "memory", "restartPolicy": "NotRequired"}]);
+    let e = run(&p);
+    assert_eq!(
+        resize_policy(&e.mutated, "containers", 0),
+        json!([{"resourceName": "memory", "restartPolicy": "NotRequired"}])
+    );
+    assert!(
+        e.warnings.iter().any(|w| w
+            == "container \"app\": resizePolicy memory NotRequired kept; GOMEMLIMIT will not follow in-place resizes"),
+        "{:?}",
+        e.warnings
+    );
+    // A restartPolicy Never pod may not have RestartContainer: a warning instead.
+    let mut never = app_pod("1Gi");
+    never["spec"]["restartPolicy"] = json!("Never");
+    let e = run(&never);
+    assert_eq!(resize_policy(&e.mutated, "containers", 0), Value::Null);
+    assert!(e.warnings.iter().any(|w| w.contains("restartPolicy Never")));
+    // A literal cannot follow a resize by restarting: nothing to set.
+    let e = eval(
+        &app_pod("1Gi"),
+        &Policy {
+            percent: 90,
+            ..Policy::default()
+        },
+    );
+    assert_eq!(resize_policy(&e.mutated, "containers", 0), Value::Null);
+    // The policy can turn it off.
+    let e = eval(
+        &app_pod("1Gi"),
+        &Policy {
+            restart_on_resize: false,
+            ..Policy::default()
+        },
+    );
+    assert_eq!(resize_policy(&e.mutated, "containers", 0), Value::Null);
+    assert!(e.warnings.is_empty());
 }

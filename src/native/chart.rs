@@ -152,23 +152,30 @@ mod tests {
 
     #[test]
     fn the_chart_renders_what_policy_render_writes() {
-        use crate::native::{Options, Selection, render};
+        use crate::background::{NamespaceSelection, Selection};
+        use crate::native::{Options, render};
         use crate::policy::{Mode, Policy};
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         for (stem, selection, mode) in [
-            ("optin-enforce", Selection::OptIn, Mode::Enforce),
-            ("optin-audit", Selection::OptIn, Mode::Audit),
+            (
+                "optin-enforce",
+                NamespaceSelection::default(),
+                Mode::Enforce,
+            ),
+            ("optin-audit", NamespaceSelection::default(), Mode::Audit),
             (
                 "clusterwide-enforce",
                 // The chart leaves its release namespace out, as for the webhook.
-                Selection::ClusterWide {
+                NamespaceSelection {
+                    selection: Selection::ClusterWide,
                     excluded: vec!["gomemlimit-system".into()],
                 },
                 Mode::Enforce,
             ),
             (
                 "clusterwide-audit",
-                Selection::ClusterWide {
+                NamespaceSelection {
+                    selection: Selection::ClusterWide,
                     excluded: vec!["gomemlimit-system".into()],
                 },
                 Mode::Audit,

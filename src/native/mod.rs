@@ -25,6 +25,7 @@ mod status;
 
 use serde_json::Value;
 
+use crate::background::NamespaceSelection;
 use crate::policy::{Mode, Policy};
 
 pub use chart::{SNIPPETS_PATH, helm_snippets};
@@ -32,16 +33,6 @@ pub use chart::{SNIPPETS_PATH, helm_snippets};
 /// The name the policies take by default: the name of the webhook in the chart, so that
 /// audit annotations read the same (`pods.gomemlimit.io/would-mutate`) with either engine.
 pub const DEFAULT_NAME: &str = "pods.gomemlimit.io";
-
-/// Which namespaces the policies apply to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    /// Namespaces labelled `gomemlimit.io/inject=enabled`.
-    OptIn,
-    /// Every namespace but those labelled `gomemlimit.io/inject=disabled`, the system
-    /// namespaces and `excluded`.
-    ClusterWide { excluded: Vec<String> },
-}
 
 /// What the API server does when a policy cannot be evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +48,8 @@ pub enum FailurePolicy {
 pub struct Options {
     /// Name of the policies and bindings (the denying policy adds `deny.` in front).
     pub name: String,
-    pub selection: Selection,
+    /// The namespaces the policies apply to, as the webhook configuration selects them.
+    pub selection: NamespaceSelection,
     pub failure_policy: FailurePolicy,
 }
 
@@ -65,7 +57,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             name: DEFAULT_NAME.to_owned(),
-            selection: Selection::OptIn,
+            selection: NamespaceSelection::default(),
             failure_policy: FailurePolicy::Fail,
         }
     }
@@ -94,6 +86,7 @@ pub fn to_yaml(objects: &[Value]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::background::Selection;
     use crate::policy::Gogc;
 
     fn kinds(objects: &[Value]) -> Vec<(String, String)> {
@@ -207,7 +200,8 @@ mod tests {
     #[test]
     fn selects_namespaces_as_the_webhook_configuration_does() {
         let options = Options {
-            selection: Selection::ClusterWide {
+            selection: NamespaceSelection {
+                selection: Selection::ClusterWide,
                 excluded: vec!["monitoring".into(), "kube-system".into()],
             },
             failure_policy: FailurePolicy::Ignore,

@@ -5,7 +5,8 @@
 use serde_json::{Value, json};
 
 use super::program::{MAX_WARNINGS, Named, Program, Validation, Variable};
-use super::{FailurePolicy, Options, Selection};
+use super::{FailurePolicy, Options};
+use crate::background::{NamespaceSelection, SYSTEM_NAMESPACES, Selection};
 
 const API_VERSION: &str = "admissionregistration.k8s.io/v1";
 
@@ -169,12 +170,12 @@ fn binding(kind: &str, name: &str, options: &Options, actions: Option<Value>) ->
 }
 
 /// The namespaces the policies apply to, as the webhook configuration selects them.
-fn namespace_selector(selection: &Selection) -> Value {
-    match selection {
+fn namespace_selector(selection: &NamespaceSelection) -> Value {
+    match selection.selection {
         Selection::OptIn => json!({"matchLabels": {crate::engine::INJECT: "enabled"}}),
-        Selection::ClusterWide { excluded } => {
-            let mut names: Vec<&str> = vec!["kube-system", "kube-public", "kube-node-lease"];
-            for name in excluded {
+        Selection::ClusterWide => {
+            let mut names: Vec<&str> = SYSTEM_NAMESPACES.to_vec();
+            for name in &selection.excluded {
                 if !names.contains(&name.as_str()) {
                     names.push(name);
                 }

@@ -12,10 +12,15 @@
 //!   connection with no request in flight is closed after [`HTTP2_IDLE_TIMEOUT`];
 //!   keep-alive pings drop dead peers.
 //! - Request body and answer: `--request-timeout`, enforced by the review handler.
+//!
+//! Each listener holds at most `--max-connections` connections ([`Slots`]). A connection
+//! accepted beyond that displaces the one quiet the longest, and never one with a request
+//! in flight; when every connection is busy, it waits for one to finish.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,12 +31,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::LOG_TARGET;
 
@@ -43,6 +48,17 @@ const HTTP2_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// connections to vanished peers do not linger.
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a connection asked to make room gets to close by itself (HTTP/2 GOAWAY) before
+/// it is dropped.
+const EVICTION_GRACE: Duration = Duration::from_secs(1);
+
+/// How often a connection waiting for room looks again for one to close, while every
+/// connection has a request in flight.
+const ROOM_RETRY: Duration = Duration::from_millis(50);
+
+/// At most one log line per this long says that a listener is at its connection cap.
+const AT_CAPACITY_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Back-off after a failed `accept` (for instance, out of file descriptors), so the loop
 /// does not spin while the condition lasts.
@@ -77,11 +93,14 @@ impl Http {
     }
 }
 
-/// Requests in flight on one connection and when it last went idle.
+/// Requests in flight on one connection, when it last went idle, and whether it was asked
+/// to make room for another.
 struct Activity {
     in_flight: AtomicUsize,
     idle_since: Mutex<Instant>,
     served_any: AtomicBool,
+    evicted: AtomicBool,
+    evict: Notify,
 }
 
 impl Activity {
@@ -90,7 +109,35 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             served_any: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
         })
+    }
+
+    fn idle_since(&self) -> Instant {
+        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the connection may be closed to make room: no request in flight, and not
+    /// asked already. The earliest first: one that never started a request (a handshake
+    /// or a request head still arriving), then the longest idle.
+    fn eviction_order(&self) -> Option<(bool, Instant)> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 || self.evicted.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some((self.served_any.load(Ordering::SeqCst), self.idle_since()))
+    }
+
+    /// Asks the connection to close.
+    fn evict(&self) {
+        self.evicted.store(true, Ordering::SeqCst);
+        // Stored when nobody waits yet, so the request cannot be missed.
+        self.evict.notify_one();
+    }
+
+    /// Completes once the connection is asked to close.
+    async fn evicted(&self) {
+        self.evict.notified().await;
     }
 
     fn begin(self: &Arc<Self>) -> ActivityGuard {
@@ -105,7 +152,7 @@ impl Activity {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        let since = self.idle_since();
         let allowed = if self.served_any.load(Ordering::SeqCst) {
             HTTP2_IDLE_TIMEOUT
         } else {
@@ -124,25 +171,134 @@ impl Drop for ActivityGuard {
     }
 }
 
+/// The connections of one listener: at most `max` at once.
+pub(super) struct Slots {
+    max: usize,
+    permits: Arc<Semaphore>,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+    next_id: AtomicU64,
+    /// When the cap was last logged.
+    logged: Mutex<Option<Instant>>,
+}
+
+impl Slots {
+    /// Room for `max` connections (at least one).
+    pub(super) fn new(max: usize) -> Arc<Self> {
+        let max = max.max(1);
+        Arc::new(Slots {
+            max,
+            permits: Arc::new(Semaphore::new(max)),
+            open: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            logged: Mutex::new(None),
+        })
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a connection just accepted. At the cap, the connection quiet the longest
+    /// is asked to close (see [`Activity::eviction_order`]) and this one waits for its slot;
+    /// when every connection has a request in flight, until one finishes.
+    async fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => self.wait_for_room().await?,
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let activity = Activity::new();
+        self.open().insert(id, Arc::clone(&activity));
+        Some(Slot {
+            slots: Arc::clone(self),
+            id,
+            activity,
+            _permit: permit,
+        })
+    }
+
+    /// Makes room and waits for it. While every connection has a request in flight, it
+    /// looks again every [`ROOM_RETRY`] for one that has finished its request.
+    async fn wait_for_room(&self) -> Option<OwnedSemaphorePermit> {
+        let mut asked = self.make_room();
+        loop {
+            let acquire = Arc::clone(&self.permits).acquire_owned();
+            tokio::select! {
+                permit = acquire => return permit.ok(),
+                () = tokio::time::sleep(ROOM_RETRY), if !asked => asked = self.make_room(),
+            }
+        }
+    }
+
+    /// Asks the connection quiet the longest to close; false when every connection has a
+    /// request in flight.
+    fn make_room(&self) -> bool {
+        let victim = self
+            .open()
+            .values()
+            .filter_map(|a| Some((a.eviction_order()?, a)))
+            .min_by_key(|(order, _)| *order)
+            .map(|(_, a)| Arc::clone(a));
+        self.log_at_capacity(victim.is_some());
+        let Some(victim) = victim else { return false };
+        victim.evict();
+        true
+    }
+
+    fn log_at_capacity(&self, evicting: bool) {
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.is_some_and(|at| at.elapsed() < AT_CAPACITY_LOG_INTERVAL) {
+            debug!(target: LOG_TARGET, max_connections = self.max, evicting, "at the connection cap");
+            return;
+        }
+        *logged = Some(Instant::now());
+        if evicting {
+            info!(
+                target: LOG_TARGET,
+                max_connections = self.max,
+                "at the connection cap: closing the connections quiet the longest to make room"
+            );
+        } else {
+            warn!(
+                target: LOG_TARGET,
+                max_connections = self.max,
+                "at the connection cap with a request in flight on every connection: new connections wait"
+            );
+        }
+    }
+}
+
+/// One connection's place among the open ones; freed when dropped.
+struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+    activity: Arc<Activity>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.open().remove(&self.id);
+    }
+}
+
 /// Waits until `drain` says so (or its sender is gone).
 async fn drained(drain: &mut watch::Receiver<bool>) {
     let _ = drain.wait_for(|draining| *draining).await;
 }
 
-/// Serves HTTP on one established connection until it ends, goes idle for too long, or
-/// `drain` asks for a graceful shutdown.
-async fn drive<I>(
-    io: I,
-    builder: &auto::Builder<TokioExecutor>,
-    first_request_timeout: Duration,
+/// `router` as a hyper service whose requests `activity` counts.
+fn tracked(
     router: Router,
-    mut drain: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let activity = Activity::new();
-    let tracker = Arc::clone(&activity);
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    tracker: Arc<Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone
++ Send {
+    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let guard = tracker.begin();
         let router = router.clone();
         async move {
@@ -150,8 +306,22 @@ async fn drive<I>(
             drop(guard);
             response
         }
-    });
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    })
+}
+
+/// Serves HTTP on one established connection until it ends, goes idle for too long, is
+/// asked to make room, or `drain` asks for a graceful shutdown.
+async fn drive<I>(
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    first_request_timeout: Duration,
+    router: Router,
+    activity: Arc<Activity>,
+    mut drain: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), tracked(router, Arc::clone(&activity)));
     tokio::pin!(conn);
     let mut closing = false;
     // After an idle close starts, the peer gets this long to go away. hyper defers an
@@ -173,6 +343,16 @@ async fn drive<I>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
+            () = activity.evicted(), if !closing => {
+                if !activity.served_any.load(Ordering::SeqCst) {
+                    debug!(target: LOG_TARGET, "dropping a connection with no request to make room");
+                    return;
+                }
+                debug!(target: LOG_TARGET, "closing an idle connection to make room");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                drop_at = Some(Instant::now() + EVICTION_GRACE);
+            }
             () = tokio::time::sleep_until(wake), if !closing => {
                 if activity
                     .idle_deadline(first_request_timeout)
@@ -192,10 +372,12 @@ async fn drive<I>(
     }
 }
 
-/// One accepted TCP connection: optional TLS handshake, then HTTP.
+/// One accepted TCP connection: optional TLS handshake, then HTTP. It holds `slot` until
+/// it ends.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
+    slot: Slot,
     tls: Option<(TlsAcceptor, Duration)>,
     http: Arc<Http>,
     router: Router,
@@ -203,13 +385,16 @@ async fn connection(
 ) {
     // Reviews are single small request/response exchanges; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
+    let activity = Arc::clone(&slot.activity);
     let Some((acceptor, handshake_timeout)) = tls else {
-        drive(stream, &http.h1, http.first_request_timeout, router, drain).await;
+        let timeout = http.first_request_timeout;
+        drive(stream, &http.h1, timeout, router, activity, drain).await;
         return;
     };
     let handshake = tokio::select! {
         result = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => result,
         () = drained(&mut drain) => return,
+        () = activity.evicted() => return,
     };
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
@@ -228,13 +413,23 @@ async fn connection(
     } else {
         &http.h1
     };
-    drive(stream, builder, http.first_request_timeout, router, drain).await;
+    drive(
+        stream,
+        builder,
+        http.first_request_timeout,
+        router,
+        activity,
+        drain,
+    )
+    .await;
+    drop(slot);
 }
 
 /// Accepts connections until `stop` completes, then closes the listener and returns the
-/// connections still open.
+/// connections still open. Beyond the cap of `slots`, a new connection waits for room.
 pub(super) async fn accept_until(
     listener: TcpListener,
+    slots: Arc<Slots>,
     tls: Option<(TlsAcceptor, Duration)>,
     http: Arc<Http>,
     router: Router,
@@ -256,9 +451,16 @@ pub(super) async fn accept_until(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let slot = tokio::select! {
+                        biased;
+                        () = &mut stop => break,
+                        slot = slots.admit() => slot,
+                    };
+                    let Some(slot) = slot else { continue };
                     connections.spawn(connection(
                         stream,
                         peer,
+                        slot,
                         tls.clone(),
                         Arc::clone(&http),
                         router.clone(),
@@ -303,11 +505,17 @@ pub(super) struct Listening {
 
 impl Listening {
     /// Serves `router` over plain HTTP on `listener` until [`Listening::stop`].
-    pub(super) fn start(listener: TcpListener, http: Arc<Http>, router: Router) -> Self {
+    pub(super) fn start(
+        listener: TcpListener,
+        slots: Arc<Slots>,
+        http: Arc<Http>,
+        router: Router,
+    ) -> Self {
         let (drain, drain_rx) = watch::channel(false);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(accept_until(
             listener,
+            slots,
             None,
             http,
             router,

@@ -21,19 +21,21 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-pub use routes::{AppState, router};
+pub use routes::{AppState, DEFAULT_MAX_LARGE_REVIEWS, router};
 pub(crate) use signals::serve_until_signalled;
 
+use crate::background::{BackgroundAudit, BackgroundAuditConfig, BackgroundAuditError};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyError, PolicySource};
 use crate::tls::{
     self, CertStore, CertificateSource, Credentials, SecretError, SourceError, TlsError, TlsSource,
 };
-use conn::{Http, Listening};
+use conn::{Http, Listening, Slots};
 use reload::{PolicyWatcher, Reloader};
 
 /// The target of the server's log events, whichever of its files they come from: what
@@ -43,6 +45,9 @@ const LOG_TARGET: &str = module_path!();
 /// Metrics and probe connections are local and short; they get this long to finish once
 /// the webhook has drained.
 const METRICS_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a shutdown waits for the background audit to stop and release its Lease.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Errors of the server. Start-up errors name the file, flag or address at fault.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,8 @@ pub enum ServerError {
     Aborted,
     #[error("failed to set up the self-managed certificate")]
     Secret(#[source] SecretError),
+    #[error("failed to set up the background audit")]
+    BackgroundAudit(#[source] BackgroundAuditError),
 }
 
 impl From<SourceError> for ServerError {
@@ -103,7 +110,17 @@ pub struct ServeConfig {
     /// How long, after the signal, the server keeps accepting while `/readyz` says 503, so
     /// that endpoints drop it before it stops listening.
     pub shutdown_delay: Duration,
+    /// The background audit of running pods; `None` when off.
+    pub background_audit: Option<BackgroundAuditConfig>,
+    /// The most connections each listener holds at once; a new one beyond it displaces the
+    /// one quiet the longest.
+    pub max_connections: usize,
+    /// The most large reviews (a body of 64 KiB or more) evaluated at once.
+    pub max_large_reviews: usize,
 }
+
+/// How many connections each listener holds at once by default (`--max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// A bound server: key pair and policy checked, both listeners open.
 pub struct Server {
@@ -115,12 +132,16 @@ pub struct Server {
     certs: Arc<CertStore>,
     cert_source: CertificateSource,
     policy_watcher: Option<PolicyWatcher>,
+    background_audit: Option<BackgroundAudit>,
     state: AppState,
     registry: Arc<Registry>,
     reload_interval: Duration,
+    /// Re-reads the certificate and the policy at once when notified (SIGHUP).
+    reload_now: Arc<Notify>,
     header_read_timeout: Duration,
     shutdown_timeout: Duration,
     shutdown_delay: Duration,
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for Server {
@@ -140,6 +161,14 @@ impl Server {
         let policy = config.policy.load().map_err(ServerError::Policy)?;
         let (cert_source, credentials) = CertificateSource::start(&config.tls).await?;
         log_loaded(&credentials);
+        let background_audit = match config.background_audit {
+            Some(audit) => Some(
+                BackgroundAudit::connect(audit)
+                    .await
+                    .map_err(ServerError::BackgroundAudit)?,
+            ),
+            None => None,
+        };
 
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
@@ -161,12 +190,20 @@ impl Server {
             certs,
             cert_source,
             policy_watcher,
-            state: AppState::new(policy, metrics, config.request_timeout),
+            background_audit,
+            state: AppState::with_max_large_reviews(
+                policy,
+                metrics,
+                config.request_timeout,
+                config.max_large_reviews,
+            ),
             registry: Arc::new(registry),
             reload_interval: config.reload_interval,
+            reload_now: Arc::new(Notify::new()),
             header_read_timeout: config.header_read_timeout,
             shutdown_timeout: config.shutdown_timeout,
             shutdown_delay: config.shutdown_delay,
+            max_connections: config.max_connections,
         })
     }
 
@@ -180,6 +217,12 @@ impl Server {
         self.metrics_addr
     }
 
+    /// Re-reads the certificate and the policy whenever `trigger` is notified, besides
+    /// every reload interval.
+    pub(crate) fn reload_on(&mut self, trigger: Arc<Notify>) {
+        self.reload_now = trigger;
+    }
+
     /// Serves until `shutdown` completes, then drains (see the module documentation).
     /// Returns once every connection is closed or dropped at the shutdown deadline.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
@@ -191,9 +234,11 @@ impl Server {
             policy: self.policy_watcher,
             state: state.clone(),
         };
-        let reloader = tokio::spawn(reloader.run(self.reload_interval));
+        let reloader = tokio::spawn(reloader.run(self.reload_interval, self.reload_now));
         let metrics_router = routes::metrics_router(state.clone(), self.registry);
-        let metrics = Listening::start(self.metrics, Arc::clone(&http), metrics_router);
+        let slots = Slots::new(self.max_connections);
+        let metrics = Listening::start(self.metrics, slots, Arc::clone(&http), metrics_router);
+        let background = BackgroundAudit::start(self.background_audit, &state);
 
         state.set_ready(true);
         info!(local_addr = %self.local_addr, metrics_addr = %self.metrics_addr, "serving");
@@ -203,22 +248,15 @@ impl Server {
         let shutdown_delay = self.shutdown_delay;
         let connections = conn::accept_until(
             self.webhook,
+            Slots::new(self.max_connections),
             Some((acceptor, self.header_read_timeout)),
             http,
             router(state.clone()),
             drain_rx,
             async {
                 shutdown.await;
-                // The API server keeps sending to this replica until its endpoint is gone:
-                // answer 503 on /readyz but keep serving for a while, then stop accepting.
-                state.set_ready(false);
-                if !shutdown_delay.is_zero() {
-                    info!(
-                        delay_ms = shutdown_delay.as_millis() as u64,
-                        "shutting down: not ready, still serving until the delay ends"
-                    );
-                    tokio::time::sleep(shutdown_delay).await;
-                }
+                background.stop();
+                stop_being_ready(&state, shutdown_delay).await;
             },
         )
         .await;
@@ -227,8 +265,22 @@ impl Server {
         drain_webhook(connections, &drain, self.shutdown_timeout).await;
         metrics.stop(METRICS_DRAIN_TIMEOUT).await;
         reloader.abort();
+        background.finish(BACKGROUND_STOP_TIMEOUT).await;
         info!("shut down");
         Ok(())
+    }
+}
+
+/// The API server keeps sending to this replica until its endpoint is gone: answer 503 on
+/// /readyz but keep serving for `delay`, then let the listener close.
+async fn stop_being_ready(state: &AppState, delay: Duration) {
+    state.set_ready(false);
+    if !delay.is_zero() {
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            "shutting down: not ready, still serving until the delay ends"
+        );
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tracing::{error, info};
 
@@ -84,15 +85,18 @@ pub(super) struct Reloader {
 }
 
 impl Reloader {
-    /// Polls the certificate source and the policy file every `interval`, for as long as
-    /// the task runs.
-    pub(super) async fn run(mut self, interval: Duration) {
+    /// Polls the certificate source and the policy file every `interval`, and at once when
+    /// `now` is notified, for as long as the task runs.
+    pub(super) async fn run(mut self, interval: Duration, now: Arc<Notify>) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The first tick is immediate and the inputs were just read.
         ticker.tick().await;
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = now.notified() => ticker.reset(),
+            }
             self.reload_certificate().await;
             self.reload_policy().await;
         }

@@ -1,22 +1,27 @@
-//! Signals: SIGTERM and SIGINT start a graceful shutdown, a second one aborts it.
+//! Signals: SIGTERM and SIGINT start a graceful shutdown, a second one aborts it; SIGHUP
+//! re-reads the certificate and policy files at once.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use super::{LOG_TARGET, ServeConfig, Server, ServerError};
 
 /// SIGTERM and SIGINT, counted. The first starts a graceful shutdown, the second aborts it.
+/// SIGHUP notifies `hangup`.
 #[derive(Clone, Debug)]
 pub(crate) struct Signals {
     count: watch::Receiver<u32>,
+    hangup: Arc<Notify>,
 }
 
 impl Signals {
     /// Installs the handlers; from then on the signals no longer kill the process.
     pub(crate) fn install() -> Result<Self, ServerError> {
         let (tx, rx) = watch::channel(0u32);
+        let hangup = Arc::new(Notify::new());
         let counted = move |name: &'static str| {
             if *tx.borrow() == 0 {
                 info!(
@@ -34,6 +39,18 @@ impl Signals {
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
             let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
+            let mut hup = signal(SignalKind::hangup()).map_err(ServerError::Signal)?;
+            let reload = Arc::clone(&hangup);
+            tokio::spawn(async move {
+                while let Some(()) = hup.recv().await {
+                    info!(
+                        target: LOG_TARGET,
+                        signal = "SIGHUP",
+                        "re-reading the certificate and policy files"
+                    );
+                    reload.notify_one();
+                }
+            });
             tokio::spawn(async move {
                 loop {
                     let name = tokio::select! {
@@ -51,7 +68,7 @@ impl Signals {
                 counted("ctrl-c");
             }
         });
-        Ok(Signals { count: rx })
+        Ok(Signals { count: rx, hangup })
     }
 
     /// Completes at the `n`th signal.
@@ -71,7 +88,8 @@ impl Signals {
 pub(crate) async fn serve_until_signalled(config: ServeConfig) -> Result<(), ServerError> {
     // Installed before binding, so a signal during start-up is not lost.
     let signals = Signals::install()?;
-    let server = Server::bind(config).await?;
+    let mut server = Server::bind(config).await?;
+    server.reload_on(Arc::clone(&signals.hangup));
     tokio::select! {
         result = server.run(signals.nth(1)) => result,
         () = signals.nth(2) => Err(ServerError::Aborted),

@@ -18,6 +18,7 @@ mod cluster;
 mod compare;
 mod engines;
 mod env;
+mod escaped;
 mod generated;
 mod mutation;
 mod selection;
@@ -39,6 +40,10 @@ use engines::{
     native_policies_bound_their_cost,
 };
 use env::Env;
+use escaped::{
+    cluster_wide_background_audit_leaves_out_what_the_webhook_leaves_out,
+    escaped_pods_are_counted_and_drop_to_zero_when_recreated,
+};
 use generated::generated_pods_are_all_accepted;
 use mutation::{
     deployment_pods_are_mutated, limit_range_default_is_honoured,
@@ -101,6 +106,8 @@ async fn run(filter: Vec<String>) -> ExitCode {
         native_policies_bound_their_cost,
         another_mutating_policy_changes_the_limit,
         webhook_down_follows_the_failure_policy,
+        escaped_pods_are_counted_and_drop_to_zero_when_recreated,
+        cluster_wide_background_audit_leaves_out_what_the_webhook_leaves_out,
     ];
     let (passed, failed) = run_scenarios(&mut env, all, &filter, Duration::from_secs(300)).await;
     env.stop(failed > 0);

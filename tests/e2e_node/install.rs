@@ -217,7 +217,64 @@ pub(crate) async fn the_chart_installs_from_its_own_image(env: &mut NodeEnv) -> 
         "  helm install: 2/2 replicas Ready from {WEBHOOK_IMAGE}, Secret and caBundle ({ca_bytes} \
          bytes of CA) set by the webhook, {mutated} mutated reviews served through the Service"
     );
+    let scanner = background_audit_runs(env, &pods).await?;
+    println!(
+        "  background audit: {scanner} holds the Lease and completed a scan with the chart's RBAC; the other replica serves"
+    );
     Ok(())
+}
+
+/// The background audit runs in the cluster as the chart sets it up: one replica holds
+/// the Lease and has completed a scan, the other does not scan. Returns the scanner's name.
+async fn background_audit_runs(env: &NodeEnv, pods: &[Value]) -> Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut scanners = Vec::new();
+        for pod in pods {
+            let ip = pod["status"]["podIP"].as_str().context("podIP")?;
+            let name = pod["metadata"]["name"].as_str().context("name")?;
+            let text = reqwest::get(format!("http://{ip}:9090/metrics"))
+                .await?
+                .text()
+                .await?;
+            let leads = text
+                .lines()
+                .any(|l| l == "gomemlimit_injector_background_audit_leader 1.0");
+            let scanned = text.lines().any(|l| {
+                l.starts_with(
+                    "gomemlimit_injector_background_audit_last_completed_timestamp_seconds ",
+                )
+            });
+            if leads && scanned {
+                scanners.push(name.to_owned());
+            }
+        }
+        let lease = env.get_json(&[
+            "lease",
+            "-n",
+            RELEASE_NAMESPACE,
+            &format!("{RELEASE}-background-audit"),
+        ]);
+        let holder = lease
+            .as_ref()
+            .ok()
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if let [scanner] = scanners.as_slice()
+            && holder.starts_with(&format!("{scanner}_"))
+        {
+            return Ok(scanner.clone());
+        }
+        ensure!(
+            scanners.len() <= 1,
+            "two replicas scan at once: {scanners:?}"
+        );
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no replica completed a background scan within 60s (Lease holder {holder:?}, scanners {scanners:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 pub(crate) async fn an_upgrade_to_audit_reports_and_changes_nothing(

@@ -14,7 +14,11 @@
 mod cluster;
 mod experiment;
 mod install;
+// One cell of it here; the full plan is benches/lab.rs.
+#[allow(dead_code)]
+mod lab;
 mod node;
+mod resize;
 mod rollout;
 
 use std::process::ExitCode;
@@ -26,7 +30,9 @@ use install::{
     an_upgrade_to_audit_reports_and_changes_nothing, the_chart_installs_from_its_own_image,
     the_node_is_ready,
 };
+use lab::the_lab_runs_one_cell_with_the_webhook;
 use node::NodeEnv;
+use resize::in_place_resizes_restart_or_are_refused;
 use rollout::a_rolling_restart_admits_no_pod_unmutated;
 
 /// The whole suite inside the namespace, scenarios included.
@@ -98,7 +104,9 @@ async fn inside(dir: std::path::PathBuf, filter: Vec<String>) -> ExitCode {
         the_node_is_ready,
         the_chart_installs_from_its_own_image,
         a_go_service_is_oomkilled_at_its_limit_and_survives_with_the_webhook,
+        the_lab_runs_one_cell_with_the_webhook,
         a_rolling_restart_admits_no_pod_unmutated,
+        in_place_resizes_restart_or_are_refused,
         an_upgrade_to_audit_reports_and_changes_nothing,
     ];
     let (passed, failed) = run_scenarios(&mut env, all, &filter, Duration::from_secs(420)).await;

@@ -64,3 +64,22 @@ pub fn pod_review(uid: &str, pod: &Value) -> Value {
         }
     })
 }
+
+/// Wraps an in-place resize of `old` into `new` (`UPDATE` of `pods/resize`).
+pub fn resize_review(uid: &str, old: &Value, new: &Value) -> Value {
+    let mut review = pod_review(uid, new);
+    let request = &mut review["request"];
+    request["operation"] = serde_json::json!("UPDATE");
+    request["subResource"] = serde_json::json!("resize");
+    request["requestSubResource"] = serde_json::json!("resize");
+    request["oldObject"] = old.clone();
+    review
+}
+
+/// The pod as the webhook's `/mutate` leaves it under `policy`.
+pub fn mutated(pod: &Value, policy: &Policy) -> Value {
+    let review = pod_review("create", pod);
+    let body = serde_json::to_vec(&review).unwrap();
+    let (reply, _) = handle_json(Endpoint::Mutate, &body, policy);
+    apply(&review, &response_of(&reply.body))
+}

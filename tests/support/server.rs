@@ -106,6 +106,8 @@ pub struct Options {
     pub policy_file: Option<String>,
     /// Lay the key pair out like a Kubernetes Secret volume (`tls.crt -> ..data/tls.crt`).
     pub secret_volume: bool,
+    pub max_connections: usize,
+    pub max_large_reviews: usize,
 }
 
 impl Default for Options {
@@ -118,6 +120,8 @@ impl Default for Options {
             reload_interval: Duration::from_millis(100),
             policy_file: None,
             secret_volume: false,
+            max_connections: gomemlimit_injector::server::DEFAULT_MAX_CONNECTIONS,
+            max_large_reviews: gomemlimit_injector::server::DEFAULT_MAX_LARGE_REVIEWS,
         }
     }
 }
@@ -206,6 +210,9 @@ impl TestServer {
             request_timeout: options.request_timeout,
             shutdown_timeout: options.shutdown_timeout,
             shutdown_delay: options.shutdown_delay,
+            background_audit: None,
+            max_connections: options.max_connections,
+            max_large_reviews: options.max_large_reviews,
         }
     }
 

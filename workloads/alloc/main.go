@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"syscall"
 	"time"
 )
 
@@ -24,6 +26,7 @@ func main() {
 	allocMiB := flag.Int("alloc-mib", 1024, "MiB allocated while running")
 	objectKiB := flag.Int("object-kib", 64, "size of each buffer, in KiB")
 	rate := flag.Int("rate-mib", 1024, "allocation rate in MiB/s (0: as fast as possible)")
+	wait := flag.Bool("wait", false, "after the report, wait for SIGTERM or SIGINT (a long-running service)")
 	flag.Parse()
 
 	rng := rand.New(rand.NewSource(1))
@@ -68,4 +71,9 @@ func main() {
 		"gcPercent":    debug.SetGCPercent(-1),
 	})
 	fmt.Fprintln(os.Stdout, string(out))
+	if *wait {
+		signals := make(chan os.Signal, 1)
+		signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+		<-signals
+	}
 }

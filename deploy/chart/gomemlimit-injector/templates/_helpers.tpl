@@ -84,6 +84,28 @@ A name derived from the fullname: "<fullname>-<suffix>", cut to 63 characters.
 {{- printf "%s-%s" (include "gomemlimit-injector.fullname" .root) .suffix | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/*
+The namespaces never sent to the webhook with selection=clusterWide, comma-separated: the
+system namespaces, the release namespace and excludeNamespaces. The webhook configuration's
+namespaceSelector and the background audit (--exclude-namespaces) both take them from here.
+*/}}
+{{- define "gomemlimit-injector.excludedNamespaces" -}}
+{{- concat (list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace) .Values.excludeNamespaces | uniq | join "," }}
+{{- end }}
+
+{{/*
+"true" when the background audit runs (the webhook engine and an interval other than 0),
+else empty. It runs in the webhook's replicas: engine=native has none.
+*/}}
+{{- define "gomemlimit-injector.backgroundAudit" -}}
+{{- if and (eq .Values.engine "webhook") (not (regexMatch "^0+(ms|s|m|h)?$" (toString .Values.backgroundAudit.interval))) }}true{{ end }}
+{{- end }}
+
+{{/* The Lease that decides which replica runs the background audit. */}}
+{{- define "gomemlimit-injector.backgroundAuditLeaseName" -}}
+{{- include "gomemlimit-injector.suffixedName" (dict "root" . "suffix" "background-audit") }}
+{{- end }}
+
 {{- define "gomemlimit-injector.policyConfigMapName" -}}
 {{- include "gomemlimit-injector.suffixedName" (dict "root" . "suffix" "policy") }}
 {{- end }}
@@ -135,8 +157,7 @@ matchExpressions:
   - key: kubernetes.io/metadata.name
     operator: NotIn
     values:
-      {{- $excluded := concat (list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace) .Values.excludeNamespaces | uniq }}
-      {{- range $excluded }}
+      {{- range splitList "," (include "gomemlimit-injector.excludedNamespaces" .) }}
       - {{ . }}
       {{- end }}
 {{- else -}}
@@ -193,6 +214,9 @@ Checks of combinations a JSON schema cannot express; `helm template`, `helm inst
 {{- $gogc := toString $p.gogc }}
 {{- if not (or (eq $gogc "off") (eq $gogc "keep") (regexMatch "^[0-9]{1,6}$" $gogc)) }}
 {{- fail (printf "policy.gogc=%q: allowed values are off, keep or an integer 0..999999" $gogc) }}
+{{- end }}
+{{- if and (eq .Values.engine "native") (or .Values.metrics.serviceMonitor.enabled .Values.metrics.prometheusRule.enabled .Values.metrics.dashboard.enabled) }}
+{{- fail "metrics.* watch the webhook's replicas: engine=native has none (the API server's own apiserver_mutating_admission_policy_* and apiserver_validating_admission_policy_* metrics count the policies)" }}
 {{- end }}
 {{- if and (eq .Values.certificates.source "certManager") .Values.certificates.certManager.issuerRef (not .Values.certificates.certManager.issuerRef.name) }}
 {{- fail "certificates.certManager.issuerRef needs a name" }}

@@ -4,10 +4,12 @@
 //! them. `mutate`, `audit -f` and the live audit (one pod at a time) use it, so their
 //! answers and the webhook's cannot differ.
 
+mod yaml;
+
 use serde_json::{Value, json};
 
 use crate::engine;
-use crate::policy::{Mode, Policy};
+use crate::policy::Policy;
 use crate::report::ObjectReport;
 
 /// Errors reading manifests; each names the input and, for YAML, the line.
@@ -19,11 +21,11 @@ pub(crate) enum ManifestError {
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to parse {name}: document {document} (starting at line {line}): {message}")]
+    /// `place` is where in the file: `line 7 column 9 (document 2)`.
+    #[error("failed to parse {name}: {place}: {message}")]
     Yaml {
         name: String,
-        document: usize,
-        line: usize,
+        place: String,
         message: String,
     },
     #[error("failed to parse {name} as JSON: {source}")]
@@ -42,55 +44,9 @@ const TEMPLATE_KINDS: &[&str] = &[
     "StatefulSet",
     "DaemonSet",
     "ReplicaSet",
+    "ReplicationController",
     "Job",
 ];
-
-/// One YAML document as written, with the line it starts on (1-based).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Chunk {
-    /// The separator line that opened it (`---`), if any, with its newline.
-    separator: String,
-    /// Everything after the separator up to the next one.
-    body: String,
-    line: usize,
-}
-
-/// Splits a YAML stream on `---` lines, keeping every byte so that untouched documents
-/// can be printed exactly as they came (comments included).
-fn split_yaml(text: &str) -> Vec<Chunk> {
-    let mut chunks = Vec::new();
-    let mut current = Chunk {
-        separator: String::new(),
-        body: String::new(),
-        line: 1,
-    };
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let bare = line.trim_end_matches(['\n', '\r']);
-        let is_separator = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
-        if is_separator {
-            if !current.separator.is_empty() || !current.body.is_empty() {
-                chunks.push(current);
-            }
-            current = Chunk {
-                separator: line.to_owned(),
-                body: String::new(),
-                line: i + 2,
-            };
-        } else {
-            current.body.push_str(line);
-        }
-    }
-    if !current.separator.is_empty() || !current.body.is_empty() {
-        chunks.push(current);
-    }
-    chunks
-}
-
-/// Whether a document holds nothing but comments and blank lines.
-fn is_blank(body: &str) -> bool {
-    body.lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-}
 
 /// The outcome of running one object through the engine.
 #[derive(Debug, Default)]
@@ -101,16 +57,17 @@ pub(crate) struct Processed {
     pub(crate) reports: Vec<ObjectReport>,
 }
 
-/// Runs one Kubernetes object through the engine in `mode`. Pods and workload templates
+/// Runs one Kubernetes object through the engine, as the webhook would in the policy's
+/// mode (a pod's `gomemlimit.io/mode: audit` makes it audit only). Pods and workload templates
 /// are evaluated; `List` items recursively; anything else passes through unchanged.
 /// Objects that name no namespace are reported in `namespace`.
-pub(crate) fn process(object: &Value, policy: &Policy, mode: Mode, namespace: &str) -> Processed {
+pub(crate) fn process(object: &Value, policy: &Policy, namespace: &str) -> Processed {
     let kind = object["kind"].as_str().unwrap_or_default();
     let namespace = object["metadata"]["namespace"]
         .as_str()
         .unwrap_or(namespace);
     if kind.ends_with("List") && object["items"].is_array() {
-        return process_list(object, policy, mode, namespace);
+        return process_list(object, policy, namespace);
     }
     let Some(pointer) = template_pointer(kind) else {
         return Processed::default();
@@ -128,8 +85,8 @@ pub(crate) fn process(object: &Value, policy: &Policy, mode: Mode, namespace: &s
         };
     };
     let pod = template_pod(pointer, template);
-    let eval = engine::evaluate_as(&pod, policy, mode);
-    let mutated = (eval.applies() && !eval.patch.0.is_empty())
+    let eval = engine::evaluate_as(&pod, policy, policy.mode);
+    let mutated = (eval.applies() && !eval.patch.is_empty())
         .then(|| with_template(object, pointer, &eval.patched(&pod)));
     Processed {
         mutated,
@@ -138,12 +95,12 @@ pub(crate) fn process(object: &Value, policy: &Policy, mode: Mode, namespace: &s
 }
 
 /// Every item of a `List`, each in the list's namespace unless it names its own.
-fn process_list(list: &Value, policy: &Policy, mode: Mode, namespace: &str) -> Processed {
+fn process_list(list: &Value, policy: &Policy, namespace: &str) -> Processed {
     let mut mutated = list.clone();
     let mut reports = Vec::new();
     let mut changed = false;
     for (i, item) in list["items"].as_array().into_iter().flatten().enumerate() {
-        let processed = process(item, policy, mode, namespace);
+        let processed = process(item, policy, namespace);
         reports.extend(processed.reports);
         if let Some(item) = processed.mutated {
             mutated["items"][i] = item;
@@ -219,13 +176,11 @@ pub(crate) fn process_text(
     name: &str,
     text: &str,
     policy: &Policy,
-    mode: Mode,
     namespace: &str,
 ) -> Result<Output, ManifestError> {
     let input = Input {
         name,
         policy,
-        mode,
         namespace,
     };
     if looks_like_json(text) {
@@ -240,21 +195,28 @@ struct Input<'a> {
     /// How errors name the input.
     name: &'a str,
     policy: &'a Policy,
-    mode: Mode,
     namespace: &'a str,
 }
 
 impl Input<'_> {
     fn process(&self, object: &Value) -> Processed {
-        process(object, self.policy, self.mode, self.namespace)
+        process(object, self.policy, self.namespace)
     }
 
     /// One JSON object, or an array of them. A changed input is printed again as a whole.
     fn json(&self, text: &str) -> Result<Output, ManifestError> {
-        let value: Value = serde_json::from_str(text).map_err(|source| ManifestError::Json {
-            name: self.name.to_owned(),
-            source,
-        })?;
+        let mut value: Value =
+            serde_json::from_str(text).map_err(|source| ManifestError::Json {
+                name: self.name.to_owned(),
+                source,
+            })?;
+        // JSON is YAML too: read again through the YAML reader, which keeps a quantity
+        // written as a number (`"memory": 1e9`) as written.
+        if has_numeric_memory(&value)
+            && let Ok(kept) = yaml::parse_text(text)
+        {
+            value = kept;
+        }
         let items: Vec<&Value> = match &value {
             Value::Array(items) => items.iter().collect(),
             v => vec![v],
@@ -293,25 +255,38 @@ impl Input<'_> {
     fn yaml(&self, text: &str) -> Result<Output, ManifestError> {
         let mut out = String::with_capacity(text.len());
         let mut reports = Vec::new();
-        for (index, chunk) in split_yaml(text).into_iter().enumerate() {
-            out.push_str(&chunk.separator);
-            if is_blank(&chunk.body) {
+        for (index, chunk) in yaml::split(text).into_iter().enumerate() {
+            if yaml::is_blank(&chunk.body) {
+                out.push_str(&chunk.separator);
                 out.push_str(&chunk.body);
                 continue;
             }
-            let value: Value =
-                serde_saphyr::from_str(&chunk.body).map_err(|e| ManifestError::Yaml {
+            let value = yaml::parse(&chunk).map_err(|e| {
+                let document = index + 1;
+                let place = match e.at {
+                    Some((line, column)) => {
+                        format!("line {line} column {column} (document {document})")
+                    }
+                    None => format!("document {document} (starting at line {})", chunk.line),
+                };
+                ManifestError::Yaml {
                     name: self.name.to_owned(),
-                    document: index + 1,
-                    line: chunk.line,
-                    message: first_line(&e.to_string()),
-                })?;
+                    place,
+                    message: e.message,
+                }
+            })?;
             let processed = self.process(&value);
             reports.extend(processed.reports);
             let Some(mutated) = processed.mutated else {
+                out.push_str(&chunk.separator);
                 out.push_str(&chunk.body);
                 continue;
             };
+            // A document that started on its separator line starts on the next one now.
+            out.push_str(chunk.separator.trim_end());
+            if !chunk.separator.is_empty() {
+                out.push('\n');
+            }
             out.push_str(leading_comments(&chunk.body));
             let yaml = serde_saphyr::to_string(&mutated)
                 .map_err(|e| ManifestError::Write(e.to_string()))?;
@@ -321,6 +296,19 @@ impl Input<'_> {
             }
         }
         Ok(Output { text: out, reports })
+    }
+}
+
+/// Whether a resource list anywhere in `value` has its memory written as a number.
+fn has_numeric_memory(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => {
+            let numeric = |list: &str| value["resources"][list]["memory"].is_number();
+            map.contains_key("resources") && (numeric("limits") || numeric("requests"))
+                || map.values().any(has_numeric_memory)
+        }
+        Value::Array(items) => items.iter().any(has_numeric_memory),
+        _ => false,
     }
 }
 
@@ -335,10 +323,6 @@ fn leading_comments(body: &str) -> &str {
         end += line.len();
     }
     &body[..end]
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().to_owned()
 }
 
 /// A unified diff of `before` and `after`, empty when equal.
@@ -356,20 +340,6 @@ pub(crate) fn unified_diff(name: &str, before: &str, after: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_yaml_keeping_every_byte() {
-        let text = "# head\napiVersion: v1\n---\nkind: A\n--- # note\nkind: B\n...\n";
-        let chunks = split_yaml(text);
-        let joined: String = chunks
-            .iter()
-            .map(|c| format!("{}{}", c.separator, c.body))
-            .collect();
-        assert_eq!(joined, text);
-        assert_eq!(chunks.len(), 3);
-        assert_eq!(chunks[1].line, 4);
-        assert_eq!(chunks[2].separator, "--- # note\n");
-    }
 
     #[test]
     fn quotes_yaml_booleans_so_gogc_off_stays_a_string() {

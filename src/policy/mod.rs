@@ -9,6 +9,10 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+mod file;
+
+use file::PolicyFile;
+
 use crate::quantity::Quantity;
 
 /// What to set `GOGC` to.
@@ -83,6 +87,9 @@ pub struct Policy {
     pub max_percent: u8,
     pub exclude_containers: BTreeSet<String>,
     pub mode: Mode,
+    /// Give containers with a downward-API GOMEMLIMIT `resizePolicy` memory:
+    /// `RestartContainer`, so that an in-place resize restarts them with the new limit.
+    pub restart_on_resize: bool,
 }
 
 impl Default for Policy {
@@ -96,6 +103,7 @@ impl Default for Policy {
             max_percent: 100,
             exclude_containers: BTreeSet::new(),
             mode: Mode::Enforce,
+            restart_on_resize: true,
         }
     }
 }
@@ -169,6 +177,7 @@ pub(crate) struct Overrides {
     pub(crate) max_percent: Option<u8>,
     pub(crate) exclude_containers: Option<Vec<String>>,
     pub(crate) mode: Option<Mode>,
+    pub(crate) restart_on_resize: Option<bool>,
 }
 
 impl PolicySource {
@@ -197,24 +206,8 @@ impl Overrides {
     /// The policy `file` says, with these settings over it and defaults for the rest.
     fn over(&self, file: PolicyFile) -> Result<Policy, PolicyError> {
         let defaults = Policy::default();
-        let gogc = match (&self.gogc, &file.gogc) {
-            (Some(g), _) => *g,
-            (None, Some(GogcValue::Int(n))) => n
-                .to_string()
-                .parse()
-                .map_err(|e: String| PolicyError::invalid("gogc", e))?,
-            (None, Some(GogcValue::Text(t))) => t
-                .parse()
-                .map_err(|e: String| PolicyError::invalid("gogc", e))?,
-            (None, None) => defaults.gogc,
-        };
-        let default_memory = match (&self.default_memory, &file.default_memory) {
-            (Some(q), _) => Some(q.clone()),
-            (None, Some(text)) => {
-                Some(parse_memory(text).map_err(|e| PolicyError::invalid("defaultMemory", e))?)
-            }
-            (None, None) => None,
-        };
+        let gogc = self.gogc.or(file.gogc).unwrap_or(defaults.gogc);
+        let default_memory = self.default_memory.clone().or(file.default_memory);
         let exclude_containers = self
             .exclude_containers
             .clone()
@@ -234,6 +227,8 @@ impl Overrides {
                 .filter(|s| !s.is_empty())
                 .collect(),
             mode: self.mode.or(file.mode).unwrap_or(defaults.mode),
+            restart_on_resize: (self.restart_on_resize.or(file.restart_on_resize))
+                .unwrap_or(defaults.restart_on_resize),
         })
     }
 }
@@ -245,49 +240,6 @@ pub(crate) fn parse_memory(s: &str) -> Result<Quantity, String> {
         return Err("memory must be greater than zero".to_owned());
     }
     Ok(q)
-}
-
-/// The policy as written in the YAML file; every key is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PolicyFile {
-    percent: Option<u8>,
-    gogc: Option<GogcValue>,
-    missing_limit: Option<MissingLimit>,
-    default_memory: Option<String>,
-    min_percent: Option<u8>,
-    max_percent: Option<u8>,
-    exclude_containers: Option<Vec<String>>,
-    mode: Option<Mode>,
-}
-
-/// `gogc:` may be written as `off`, `keep`, `100` or `"100"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum GogcValue {
-    Int(u32),
-    Text(String),
-}
-
-impl PolicyFile {
-    fn read(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        PolicyFile::from_yaml(&text).map_err(|message| PolicyError::Parse {
-            path: path.to_owned(),
-            message,
-        })
-    }
-
-    /// Parses the YAML text of a policy file. Unknown keys are errors, so a typo is caught.
-    fn from_yaml(text: &str) -> Result<Self, String> {
-        if text.trim().is_empty() {
-            return Ok(PolicyFile::default());
-        }
-        serde_saphyr::from_str(text).map_err(|e| e.to_string())
-    }
 }
 
 impl Policy {

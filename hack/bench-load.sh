@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The load benchmark (`make bench-load`): the release binary as `serve --self-signed` on
+# loopback, loaded by h2load (Debian's nghttp2-client) over HTTP/2 and HTTP/1.1, keep-alive,
+# 8 connections, one request at a time on each.
+#
+# For each protocol it measures, in one run on one server:
+#   - the highest rate of `GET /healthz` (the TLS and HTTP cost alone), before and after
+#     the bodies (their mean is the reference);
+#   - the highest rate of `POST /mutate` for each body, as a ratio of that;
+#   - the server's CPU time per request (utime + stime of /proc/PID/stat), and /healthz's
+#     as a ratio of it: the same comparison, less moved by other processes on the machine;
+#   - p50 and p99 latency of `/mutate` at half that body's highest rate (h2load --rps,
+#     latencies from its --log-file).
+# Absolute rates move with whatever else runs on the machine; the ratios are the result.
+#
+#   hack/bench-load.sh
+#
+# Environment:
+#   BIN               the binary (default target/release/gomemlimit-injector; make builds it)
+#   BENCH_DURATION    seconds per measurement (default 5)
+#   BENCH_BODIES      the review bodies, in tests/data (default: pod-create.json
+#                     pod-create-small.json)
+#   BENCH_LOG_LEVEL   the server's --log-level (default info, as deployed)
+#   BENCH_OUT         where the h2load output and latency logs go (default target/bench-load)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "${here}/.." && pwd)"
+bin="${BIN:-${repo}/target/release/gomemlimit-injector}"
+duration="${BENCH_DURATION:-5}"
+read -r -a bodies <<<"${BENCH_BODIES:-pod-create.json pod-create-small.json}"
+out="${BENCH_OUT:-${repo}/target/bench-load}"
+clients=8
+
+for tool in h2load curl; do
+  if ! command -v "${tool}" >/dev/null 2>&1; then
+    echo "error: ${tool} is required (h2load: apt-get install nghttp2-client)" >&2
+    exit 1
+  fi
+done
+if [[ ! -x "${bin}" ]]; then
+  echo "error: ${bin} not found; run make release first" >&2
+  exit 1
+fi
+mkdir -p "${out}"
+rm -f "${out}"/*.log "${out}"/*.txt
+
+# The server picks free ports and logs them; it stops with this script.
+"${bin}" serve --self-signed --ca-out "${out}/ca.crt" \
+  --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --shutdown-delay 0s \
+  --log-level "${BENCH_LOG_LEVEL:-info}" 2>"${out}/server.log" &
+server=$!
+trap 'kill "${server}" 2>/dev/null; wait "${server}" 2>/dev/null || true' EXIT
+
+addr="" metrics=""
+for _ in $(seq 100); do
+  line="$(grep -m1 ' serving local_addr=' "${out}/server.log" || true)"
+  if [[ -n "${line}" ]]; then
+    addr="$(sed -E 's/.*local_addr=([0-9.:]+).*/\1/' <<<"${line}")"
+    metrics="$(sed -E 's/.*metrics_addr=([0-9.:]+).*/\1/' <<<"${line}")"
+    break
+  fi
+  sleep 0.1
+done
+if [[ -z "${addr}" ]] || ! curl -sf --noproxy "*" "http://${metrics}/readyz" >/dev/null; then
+  echo "error: the server did not start; its log:" >&2
+  cat "${out}/server.log" >&2
+  exit 1
+fi
+
+# The server's CPU time so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${server}/stat"; }
+ticks_per_second="$(getconf CLK_TCK)"
+
+# h2load NAME PROTO PATH [BODY] [h2load options...]: one bounded run; prints req/s and the
+# server's CPU microseconds per request.
+load() {
+  local name="$1" proto="$2" path="$3" body="$4"
+  shift 4
+  local args=(-c "${clients}" -m 1 -t 1 -D "${duration}"
+    --log-file "${out}/${name}.log")
+  [[ "${proto}" == h1 ]] && args+=(--h1)
+  [[ -n "${body}" ]] && args+=(-d "${repo}/tests/data/${body}" -H 'content-type: application/json')
+  local before
+  before="$(cpu_ticks)"
+  timeout $((duration + 30)) h2load "${args[@]}" "$@" "https://${addr}${path}" >"${out}/${name}.txt"
+  local ticks=$(($(cpu_ticks) - before))
+  local finished succeeded
+  finished="$(sed -nE 's/^requests: .* ([0-9]+) done.*/\1/p' "${out}/${name}.txt")"
+  succeeded="$(sed -nE 's/^status codes: ([0-9]+) 2xx.*/\1/p' "${out}/${name}.txt")"
+  if [[ -z "${finished}" || "${finished}" == 0 || "${succeeded}" != "${finished}" ]]; then
+    echo "error: ${name}: not every request succeeded; see ${out}/${name}.txt" >&2
+    exit 1
+  fi
+  local total
+  total="$(sed -nE 's/^requests: ([0-9]+) total.*/\1/p' "${out}/${name}.txt")"
+  local rate
+  rate="$(sed -nE 's/^finished in [^,]*, ([0-9.]+) req\/s.*/\1/p' "${out}/${name}.txt")"
+  echo "${rate} $(awk -v t="${ticks}" -v hz="${ticks_per_second}" -v n="${total}" \
+    'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+}
+
+# Percentile P (0-100) of the latencies in an h2load log, in microseconds.
+percentile() {
+  cut -f3 "$1" | sort -n | awk -v p="$2" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] }'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; h2load -c ${clients} -m 1, ${duration} s per run"
+printf '%-6s %-30s %9s %10s %12s %10s %11s %9s %9s\n' protocol body 'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'half rate' 'p50 ms' 'p99 ms'
+for proto in h2 h1; do
+  read -r first first_cpu <<<"$(load "${proto}-healthz" "${proto}" /healthz "")"
+  results=()
+  for body in "${bodies[@]}"; do
+    name="${proto}-${body%.json}"
+    read -r max cpu <<<"$(load "${name}" "${proto}" /mutate "${body}")"
+    per_client="$(awk -v r="${max}" -v c="${clients}" 'BEGIN { n = int(r / 2 / c); print (n < 1 ? 1 : n) }')"
+    load "${name}-half" "${proto}" /mutate "${body}" --rps "${per_client}" >/dev/null
+    results+=("${body} ${max} ${cpu} ${per_client}")
+  done
+  read -r second second_cpu <<<"$(load "${proto}-healthz-after" "${proto}" /healthz "")"
+  healthz="$(awk -v a="${first}" -v b="${second}" 'BEGIN { print (a + b) / 2 }')"
+  healthz_cpu="$(awk -v a="${first_cpu}" -v b="${second_cpu}" 'BEGIN { print (a + b) / 2 }')"
+  printf '%-6s %-30s %9.0f %10s %12s %10s   (%.0f and %.0f req/s)\n' "${proto}" "GET /healthz" \
+    "${healthz}" 1.00 "${healthz_cpu}" 1.00 "${first}" "${second}"
+  for result in "${results[@]}"; do
+    read -r body max cpu per_client <<<"${result}"
+    name="${proto}-${body%.json}"
+    size="$(stat -c %s "${repo}/tests/data/${body}")"
+    printf '%-6s %-30s %9.0f %10s %12s %10s %11s %9.3f %9.3f\n' "${proto}" \
+      "${body} ($(((size + 500) / 1000)) kB)" "${max}" "$(ratio "${max}" "${healthz}")" \
+      "${cpu}" "$(ratio "${healthz_cpu}" "${cpu}")" "$((per_client * clients))/s" \
+      "$(awk -v u="$(percentile "${out}/${name}-half.log" 50)" 'BEGIN { print u / 1000 }')" \
+      "$(awk -v u="$(percentile "${out}/${name}-half.log" 99)" 'BEGIN { print u / 1000 }')"
+  done
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

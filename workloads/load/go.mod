@@ -1,0 +1,3 @@
+module gomemlimit-injector/workloads/load
+
+go 1.25

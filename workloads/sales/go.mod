@@ -1,0 +1,3 @@
+module gomemlimit-injector/workloads/sales
+
+go 1.25
