@@ -1,10 +1,9 @@
 //! The per-pod annotations in CEL, as `engine::annotations` reads them: overrides within
 //! the policy's bounds, exclusions, the audit mode, and one message per invalid value.
 
-use super::expr::{quote, shorten};
+use super::expr::quote;
 use super::program::{Variable, var};
 use crate::engine::{EXCLUDE_CONTAINERS, GOGC_ANNOTATION, MODE, PERCENT};
-use crate::text::MAX_WARNING_LEN;
 
 /// The variables, in order: the annotations as written, whether each is valid, then the
 /// settings in force for the pod.
@@ -95,14 +94,6 @@ fn in_force() -> Vec<Variable> {
                 var("excludeContainersPolicy"),
                 var("excludeInvalid"),
                 var("excludeNames")
-            ),
-        ),
-        Variable::new(
-            "invalidWarnings",
-            format!(
-                "{}.map(m, {})",
-                var("invalid"),
-                shorten("m", MAX_WARNING_LEN)
             ),
         ),
     ]

@@ -214,6 +214,7 @@ mod tests {
                 &settings.max_percent,
                 &settings.exclude_containers,
                 &settings.audit,
+                &settings.restart_on_resize,
             ];
             let mut text = v.expression.clone();
             for h in helm {

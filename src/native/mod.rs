@@ -179,7 +179,7 @@ mod tests {
             .iter()
             .map(|a| &a["key"])
             .collect();
-        assert_eq!(keys, ["would-mutate", "changes"]);
+        assert_eq!(keys, ["would-deny", "would-mutate", "changes"]);
         assert_eq!(variable(&objects[0], "auditPolicy"), "true");
     }
 

@@ -1,7 +1,7 @@
 //! The planned edits as JSONPatch operations, as `engine::patch` writes them: `add` of the
 //! memory request and limit (creating `resources` and its maps where missing), `replace`
-//! of a literal that follows the limit, `add` of the env entries (creating `env`), and the
-//! status annotation. Each operation is a map `{op, path, value}`; the mutation turns the
+//! of a literal that follows the limit, `add` of the env entries (creating `env`) and of
+//! the memory `resizePolicy` entry (creating `resizePolicy`), and the status annotation. Each operation is a map `{op, path, value}`; the mutation turns the
 //! list into JSONPatch values.
 
 use super::expr::bind;
@@ -61,9 +61,16 @@ fn environment(base: &str) -> String {
             add(&format!("{base} + '/env'"), "entries")
         ),
     );
+    let entry = "{'resourceName': 'memory', 'restartPolicy': 'RestartContainer'}";
+    let resize = format!(
+        "(has(h.resizePolicy) ? [{}] : [{}])",
+        add(&format!("{base} + '/resizePolicy/-'"), entry),
+        add(&format!("{base} + '/resizePolicy'"), &format!("[{entry}]")),
+    );
     format!(
         "(e.gml == 'update' ? [{{'op': dyn('replace'), 'path': dyn({base} + '/env/' + e.gmlIndex + '/value'), 'value': dyn(e.gmlValue)}}] : [])\n\
-         + (e.gml == 'downward' || e.gml == 'literal' ? {append} : [])"
+         + (e.gml == 'downward' || e.gml == 'literal' ? {append} : [])\n\
+         + (e.gml == 'downward' && e.resize == 'set' ? {resize} : [])"
     )
 }
 

@@ -9,8 +9,8 @@ use super::status::previous;
 use crate::engine::{DOWNWARD, STATUS};
 
 /// The keys of a `memory` outcome: a warning or a denial (the container is left alone),
-/// the request and limit to set, and the memory its Go runtime gets (`runtime`, from the
-/// pod budget when `fromBudget` is `'true'`).
+/// the request and limit to set, and the memory its Go runtime gets (`runtime`; when it is
+/// what is left of the pod limit, `budget` says how that was computed).
 const MEMORY: [&str; 7] = [
     "warning",
     "denial",
@@ -18,14 +18,15 @@ const MEMORY: [&str; 7] = [
     "requestFrom",
     "setLimit",
     "runtime",
-    "fromBudget",
+    "budget",
 ];
 
 /// The keys of an `environment` outcome: `gml` is `downward`, `literal` or `update` (the
 /// literal at `gmlIndex` in `env`, from `gmlFrom`), with `gmlValue` the literal, computed
 /// at `gmlPercent` of `gmlOf`; `gogc` the GOGC to add; `envFrom` `'true'` when that warning
-/// is due; `warning` when GOMEMLIMIT is not set.
-const ENVIRONMENT: [&str; 9] = [
+/// is due; `warning` when GOMEMLIMIT is not set; `gmlBudget` the budget a literal was
+/// computed from; `resize` what [`resize_decision`] says for a downward-API GOMEMLIMIT.
+const ENVIRONMENT: [&str; 11] = [
     "gml",
     "gmlValue",
     "gmlPercent",
@@ -35,6 +36,8 @@ const ENVIRONMENT: [&str; 9] = [
     "gogc",
     "envFrom",
     "warning",
+    "gmlBudget",
+    "resize",
 ];
 
 /// `body` for the container at index `i`, with `c` its entry in `containers`, `m` its
@@ -131,13 +134,16 @@ fn rules() -> Vec<Variable> {
                 &format!("{}[?'request']", var("previousPod")),
             ),
         ),
+        // Under a pod limit, each container's own limit in bytes: -1 for none, -2 for one
+        // the engine cannot use.
         Variable::new(
-            "budget",
+            "limitBytes",
             format!(
-                "{pod}.runtime == '' ? 'none'\n\
-                 : size({containers}.filter(c, c.limit == '')) == 1 ? 'alone' : 'shared'",
+                "{pod}.runtime == '' ? [] : {containers}.map(c, c.limit == '' ? -1 : {error} != '' ? -2 : {bytes})",
                 pod = var("podPlan"),
-                containers = var("containers")
+                containers = var("containers"),
+                error = quantity_error("c.limit"),
+                bytes = bytes("c.limit"),
             ),
         ),
         Variable::new(
@@ -179,11 +185,23 @@ fn environments() -> String {
 /// none): init containers (native sidecars included), then containers.
 fn containers() -> String {
     let list = |name: &str| {
+        let runs = if name == "initContainers" {
+            "c.?restartPolicy.orValue('') == 'Always' ? 'sidecar' : 'before'"
+        } else {
+            "'main'"
+        };
         format!(
             "transformList(i, c, {{'list': '{name}', 'index': string(i), 'name': string(c.name),\n  \
              'env': string(size(c.?env.orValue([]))),\n  \
              'limit': string(c.?resources.?limits.?memory.orValue('')),\n  \
-             'request': string(c.?resources.?requests.?memory.orValue(''))}})"
+             'request': string(c.?resources.?requests.?memory.orValue('')),\n  \
+             'runs': {runs},\n  \
+             'resize': {resize}}})",
+            resize = bind(
+                "c.?resizePolicy.orValue([]).filter(p, p.?resourceName.orValue('') == 'memory')",
+                "r",
+                "size(r) > 0 ? '=' + string(r[0].?restartPolicy.orValue('')) : ''"
+            ),
         )
     };
     format!(
@@ -255,32 +273,22 @@ fn request_to_limit(limit: &str, request: &str, previous_request: &str) -> Strin
     )
 }
 
-/// The memory the Go runtime of container `c` gets: its own limit (rule 1 applied), the
-/// pod budget, or what `missingLimit` says.
+/// The memory the Go runtime of container `c` gets: its own limit (rule 1 applied), what
+/// is left of the pod limit, or what `missingLimit` says.
 fn runtime_memory(c: &str) -> String {
-    let budget = var("budget");
+    let pod_limit = format!("{}.runtime", var("podPlan"));
     let own = request_equals_limit(
         c,
         &format!("{}[?'request']", previous(&format!("{c}.name"))),
     );
     let default = var("defaultMemory");
     format!(
-        "({c}.limit != '' || ({c}.request != '' && {budget} == 'none') ? {own}\n\
-         : {budget} == 'alone' ? {alone}\n\
-         : {budget} == 'shared' ? {shared}\n\
+        "({c}.limit != '' || ({c}.request != '' && {pod_limit} == '') ? {own}\n\
+         : {pod_limit} != '' ? {budget}\n\
          : {missing} == 'skip' ? {skip}\n\
          : {missing} == 'deny' ? {deny}\n\
          : {default_memory})",
-        alone = memory(&[
-            ("runtime", format!("{}.runtime", var("podPlan"))),
-            ("fromBudget", "'true'".to_owned())
-        ]),
-        shared = memory(&[(
-            "warning",
-            lit(
-                "has no memory limit and shares the pod limit with other containers; left unchanged"
-            )
-        )]),
+        budget = budget(c),
         missing = var("missingLimit"),
         skip = memory(&[(
             "warning",
@@ -300,6 +308,90 @@ fn runtime_memory(c: &str) -> String {
     )
 }
 
+/// What is left of the pod limit for container `c`, which has no limit of its own, as
+/// `engine::budget` computes it: the pod limit minus the limits of the containers that run
+/// beside it (for an ordinary init container, the native sidecars declared before it; for
+/// the others, the containers and native sidecars). One of them without a limit, or with
+/// one the engine cannot use, and there is nothing to compute.
+fn budget(c: &str) -> String {
+    let (containers, limits) = (var("containers"), var("limitBytes"));
+    let beside = format!(
+        "{containers}[j].name != {c}.name && ({c}.runs == 'before'\n  \
+         ? {containers}[j].runs == 'sidecar' && int({containers}[j].index) < int({c}.index)\n  \
+         : {containers}[j].runs != 'before')"
+    );
+    let nothing = |text: String| memory(&[("warning", text)]);
+    bind(
+        &format!("lists.range(size({containers})).filter(j, {beside})"),
+        "js",
+        &bind(
+            &format!("js.filter(j, {limits}[j] < 0)"),
+            "bad",
+            &format!(
+                "size(bad) > 0 && {limits}[bad[0]] == -1 ? {}\n\
+                 : size(bad) > 0 ? {}\n\
+                 : {}",
+                nothing(format!(
+                    "'has no memory limit and shares the pod limit with \"' + {containers}[bad[0]].name + '\", which has none either; left unchanged'"
+                )),
+                nothing(format!(
+                    "'has no memory limit, and what is left of the pod limit is unknown: \"' + {containers}[bad[0]].name + '\" has an unreadable limit; left unchanged'"
+                )),
+                budget_left(),
+            ),
+        ),
+    )
+}
+
+/// The pod limit less the limits of the containers at the indices `js`, and how that was
+/// computed: `1Gi - 64Mi (proxy) = 1006632960`; nothing when nothing is left.
+fn budget_left() -> String {
+    let (containers, limits) = (var("containers"), var("limitBytes"));
+    let nothing = |text: String| memory(&[("warning", text)]);
+    bind(
+        &format!("js.map(j, {limits}[j]).sum()"),
+        "used",
+        &bind(
+            &bytes(&format!("{}.runtime", var("podPlan"))),
+            "total",
+            &bind(
+                &format!(
+                    "{}.runtime + js.map(j, ' - ' + {containers}[j].limit + ' (' + {containers}[j].name + ')').join('')",
+                    var("podPlan")
+                ),
+                "arith",
+                &format!(
+                    "used >= total ? {}\n: {}",
+                    nothing(
+                        "'has no memory limit, and nothing is left of the pod limit: ' + arith + ' <= 0; left unchanged'"
+                            .to_owned()
+                    ),
+                    memory(&[
+                        ("runtime", "string(total - used)".to_owned()),
+                        (
+                            "budget",
+                            "used > 0 ? arith + ' = ' + string(total - used) : arith".to_owned()
+                        ),
+                    ])
+                ),
+            ),
+        ),
+    )
+}
+
+/// For container `c` with a downward-API GOMEMLIMIT: `set` when the policy adds the memory
+/// `resizePolicy` RestartContainer, `kept` when the container has a memory entry of
+/// another kind, `never` when the pod's `restartPolicy: Never` allows none, else `''`
+/// (an ordinary init container, the entry already there, or `restartOnResize: false`).
+pub(super) fn resize_decision(c: &str) -> String {
+    format!(
+        "(!{on} || {c}.runs == 'before' || {c}.resize == '=RestartContainer' ? ''\n\
+         : {c}.resize != '' ? 'kept'\n\
+         : object.spec.?restartPolicy.orValue('') == 'Never' ? 'never' : 'set')",
+        on = var("restartOnResize"),
+    )
+}
+
 /// Rule 2 for container `c` whose runtime memory is in `m`: keep the user's GOMEMLIMIT
 /// (or follow the limit with our literal), or add GOMEMLIMIT and GOGC.
 fn gomemlimit(c: &str, m: &str) -> String {
@@ -313,7 +405,11 @@ fn gomemlimit(c: &str, m: &str) -> String {
             &bind(
                 "lists.range(size(env)).filter(k, env[k].name == 'GOMEMLIMIT')",
                 "found",
-                &format!("size(found) > 0 ? ({}) : ({})", existing(c, m), inject(m)),
+                &format!(
+                    "size(found) > 0 ? ({}) : ({})",
+                    existing(c, m),
+                    inject(c, m)
+                ),
             ),
         ),
     )
@@ -357,7 +453,7 @@ fn existing(c: &str, m: &str) -> String {
 
 /// GOMEMLIMIT added: the downward API at 100% of a container's own limit, else the
 /// literal (or a warning when it would be zero); GOGC beside it.
-fn inject(m: &str) -> String {
+fn inject(c: &str, m: &str) -> String {
     let percent = var("percent");
     let gogc = format!(
         "{g} != 'keep' && !env.exists(e, e.name == 'GOGC') ? {g} : ''",
@@ -379,18 +475,25 @@ fn inject(m: &str) -> String {
                 ("gml", lit("literal")),
                 ("gmlValue", "string(b)".to_owned()),
                 ("gmlPercent", format!("string({percent})")),
-                ("gmlOf", format!("{m}.runtime")),
+                (
+                    "gmlOf",
+                    format!(
+                        "{m}.budget != '' ? 'the ' + {m}.runtime + ' bytes left of the pod limit' : {m}.runtime"
+                    )
+                ),
                 ("gogc", gogc.clone()),
                 ("envFrom", env_from.clone()),
+                ("gmlBudget", format!("{m}.budget")),
             ])
         ),
     );
     format!(
-        "({percent} == 100 && {m}.fromBudget == '' ? {}\n: {literal})",
+        "({percent} == 100 && {m}.budget == '' ? {}\n: {literal})",
         environment(&[
             ("gml", lit("downward")),
             ("gogc", gogc),
             ("envFrom", env_from),
+            ("resize", resize_decision(c)),
         ])
     )
 }

@@ -137,10 +137,22 @@ impl Program {
         }
     }
 
-    /// The audit annotations of an audited pod that would change.
+    /// The audit annotations of an audited pod that would change, or be denied.
     pub(super) fn audit_annotations() -> Vec<Named> {
-        let due = format!("{} && size({}) > 0", var("auditOnly"), var("changes"));
+        let (audit, invalid, denials) = (var("auditOnly"), var("invalid"), var("denials"));
+        let due = format!(
+            "{audit} && size({invalid}) == 0 && size({denials}) == 0 && size({}) > 0",
+            var("changes")
+        );
+        let message = format!("size({invalid}) > 0 ? {invalid}.join('; ') : {denials}.join('; ')");
         vec![
+            Named {
+                name: "would-deny",
+                expression: format!(
+                    "{audit} && (size({invalid}) > 0 || size({denials}) > 0) ? {} : ''",
+                    super::expr::shorten(&message, super::messages::SUMMARY)
+                ),
+            },
             Named {
                 name: "would-mutate",
                 expression: format!("{due} ? 'true' : ''"),
@@ -173,5 +185,6 @@ fn settings_variables(s: &Settings) -> Vec<Variable> {
             ),
         ),
         Variable::new("auditPolicy", s.audit.clone()),
+        Variable::new("restartOnResize", s.restart_on_resize.clone()),
     ]
 }

@@ -19,6 +19,8 @@ pub(super) struct Settings {
     pub(super) exclude_containers: String,
     /// `true` when every pod is audited (`mode: audit`).
     pub(super) audit: String,
+    /// `true` when downward-API containers get the memory `resizePolicy` RestartContainer.
+    pub(super) restart_on_resize: String,
 }
 
 impl Settings {
@@ -54,6 +56,7 @@ impl Settings {
             max_percent: policy.max_percent.to_string(),
             exclude_containers: serde_json::to_string(&excluded).expect("names serialize"),
             audit: (policy.mode == Mode::Audit).to_string(),
+            restart_on_resize: policy.restart_on_resize.to_string(),
         }
     }
 
@@ -72,6 +75,7 @@ impl Settings {
             max_percent: format!("{{{{ int {p}.maxPercent }}}}"),
             exclude_containers: format!("{{{{ {p}.excludeContainers | default list | toJson }}}}"),
             audit: format!("{{{{ or (eq .Values.mode \"audit\") (eq {p}.mode \"audit\") }}}}"),
+            restart_on_resize: format!("{{{{ ternary \"true\" \"false\" {p}.restartOnResize }}}}"),
         }
     }
 }
@@ -99,6 +103,7 @@ mod tests {
         assert_eq!(s.default_memory, "\"256Mi\"");
         assert_eq!(s.exclude_containers, "[\"istio-proxy\"]");
         assert_eq!(s.audit, "true");
+        assert_eq!(s.restart_on_resize, "true");
         let defaults = Settings::of(&Policy::default());
         assert_eq!(
             (defaults.gogc.as_str(), defaults.default_memory.as_str()),

@@ -19,11 +19,21 @@ use crate::engine::{DOWNWARD, STATUS};
 const STRING: &str = r#""[^"\\{}\x00-\x1f]*""#;
 
 /// The fields of a record, in the order the engine writes them.
-const FIELDS: [&str; 5] = ["request", "limit", "gomemlimit", "percent", "gogc"];
+const FIELDS: [&str; 7] = [
+    "request",
+    "limit",
+    "gomemlimit",
+    "percent",
+    "budget",
+    "gogc",
+    "resizePolicy",
+];
 
 /// One field of a record, for `findAll`.
 fn field() -> String {
-    format!(r#""(request|limit|gomemlimit|gogc)":{STRING}|"percent":(0|[1-9][0-9]{{0,2}})"#)
+    format!(
+        r#""(request|limit|gomemlimit|budget|gogc|resizePolicy)":{STRING}|"percent":(0|[1-9][0-9]{{0,2}})"#
+    )
 }
 
 /// One entry of the containers object, for `findAll`.
@@ -216,8 +226,8 @@ pub(super) fn previous(name: &str) -> String {
     format!("{}[?{name}].orValue({{}})", var("previousByName"))
 }
 
-/// A record as the engine writes it, from five optional strings in [`FIELDS`] order.
-fn write_record(fields: [&str; 5]) -> String {
+/// A record as the engine writes it, from optional strings in [`FIELDS`] order.
+fn write_record(fields: [&str; 7]) -> String {
     let parts: Vec<String> = FIELDS
         .iter()
         .zip(fields)
@@ -247,7 +257,9 @@ fn kept_record() -> String {
         "rec[?'limit']",
         "rec[?'gomemlimit']",
         "rec[?'percent']",
+        "rec[?'budget']",
         "rec[?'gogc']",
+        "rec[?'resizePolicy']",
     ])
 }
 
@@ -273,6 +285,8 @@ pub(super) fn write_variables() -> Vec<Variable> {
 /// by name.
 fn container_records() -> String {
     let changed = "m.setRequest != '' || m.setLimit != '' || e.gml != '' || e.gogc != ''";
+    // The engine records a literal's budget whenever it computes one, and clears it for a
+    // literal of a container's own limit.
     let merged = write_record([
         "m.setRequest != '' ? optional.of(m.setRequest) : rec[?'request']",
         "m.setLimit != '' ? optional.of(m.setLimit) : rec[?'limit']",
@@ -280,7 +294,9 @@ fn container_records() -> String {
             "e.gml == 'downward' ? optional.of('{DOWNWARD}') : e.gml != '' ? optional.of(e.gmlValue) : rec[?'gomemlimit']"
         ),
         "e.gml == 'downward' ? optional.none() : e.gml == 'literal' ? optional.of(e.gmlPercent) : rec[?'percent']",
+        "e.gml == 'literal' ? (e.gmlBudget != '' ? optional.of(e.gmlBudget) : optional.none()) : rec[?'budget']",
         "e.gogc != '' ? optional.of(e.gogc) : rec[?'gogc']",
+        "e.gml == 'downward' && e.resize == 'set' ? optional.of('RestartContainer') : rec[?'resizePolicy']",
     ]);
     format!(
         "lists.range(size({})).filter(i, {}).transformMapEntry(k, i, {})",
@@ -311,7 +327,9 @@ fn pod_records() -> String {
                 "m.setLimit != '' ? optional.of(m.setLimit) : rec[?'limit']",
                 "rec[?'gomemlimit']",
                 "rec[?'percent']",
+                "rec[?'budget']",
                 "rec[?'gogc']",
+                "rec[?'resizePolicy']",
             ])
         ),
     );

@@ -32,10 +32,12 @@ pub(crate) enum Accepted {
     /// warning names that request instead of "unset", or is not given when the default is
     /// the limit.
     DefaultedPodRequest,
-    /// A pod created with a status annotation recording a container's GOMEMLIMIT (a copy of
-    /// a mutated pod, or a template `mutate` wrote): the native engine gives the envFrom
-    /// warning for it again.
-    RecordedEnvFrom,
+    /// A pod created with a status annotation recording a target's changes (a copy of a
+    /// mutated pod, or a template `mutate` wrote): the native engine gives the warnings of
+    /// those changes again (envFrom beside GOMEMLIMIT, a memory limit added, a memory
+    /// `resizePolicy` kept or not allowed), the warning policy seeing only the pod after
+    /// the mutating one.
+    RecordedWarning,
     /// A pod beyond the size the native policies evaluate: left alone, with a warning.
     BeyondNativeBounds,
     /// A denial message over 5 KiB, which the API server would drop: the native one is cut.
@@ -87,8 +89,8 @@ pub(crate) struct Outcome {
     pub(crate) pod: Option<Value>,
     /// Our warnings, in order, without the policy prefix.
     pub(crate) ours: Vec<String>,
-    /// Whether the warnings came with the policy prefix.
-    pub(crate) prefixed: bool,
+    /// The length, in characters, of the policy prefix the warnings came with (0: none).
+    pub(crate) prefix: usize,
     /// The API server's own warnings (field validation), sorted: they come before ours
     /// from a webhook, after them from a validating policy.
     pub(crate) server: Vec<String>,
@@ -102,14 +104,16 @@ impl Outcome {
     pub(crate) fn of(answer: &Answer) -> Outcome {
         let mut ours = Vec::new();
         let mut server = Vec::new();
-        let mut prefixed = false;
+        let mut prefix = 0;
         for w in &answer.warnings {
             let text = match w.strip_prefix(POLICY_PREFIX) {
                 Some(rest) => {
-                    prefixed = true;
-                    rest.split_once("' with binding '")
+                    let message = rest
+                        .split_once("' with binding '")
                         .and_then(|(_, r)| r.split_once("': "))
-                        .map_or(rest, |(_, message)| message)
+                        .map_or(rest, |(_, message)| message);
+                    prefix = w.chars().count() - message.chars().count();
+                    message
                 }
                 None => w.as_str(),
             };
@@ -130,7 +134,7 @@ impl Outcome {
         Outcome {
             pod: admitted.then(|| normalized(&answer.body)),
             ours,
-            prefixed,
+            prefix,
             server: if admitted { server } else { Vec::new() },
             denial,
             error,
@@ -194,13 +198,16 @@ pub(crate) fn differences(a: &Value, b: &Value, at: &str, out: &mut Vec<String>)
 
 /// The runes the API server counts for the native warnings that arrived.
 fn native_warning_runes(native: &Outcome) -> usize {
-    let prefix = "Validation failed for ValidatingAdmissionPolicy 'pods.gomemlimit.io' with binding 'pods.gomemlimit.io': ";
-    native
+    let ours: usize = native
         .ours
         .iter()
-        .chain(&native.server)
-        .map(|w| w.chars().count() + if native.prefixed { prefix.len() } else { 0 })
-        .sum()
+        .map(|w| w.chars().count() + native.prefix)
+        .sum();
+    ours + native
+        .server
+        .iter()
+        .map(|w| w.chars().count())
+        .sum::<usize>()
 }
 
 /// Compares what the webhook (`webhook`) and the native policies (`native`) made of
@@ -211,7 +218,7 @@ pub(crate) fn reconcile(
     native: &Outcome,
 ) -> Result<Vec<Accepted>> {
     let mut seen = Vec::new();
-    if native.prefixed {
+    if native.prefix > 0 {
         seen.push(Accepted::PolicyWarningPrefix);
     }
     let mut problems = Vec::new();
@@ -266,13 +273,25 @@ pub(crate) fn reconcile(
             _ => {}
         }
     }
-    // The warning is cut at 120 characters; the container name always stays in it.
+    // The warning is cut at 120 characters; the target always stays in it.
+    let of_a_change = |text: &str| {
+        [
+            "envFrom may also define",
+            "adds a memory limit of ",
+            "resizePolicy memory ",
+            "restartPolicy Never allows no RestartContainer",
+        ]
+        .iter()
+        .any(|p| text.starts_with(p))
+    };
     let recorded = |x: &str| {
+        let recorded_as = |key: &str| original_status.is_some_and(|s| s.contains(key));
+        if let Some(text) = x.strip_prefix("pod: ") {
+            return of_a_change(text) && recorded_as("\"pod\":{");
+        }
         x.strip_prefix("container \"")
-            .and_then(|rest| rest.split_once("\": envFrom may also define"))
-            .is_some_and(|(name, _)| {
-                original_status.is_some_and(|s| s.contains(&format!("\"{name}\":{{")))
-            })
+            .and_then(|rest| rest.split_once("\": "))
+            .is_some_and(|(name, text)| of_a_change(text) && recorded_as(&format!("\"{name}\":{{")))
     };
     if n.len() > w.len() {
         let before = n.len();
@@ -280,7 +299,7 @@ pub(crate) fn reconcile(
         extra.retain(|x| w.contains(x) || !recorded(x));
         if extra.len() < before && extra == w {
             n = extra;
-            seen.push(Accepted::RecordedEnvFrom);
+            seen.push(Accepted::RecordedWarning);
         }
     }
     if w != n {

@@ -387,6 +387,52 @@ fn scenario_pods() -> Vec<Value> {
     shared["spec"]["containers"][1]["resources"] = json!({});
     shared["spec"]["resources"] = json!({"limits": {"memory": "1Gi"}});
     pods.push(shared);
+    // Pod-level budgets: what the containers beside each one leave of the pod limit (an
+    // ordinary init container only shares with the sidecars declared before it), and
+    // nothing left.
+    let mut budget = pod("pod-level-budget", memory(None, None));
+    budget["spec"]["resources"] = json!({"limits": {"memory": "1Gi"}});
+    budget["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers")
+        .push(json!({"name": "side", "image": "registry.example/app:1", "resources": memory(Some("256Mi"), None)}));
+    budget["spec"]["initContainers"] = json!([
+        {"name": "proxy", "image": "registry.example/app:1", "restartPolicy": "Always", "resources": memory(Some("64Mi"), None)},
+        {"name": "migrate", "image": "registry.example/app:1"}
+    ]);
+    pods.push(budget);
+    let mut nothing_left = pod("pod-level-nothing-left", memory(None, None));
+    nothing_left["spec"]["resources"] = json!({"limits": {"memory": "256Mi"}});
+    nothing_left["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers")
+        .push(json!({"name": "side", "image": "registry.example/app:1", "resources": memory(Some("256Mi"), None)}));
+    pods.push(nothing_left);
+    // The memory resizePolicy: added beside a cpu entry, a user's own kept, none allowed
+    // under restartPolicy Never.
+    let mut resize_cpu = pod("resize-cpu", memory(Some("512Mi"), None));
+    resize_cpu["spec"]["containers"][0]["resizePolicy"] =
+        json!([{"resourceName": "cpu", "restartPolicy": "NotRequired"}]);
+    pods.push(resize_cpu);
+    let mut resize_kept = pod("resize-kept", memory(Some("512Mi"), None));
+    resize_kept["spec"]["containers"][0]["resizePolicy"] =
+        json!([{"resourceName": "memory", "restartPolicy": "NotRequired"}]);
+    pods.push(resize_kept);
+    let mut never = pod("restart-never", memory(Some("512Mi"), None));
+    never["spec"]["restartPolicy"] = json!("Never");
+    pods.push(never);
+    // A copy of a pod that had a limit added: the status records it.
+    let mut copied_limit = with_annotations(
+        pod("copied-limit", memory(Some("300Mi"), Some("300Mi"))),
+        json!({"gomemlimit.io/status": "{\"containers\":{\"app\":{\"limit\":\"300Mi\",\"gomemlimit\":\"limits.memory\",\"gogc\":\"off\",\"resizePolicy\":\"RestartContainer\"}}}"}),
+    );
+    copied_limit["spec"]["containers"][0]["env"] = json!([
+        {"name": "GOMEMLIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1"}}},
+        {"name": "GOGC", "value": "off"}
+    ]);
+    copied_limit["spec"]["containers"][0]["resizePolicy"] =
+        json!([{"resourceName": "memory", "restartPolicy": "RestartContainer"}]);
+    pods.push(copied_limit);
     // More warnings than the API server passes on (or, with missingLimit: deny, a denial
     // message longer than it keeps).
     let mut crowded = pod("sixty-without-memory", memory(None, None));
@@ -474,7 +520,7 @@ pub(crate) async fn engines_store_the_same_pods(env: &mut Env) -> Result<()> {
             pods.len()
         );
         ensure!(
-            tally.0.contains_key(&Accepted::RecordedEnvFrom)
+            tally.0.contains_key(&Accepted::RecordedWarning)
                 && tally.0.contains_key(&Accepted::UnreadableStatusRewritten)
                 && tally.0.contains_key(&Accepted::DenialPrefix)
                 && tally.0.contains_key(&Accepted::WarningBudget),
@@ -548,6 +594,8 @@ pub(crate) async fn engines_agree_under_other_policies(env: &mut Env) -> Result<
                 "256Mi",
                 "--exclude-containers",
                 "side,i1",
+                "--restart-on-resize",
+                "false",
             ],
         ),
     ];
@@ -981,7 +1029,7 @@ fn offline_outcome(pod: &Value) -> Result<Outcome> {
     Ok(Outcome {
         pod: allowed.then_some(answer_pod),
         ours: warnings,
-        prefixed: false,
+        prefix: 0,
         server: Vec::new(),
         denial: (!allowed).then(|| {
             response["status"]["message"]

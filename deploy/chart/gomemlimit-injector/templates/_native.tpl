@@ -38,6 +38,9 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
 - name: auditPolicy
   expression: |-
     {{ or (eq .Values.mode "audit") (eq .Values.policy.mode "audit") }}
+- name: restartOnResize
+  expression: |-
+    {{ ternary "true" "false" .Values.policy.restartOnResize }}
 - name: annotations
   expression: |-
     object.metadata.?annotations.orValue({})
@@ -90,9 +93,6 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
 - name: excluded
   expression: |-
     variables.excludeContainersPolicy + (size(variables.excludeInvalid) == 0 ? variables.excludeNames : [])
-- name: invalidWarnings
-  expression: |-
-    variables.invalid.map(m, [m].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0])
 - name: statusText
   expression: |-
     variables.annotations[?'gomemlimit.io/status'].optMap(v, string(v))
@@ -119,34 +119,38 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
     !variables.statusText.hasValue() || (
       variables.statusSections.shape == 'true'
       && variables.statusEntries.join(',') == variables.statusSections.containers
-      && variables.statusEntries.all(r, [r.substring(r.indexOf('":{') + 3, size(r) - 1)].map(b, [b.findAll(r'"(request|limit|gomemlimit|gogc)":"[^"\\{}\x00-\x1f]*"|"percent":(0|[1-9][0-9]{0,2})')].map(fs, fs.join(',') == b
+      && variables.statusEntries.all(r, [r.substring(r.indexOf('":{') + 3, size(r) - 1)].map(b, [b.findAll(r'"(request|limit|gomemlimit|budget|gogc|resizePolicy)":"[^"\\{}\x00-\x1f]*"|"percent":(0|[1-9][0-9]{0,2})')].map(fs, fs.join(',') == b
       && size(fs.map(f, f.substring(1, f.indexOf('":')))) == size(fs.map(f, f.substring(1, f.indexOf('":'))).distinct())
       && fs.all(f, !f.startsWith('"percent":') || int(f.substring(10)) <= 255))[0])[0])
-      && [variables.statusSections.pod.findAll(r'"(request|limit|gomemlimit|gogc)":"[^"\\{}\x00-\x1f]*"|"percent":(0|[1-9][0-9]{0,2})')].map(fs, fs.join(',') == variables.statusSections.pod
+      && [variables.statusSections.pod.findAll(r'"(request|limit|gomemlimit|budget|gogc|resizePolicy)":"[^"\\{}\x00-\x1f]*"|"percent":(0|[1-9][0-9]{0,2})')].map(fs, fs.join(',') == variables.statusSections.pod
       && size(fs.map(f, f.substring(1, f.indexOf('":')))) == size(fs.map(f, f.substring(1, f.indexOf('":'))).distinct())
       && fs.all(f, !f.startsWith('"percent":') || int(f.substring(10)) <= 255))[0]
       && [variables.statusEntries.map(r, r.substring(1, r.indexOf('":{'))).sort()].map(ns, lists.range(size(ns)).all(i, i == 0 || ns[i] != ns[i - 1]))[0])
 - name: previousByName
   expression: |-
-    variables.statusReadable ? variables.statusEntries.map(r, ([['name', r.substring(1, r.indexOf('":{'))]] + r.substring(r.indexOf('":{') + 3, size(r) - 1).findAll(r'"(request|limit|gomemlimit|gogc)":"[^"\\{}\x00-\x1f]*"|"percent":(0|[1-9][0-9]{0,2})').map(f, [f.substring(1, f.indexOf('":')),
+    variables.statusReadable ? variables.statusEntries.map(r, ([['name', r.substring(1, r.indexOf('":{'))]] + r.substring(r.indexOf('":{') + 3, size(r) - 1).findAll(r'"(request|limit|gomemlimit|budget|gogc|resizePolicy)":"[^"\\{}\x00-\x1f]*"|"percent":(0|[1-9][0-9]{0,2})').map(f, [f.substring(1, f.indexOf('":')),
       f.startsWith('"percent":') ? f.substring(10) : f.substring(f.indexOf('":"') + 3, size(f) - 1)])).transformMapEntry(i, kv, {kv[0]: kv[1]})).transformMapEntry(i, r, {r.name: r}) : {}
 - name: previousHasPod
   expression: |-
     variables.statusReadable && variables.statusSections.hasPod == 'true'
 - name: previousPod
   expression: |-
-    variables.previousHasPod ? (variables.statusSections.pod.findAll(r'"(request|limit|gomemlimit|gogc)":"[^"\\{}\x00-\x1f]*"|"percent":(0|[1-9][0-9]{0,2})').map(f, [f.substring(1, f.indexOf('":')),
+    variables.previousHasPod ? (variables.statusSections.pod.findAll(r'"(request|limit|gomemlimit|budget|gogc|resizePolicy)":"[^"\\{}\x00-\x1f]*"|"percent":(0|[1-9][0-9]{0,2})').map(f, [f.substring(1, f.indexOf('":')),
       f.startsWith('"percent":') ? f.substring(10) : f.substring(f.indexOf('":"') + 3, size(f) - 1)])).transformMapEntry(i, kv, {kv[0]: kv[1]}) : {}
 - name: containers
   expression: |-
     object.spec.?initContainers.orValue([]).transformList(i, c, {'list': 'initContainers', 'index': string(i), 'name': string(c.name),
       'env': string(size(c.?env.orValue([]))),
       'limit': string(c.?resources.?limits.?memory.orValue('')),
-      'request': string(c.?resources.?requests.?memory.orValue(''))})
+      'request': string(c.?resources.?requests.?memory.orValue('')),
+      'runs': c.?restartPolicy.orValue('') == 'Always' ? 'sidecar' : 'before',
+      'resize': [c.?resizePolicy.orValue([]).filter(p, p.?resourceName.orValue('') == 'memory')].map(r, size(r) > 0 ? '=' + string(r[0].?restartPolicy.orValue('')) : '')[0]})
     + object.spec.containers.transformList(i, c, {'list': 'containers', 'index': string(i), 'name': string(c.name),
       'env': string(size(c.?env.orValue([]))),
       'limit': string(c.?resources.?limits.?memory.orValue('')),
-      'request': string(c.?resources.?requests.?memory.orValue(''))})
+      'request': string(c.?resources.?requests.?memory.orValue('')),
+      'runs': 'main',
+      'resize': [c.?resizePolicy.orValue([]).filter(p, p.?resourceName.orValue('') == 'memory')].map(r, size(r) > 0 ? '=' + string(r[0].?restartPolicy.orValue('')) : '')[0]})
 - name: tooLarge
   expression: |-
     size(variables.containers) > 200 ? 'has ' + string(size(variables.containers)) + ' containers, more than the native policies evaluate (200)'
@@ -168,92 +172,113 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
     ? 'quantity "' + variables.podMemory.limit + '" is out of range' : '')[0] != '' ? {'warning': 'cannot parse limits.memory "' + variables.podMemory.limit + '" (' + [quantity(variables.podMemory.limit)].map(q, sign(q) < 0 ? 'quantity "' + variables.podMemory.limit + '" is negative'
     : q.compareTo(quantity('9223372036854775807')) > 0
       || (!q.isInteger() && q.compareTo(quantity('9007199254740992')) > 0)
-    ? 'quantity "' + variables.podMemory.limit + '" is out of range' : '')[0] + '); left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''}
+    ? 'quantity "' + variables.podMemory.limit + '" is out of range' : '')[0] + '); left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''}
     : variables.podMemory.request != '' && [quantity(variables.podMemory.request)].map(q, sign(q) < 0 ? 'quantity "' + variables.podMemory.request + '" is negative'
     : q.compareTo(quantity('9223372036854775807')) > 0
       || (!q.isInteger() && q.compareTo(quantity('9007199254740992')) > 0)
     ? 'quantity "' + variables.podMemory.request + '" is out of range' : '')[0] != '' ? {'warning': 'cannot parse requests.memory "' + variables.podMemory.request + '" (' + [quantity(variables.podMemory.request)].map(q, sign(q) < 0 ? 'quantity "' + variables.podMemory.request + '" is negative'
     : q.compareTo(quantity('9223372036854775807')) > 0
       || (!q.isInteger() && q.compareTo(quantity('9007199254740992')) > 0)
-    ? 'quantity "' + variables.podMemory.request + '" is out of range' : '')[0] + '); left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''}
-    : variables.podMemory.limit != '' && sign(quantity(variables.podMemory.limit)) == 0 ? {'warning': 'memory limit is zero; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''}
-    : variables.podMemory.limit != '' ? [variables.podMemory.request == '' ? -1 : quantity(variables.podMemory.request).compareTo(quantity(variables.podMemory.limit))].map(o, o < 0 || (o > 0 && variables.previousPod[?'request'] == optional.of(variables.podMemory.request)) ? {'warning': '', 'denial': '', 'setRequest': variables.podMemory.limit, 'requestFrom': variables.podMemory.request, 'setLimit': '', 'runtime': variables.podMemory.limit, 'fromBudget': ''}
-    : o == 0 ? {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': variables.podMemory.limit, 'fromBudget': ''}
-    : {'warning': 'requests.memory ' + variables.podMemory.request + ' exceeds limits.memory ' + variables.podMemory.limit + '; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''})[0]
-    : variables.podMemory.request != '' ? (sign(quantity(variables.podMemory.request)) == 0 ? {'warning': 'memory request is zero and there is no limit; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''} : {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': variables.podMemory.request, 'runtime': variables.podMemory.request, 'fromBudget': ''})
-    : {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''})
-- name: budget
+    ? 'quantity "' + variables.podMemory.request + '" is out of range' : '')[0] + '); left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''}
+    : variables.podMemory.limit != '' && sign(quantity(variables.podMemory.limit)) == 0 ? {'warning': 'memory limit is zero; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''}
+    : variables.podMemory.limit != '' ? [variables.podMemory.request == '' ? -1 : quantity(variables.podMemory.request).compareTo(quantity(variables.podMemory.limit))].map(o, o < 0 || (o > 0 && variables.previousPod[?'request'] == optional.of(variables.podMemory.request)) ? {'warning': '', 'denial': '', 'setRequest': variables.podMemory.limit, 'requestFrom': variables.podMemory.request, 'setLimit': '', 'runtime': variables.podMemory.limit, 'budget': ''}
+    : o == 0 ? {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': variables.podMemory.limit, 'budget': ''}
+    : {'warning': 'requests.memory ' + variables.podMemory.request + ' exceeds limits.memory ' + variables.podMemory.limit + '; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''})[0]
+    : variables.podMemory.request != '' ? (sign(quantity(variables.podMemory.request)) == 0 ? {'warning': 'memory request is zero and there is no limit; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''} : {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': variables.podMemory.request, 'runtime': variables.podMemory.request, 'budget': ''})
+    : {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''})
+- name: limitBytes
   expression: |-
-    variables.podPlan.runtime == '' ? 'none'
-    : size(variables.containers.filter(c, c.limit == '')) == 1 ? 'alone' : 'shared'
+    variables.podPlan.runtime == '' ? [] : variables.containers.map(c, c.limit == '' ? -1 : [quantity(c.limit)].map(q, sign(q) < 0 ? 'quantity "' + c.limit + '" is negative'
+    : q.compareTo(quantity('9223372036854775807')) > 0
+      || (!q.isInteger() && q.compareTo(quantity('9007199254740992')) > 0)
+    ? 'quantity "' + c.limit + '" is out of range' : '')[0] != '' ? -2 : [quantity(c.limit)].map(q, q.isInteger() ? q.asInteger() : [int(q.asApproximateFloat())].map(t,
+      [t - 1, t, t + 1, t + 2].filter(k, quantity(string(k)).compareTo(q) >= 0)[0])[0])[0])
 - name: memory
   expression: |-
-    variables.containers.map(c, c.name in variables.excluded ? {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''} : (c.limit != '' || (c.request != '' && variables.budget == 'none') ? (c.limit != '' && [quantity(c.limit)].map(q, sign(q) < 0 ? 'quantity "' + c.limit + '" is negative'
+    variables.containers.map(c, c.name in variables.excluded ? {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''} : (c.limit != '' || (c.request != '' && variables.podPlan.runtime == '') ? (c.limit != '' && [quantity(c.limit)].map(q, sign(q) < 0 ? 'quantity "' + c.limit + '" is negative'
     : q.compareTo(quantity('9223372036854775807')) > 0
       || (!q.isInteger() && q.compareTo(quantity('9007199254740992')) > 0)
     ? 'quantity "' + c.limit + '" is out of range' : '')[0] != '' ? {'warning': 'cannot parse limits.memory "' + c.limit + '" (' + [quantity(c.limit)].map(q, sign(q) < 0 ? 'quantity "' + c.limit + '" is negative'
     : q.compareTo(quantity('9223372036854775807')) > 0
       || (!q.isInteger() && q.compareTo(quantity('9007199254740992')) > 0)
-    ? 'quantity "' + c.limit + '" is out of range' : '')[0] + '); left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''}
+    ? 'quantity "' + c.limit + '" is out of range' : '')[0] + '); left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''}
     : c.request != '' && [quantity(c.request)].map(q, sign(q) < 0 ? 'quantity "' + c.request + '" is negative'
     : q.compareTo(quantity('9223372036854775807')) > 0
       || (!q.isInteger() && q.compareTo(quantity('9007199254740992')) > 0)
     ? 'quantity "' + c.request + '" is out of range' : '')[0] != '' ? {'warning': 'cannot parse requests.memory "' + c.request + '" (' + [quantity(c.request)].map(q, sign(q) < 0 ? 'quantity "' + c.request + '" is negative'
     : q.compareTo(quantity('9223372036854775807')) > 0
       || (!q.isInteger() && q.compareTo(quantity('9007199254740992')) > 0)
-    ? 'quantity "' + c.request + '" is out of range' : '')[0] + '); left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''}
-    : c.limit != '' && sign(quantity(c.limit)) == 0 ? {'warning': 'memory limit is zero; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''}
-    : c.limit != '' ? [c.request == '' ? -1 : quantity(c.request).compareTo(quantity(c.limit))].map(o, o < 0 || (o > 0 && variables.previousByName[?c.name].orValue({})[?'request'] == optional.of(c.request)) ? {'warning': '', 'denial': '', 'setRequest': c.limit, 'requestFrom': c.request, 'setLimit': '', 'runtime': c.limit, 'fromBudget': ''}
-    : o == 0 ? {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': c.limit, 'fromBudget': ''}
-    : {'warning': 'requests.memory ' + c.request + ' exceeds limits.memory ' + c.limit + '; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''})[0]
-    : c.request != '' ? (sign(quantity(c.request)) == 0 ? {'warning': 'memory request is zero and there is no limit; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''} : {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': c.request, 'runtime': c.request, 'fromBudget': ''})
-    : {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''})
-    : variables.budget == 'alone' ? {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': variables.podPlan.runtime, 'fromBudget': 'true'}
-    : variables.budget == 'shared' ? {'warning': 'has no memory limit and shares the pod limit with other containers; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''}
-    : variables.missingLimit == 'skip' ? {'warning': 'has no memory request or limit; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''}
-    : variables.missingLimit == 'deny' ? {'warning': '', 'denial': 'container "' + c.name + '" has no memory limit (policy missingLimit: deny); set resources.limits.memory', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'fromBudget': ''}
-    : {'warning': '', 'denial': '', 'setRequest': variables.defaultMemory, 'requestFrom': '', 'setLimit': variables.defaultMemory, 'runtime': variables.defaultMemory, 'fromBudget': ''}))
+    ? 'quantity "' + c.request + '" is out of range' : '')[0] + '); left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''}
+    : c.limit != '' && sign(quantity(c.limit)) == 0 ? {'warning': 'memory limit is zero; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''}
+    : c.limit != '' ? [c.request == '' ? -1 : quantity(c.request).compareTo(quantity(c.limit))].map(o, o < 0 || (o > 0 && variables.previousByName[?c.name].orValue({})[?'request'] == optional.of(c.request)) ? {'warning': '', 'denial': '', 'setRequest': c.limit, 'requestFrom': c.request, 'setLimit': '', 'runtime': c.limit, 'budget': ''}
+    : o == 0 ? {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': c.limit, 'budget': ''}
+    : {'warning': 'requests.memory ' + c.request + ' exceeds limits.memory ' + c.limit + '; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''})[0]
+    : c.request != '' ? (sign(quantity(c.request)) == 0 ? {'warning': 'memory request is zero and there is no limit; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''} : {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': c.request, 'runtime': c.request, 'budget': ''})
+    : {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''})
+    : variables.podPlan.runtime != '' ? [lists.range(size(variables.containers)).filter(j, variables.containers[j].name != c.name && (c.runs == 'before'
+      ? variables.containers[j].runs == 'sidecar' && int(variables.containers[j].index) < int(c.index)
+      : variables.containers[j].runs != 'before'))].map(js, [js.filter(j, variables.limitBytes[j] < 0)].map(bad, size(bad) > 0 && variables.limitBytes[bad[0]] == -1 ? {'warning': 'has no memory limit and shares the pod limit with "' + variables.containers[bad[0]].name + '", which has none either; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''}
+    : size(bad) > 0 ? {'warning': 'has no memory limit, and what is left of the pod limit is unknown: "' + variables.containers[bad[0]].name + '" has an unreadable limit; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''}
+    : [js.map(j, variables.limitBytes[j]).sum()].map(used, [[quantity(variables.podPlan.runtime)].map(q, q.isInteger() ? q.asInteger() : [int(q.asApproximateFloat())].map(t,
+      [t - 1, t, t + 1, t + 2].filter(k, quantity(string(k)).compareTo(q) >= 0)[0])[0])[0]].map(total, [variables.podPlan.runtime + js.map(j, ' - ' + variables.containers[j].limit + ' (' + variables.containers[j].name + ')').join('')].map(arith, used >= total ? {'warning': 'has no memory limit, and nothing is left of the pod limit: ' + arith + ' <= 0; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''}
+    : {'warning': '', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': string(total - used), 'budget': used > 0 ? arith + ' = ' + string(total - used) : arith})[0])[0])[0])[0])[0]
+    : variables.missingLimit == 'skip' ? {'warning': 'has no memory request or limit; left unchanged', 'denial': '', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''}
+    : variables.missingLimit == 'deny' ? {'warning': '', 'denial': 'container "' + c.name + '" has no memory limit (policy missingLimit: deny); set resources.limits.memory', 'setRequest': '', 'requestFrom': '', 'setLimit': '', 'runtime': '', 'budget': ''}
+    : {'warning': '', 'denial': '', 'setRequest': variables.defaultMemory, 'requestFrom': '', 'setLimit': variables.defaultMemory, 'runtime': variables.defaultMemory, 'budget': ''}))
 - name: environment
   expression: |-
-    lists.range(size(variables.containers)).map(i, [variables.memory[i]].map(m, m.runtime == '' ? {'gml': '', 'gmlValue': '', 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': '', 'gmlIndex': '', 'gogc': '', 'envFrom': '', 'warning': ''} : [variables.containers[i]].map(c, [object.spec[c.list][int(c.index)]].map(h, [h.?env.orValue([])].map(env, [lists.range(size(env)).filter(k, env[k].name == 'GOMEMLIMIT')].map(found, size(found) > 0 ? ([variables.previousByName[?c.name].orValue({})].map(rec, [env[found[0]]].map(e, rec[?'gomemlimit'].hasValue() && rec[?'percent'].hasValue()
+    lists.range(size(variables.containers)).map(i, [variables.memory[i]].map(m, m.runtime == '' ? {'gml': '', 'gmlValue': '', 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': '', 'gmlIndex': '', 'gogc': '', 'envFrom': '', 'warning': '', 'gmlBudget': '', 'resize': ''} : [variables.containers[i]].map(c, [object.spec[c.list][int(c.index)]].map(h, [h.?env.orValue([])].map(env, [lists.range(size(env)).filter(k, env[k].name == 'GOMEMLIMIT')].map(found, size(found) > 0 ? ([variables.previousByName[?c.name].orValue({})].map(rec, [env[found[0]]].map(e, rec[?'gomemlimit'].hasValue() && rec[?'percent'].hasValue()
     && has(e.value) && !has(e.valueFrom)
     && rec.gomemlimit == e.value && e.value != 'limits.memory'
     ? [[[quantity(m.runtime)].map(q, q.isInteger() ? q.asInteger() : [int(q.asApproximateFloat())].map(t,
-      [t - 1, t, t + 1, t + 2].filter(k, quantity(string(k)).compareTo(q) >= 0)[0])[0])[0]].map(b, (b / 100) * int(rec.percent) + (b % 100) * int(rec.percent) / 100)[0]].map(b, b != 0 && string(b) != e.value ? {'gml': 'update', 'gmlValue': string(b), 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': string(e.value), 'gmlIndex': string(found[0]), 'gogc': '', 'envFrom': '', 'warning': ''} : {'gml': '', 'gmlValue': '', 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': '', 'gmlIndex': '', 'gogc': '', 'envFrom': '', 'warning': ''})[0]
-    : {'gml': '', 'gmlValue': '', 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': '', 'gmlIndex': '', 'gogc': '', 'envFrom': '', 'warning': ''})[0])[0]) : ((variables.percent == 100 && m.fromBudget == '' ? {'gml': 'downward', 'gmlValue': '', 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': '', 'gmlIndex': '', 'gogc': variables.gogc != 'keep' && !env.exists(e, e.name == 'GOGC') ? variables.gogc : '', 'envFrom': size(h.?envFrom.orValue([])) > 0 ? 'true' : '', 'warning': ''}
+      [t - 1, t, t + 1, t + 2].filter(k, quantity(string(k)).compareTo(q) >= 0)[0])[0])[0]].map(b, (b / 100) * int(rec.percent) + (b % 100) * int(rec.percent) / 100)[0]].map(b, b != 0 && string(b) != e.value ? {'gml': 'update', 'gmlValue': string(b), 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': string(e.value), 'gmlIndex': string(found[0]), 'gogc': '', 'envFrom': '', 'warning': '', 'gmlBudget': '', 'resize': ''} : {'gml': '', 'gmlValue': '', 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': '', 'gmlIndex': '', 'gogc': '', 'envFrom': '', 'warning': '', 'gmlBudget': '', 'resize': ''})[0]
+    : {'gml': '', 'gmlValue': '', 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': '', 'gmlIndex': '', 'gogc': '', 'envFrom': '', 'warning': '', 'gmlBudget': '', 'resize': ''})[0])[0]) : ((variables.percent == 100 && m.budget == '' ? {'gml': 'downward', 'gmlValue': '', 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': '', 'gmlIndex': '', 'gogc': variables.gogc != 'keep' && !env.exists(e, e.name == 'GOGC') ? variables.gogc : '', 'envFrom': size(h.?envFrom.orValue([])) > 0 ? 'true' : '', 'warning': '', 'gmlBudget': '', 'resize': (!variables.restartOnResize || c.runs == 'before' || c.resize == '=RestartContainer' ? ''
+    : c.resize != '' ? 'kept'
+    : object.spec.?restartPolicy.orValue('') == 'Never' ? 'never' : 'set')}
     : [[[quantity(m.runtime)].map(q, q.isInteger() ? q.asInteger() : [int(q.asApproximateFloat())].map(t,
-      [t - 1, t, t + 1, t + 2].filter(k, quantity(string(k)).compareTo(q) >= 0)[0])[0])[0]].map(b, (b / 100) * variables.percent + (b % 100) * variables.percent / 100)[0]].map(b, b == 0 ? {'gml': '', 'gmlValue': '', 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': '', 'gmlIndex': '', 'gogc': '', 'envFrom': '', 'warning': string(variables.percent) + '% of ' + m.runtime + ' is 0 bytes; GOMEMLIMIT not set'} : {'gml': 'literal', 'gmlValue': string(b), 'gmlPercent': string(variables.percent), 'gmlOf': m.runtime, 'gmlFrom': '', 'gmlIndex': '', 'gogc': variables.gogc != 'keep' && !env.exists(e, e.name == 'GOGC') ? variables.gogc : '', 'envFrom': size(h.?envFrom.orValue([])) > 0 ? 'true' : '', 'warning': ''})[0])))[0])[0])[0])[0])[0])
+      [t - 1, t, t + 1, t + 2].filter(k, quantity(string(k)).compareTo(q) >= 0)[0])[0])[0]].map(b, (b / 100) * variables.percent + (b % 100) * variables.percent / 100)[0]].map(b, b == 0 ? {'gml': '', 'gmlValue': '', 'gmlPercent': '', 'gmlOf': '', 'gmlFrom': '', 'gmlIndex': '', 'gogc': '', 'envFrom': '', 'warning': string(variables.percent) + '% of ' + m.runtime + ' is 0 bytes; GOMEMLIMIT not set', 'gmlBudget': '', 'resize': ''} : {'gml': 'literal', 'gmlValue': string(b), 'gmlPercent': string(variables.percent), 'gmlOf': m.budget != '' ? 'the ' + m.runtime + ' bytes left of the pod limit' : m.runtime, 'gmlFrom': '', 'gmlIndex': '', 'gogc': variables.gogc != 'keep' && !env.exists(e, e.name == 'GOGC') ? variables.gogc : '', 'envFrom': size(h.?envFrom.orValue([])) > 0 ? 'true' : '', 'warning': '', 'gmlBudget': m.budget, 'resize': ''})[0])))[0])[0])[0])[0])[0])
 - name: denials
   expression: |-
     variables.missingLimit == 'deny' && variables.evaluable ? variables.memory.filter(m, m.denial != '').map(m, m.denial) : []
 - name: targetWarnings
   expression: |-
-    ([variables.podPlan.warning != '' ? 'pod: ' + variables.podPlan.warning : '']
-    + lists.range(size(variables.containers)).map(i, [variables.containers[i]].map(c, [variables.memory[i]].map(m, [variables.environment[i]].map(e, [object.spec[c.list][int(c.index)]].map(h, [m.warning != '' ? m.warning
-    : e.warning != '' ? e.warning
-    : e.envFrom == 'true' || (!variables.auditOnly && m.runtime != '' && e.gml == '' && size(h.?envFrom.orValue([])) > 0 && [h.?env.orValue([]).filter(e, e.name == 'GOMEMLIMIT')].map(g, size(g) > 0 && [variables.previousByName[?c.name].orValue({})].map(rec, rec[?'gomemlimit'] == optional.of('limits.memory')
+    ([variables.podPlan].map(m, (m.warning != '' ? [m.warning] : variables.auditOnly ? [] : (m.setLimit != '' ? ['adds a memory limit of ' + m.setLimit + ' where there was none']
+      : variables.previousPod[?'limit'].hasValue() ? ['adds a memory limit of ' + variables.previousPod.limit + ' where there was none'] : [])).map(w, 'pod: ' + w))[0]
+    + lists.range(size(variables.containers)).map(i, [variables.containers[i]].map(c, [variables.memory[i]].map(m, [variables.environment[i]].map(e, [object.spec[c.list][int(c.index)]].map(h, ((m.warning != '' ? [m.warning] : variables.auditOnly ? [] : (m.setLimit != '' ? ['adds a memory limit of ' + m.setLimit + ' where there was none']
+      : variables.previousByName[?c.name].orValue({})[?'limit'].hasValue() ? ['adds a memory limit of ' + variables.previousByName[?c.name].orValue({}).limit + ' where there was none'] : []))
+    + (e.warning != '' ? [e.warning] : [])
+    + (e.envFrom == 'true' || (!variables.auditOnly && m.runtime != '' && e.gml == '' && [h.?env.orValue([]).filter(e, e.name == 'GOMEMLIMIT')].map(g, size(g) > 0 && [variables.previousByName[?c.name].orValue({})].map(rec, rec[?'gomemlimit'] == optional.of('limits.memory')
       ? has(g[0].valueFrom) && g[0].valueFrom == {'resourceFieldRef': {'resource': 'limits.memory', 'divisor': '1'}}
-      : has(g[0].value) && rec[?'gomemlimit'] == optional.of(g[0].value))[0])[0]) ? 'envFrom may also define GOMEMLIMIT; the injected env entry takes precedence'
-    : ''].map(w, w != '' ? 'container "' + c.name + '": ' + w : '')[0])[0])[0])[0])[0])
-    ).filter(w, w != '').map(w, [w].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0])
+      : has(g[0].value) && rec[?'gomemlimit'] == optional.of(g[0].value))[0])[0] && size(h.?envFrom.orValue([])) > 0) ? ['envFrom may also define GOMEMLIMIT; the injected env entry takes precedence'] : [])
+    + [(e.gml == 'downward' ? e.resize
+      : !variables.auditOnly && m.runtime != '' && e.gml == '' && [h.?env.orValue([]).filter(e, e.name == 'GOMEMLIMIT')].map(g, size(g) > 0 && [variables.previousByName[?c.name].orValue({})].map(rec, rec[?'gomemlimit'] == optional.of('limits.memory')
+      ? has(g[0].valueFrom) && g[0].valueFrom == {'resourceFieldRef': {'resource': 'limits.memory', 'divisor': '1'}}
+      : has(g[0].value) && rec[?'gomemlimit'] == optional.of(g[0].value))[0])[0] && variables.previousByName[?c.name].orValue({})[?'gomemlimit'] == optional.of('limits.memory') ? (!variables.restartOnResize || c.runs == 'before' || c.resize == '=RestartContainer' ? ''
+    : c.resize != '' ? 'kept'
+    : object.spec.?restartPolicy.orValue('') == 'Never' ? 'never' : 'set') : '')].map(r, r == 'kept' ? ['resizePolicy memory ' + c.resize.substring(1) + ' kept; GOMEMLIMIT will not follow in-place resizes']
+      : r == 'never' ? ['restartPolicy Never allows no RestartContainer resizePolicy; GOMEMLIMIT will not follow in-place resizes']
+      : [])[0]).map(w, 'container "' + c.name + '": ' + w))[0])[0])[0])[0]).flatten()
+    ).map(w, [w].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0])
 - name: changes
   expression: |-
-    !variables.evaluable ? [] : ((variables.podPlan.setLimit != '' ? [['pod' + ': would set spec.resources.limits.memory to ' + variables.podPlan.setLimit + ' (was ' + 'unset' + ')',
-        'pod' + ': limits.memory ' + 'unset' + '->' + variables.podPlan.setLimit]] : []) + (variables.podPlan.setRequest != '' ? [['pod' + ': would set spec.resources.requests.memory to ' + variables.podPlan.setRequest + ' (was ' + (variables.podPlan.requestFrom != '' ? variables.podPlan.requestFrom : 'unset') + ')',
+    !variables.evaluable ? [] : ((variables.podPlan.setLimit != '' ? [['pod' + ': would add a memory limit of ' + variables.podPlan.setLimit + ' where there was none',
+        'pod' + ': limits.memory unset->' + variables.podPlan.setLimit]] : []) + (variables.podPlan.setRequest != '' ? [['pod' + ': would set spec.resources.requests.memory to ' + variables.podPlan.setRequest + ' (was ' + (variables.podPlan.requestFrom != '' ? variables.podPlan.requestFrom : 'unset') + ')',
         'pod' + ': requests.memory ' + (variables.podPlan.requestFrom != '' ? variables.podPlan.requestFrom : 'unset') + '->' + variables.podPlan.setRequest]] : []))
-    + lists.range(size(variables.containers)).map(i, [variables.containers[i]].map(c, [variables.memory[i]].map(m, [variables.environment[i]].map(e, ['container "' + c.name + '"'].map(t, (m.setLimit != '' ? [[t + ': would set limits.memory to ' + m.setLimit + ' (was ' + 'unset' + ')',
-        c.name + ': limits.memory ' + 'unset' + '->' + m.setLimit]] : []) + (m.setRequest != '' ? [[t + ': would set requests.memory to ' + m.setRequest + ' (was ' + (m.requestFrom != '' ? m.requestFrom : 'unset') + ')',
+    + lists.range(size(variables.containers)).map(i, [variables.containers[i]].map(c, [variables.memory[i]].map(m, [variables.environment[i]].map(e, ['container "' + c.name + '"'].map(t, (m.setLimit != '' ? [[t + ': would add a memory limit of ' + m.setLimit + ' where there was none',
+        c.name + ': limits.memory unset->' + m.setLimit]] : []) + (m.setRequest != '' ? [[t + ': would set requests.memory to ' + m.setRequest + ' (was ' + (m.requestFrom != '' ? m.requestFrom : 'unset') + ')',
         c.name + ': requests.memory ' + (m.requestFrom != '' ? m.requestFrom : 'unset') + '->' + m.setRequest]] : []) + (e.gml == 'downward' ? [[t + ': would set env GOMEMLIMIT from limits.memory (downward API)', c.name + ': GOMEMLIMIT=limits.memory']]
       : e.gml == 'literal' ? [[t + ': would set env GOMEMLIMIT=' + e.gmlValue + ' (' + e.gmlPercent + '% of ' + e.gmlOf + ')', c.name + ': GOMEMLIMIT=' + e.gmlValue]]
       : e.gml == 'update' ? [[t + ': would update env GOMEMLIMIT to ' + e.gmlValue + ' (was ' + e.gmlFrom + ') for the new limit', c.name + ': GOMEMLIMIT ' + e.gmlFrom + '->' + e.gmlValue]]
       : [])
-    + (e.gogc != '' ? [[t + ': would set env GOGC=' + e.gogc, c.name + ': GOGC=' + e.gogc]] : []))[0])[0])[0])[0]).flatten().map(x, [[string(x[0])].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0], string(x[1])])
+    + (e.gogc != '' ? [[t + ': would set env GOGC=' + e.gogc, c.name + ': GOGC=' + e.gogc]] : [])
+    + (e.gml == 'downward' && e.resize == 'set' ? [[t + ': would set resizePolicy memory RestartContainer', c.name + ': resizePolicy memory=RestartContainer']] : []))[0])[0])[0])[0]).flatten().map(x, [[string(x[0])].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0], string(x[1])])
 - name: warnings
   expression: |-
     variables.auditOnly
-    ? variables.invalidWarnings + (variables.evaluable ? (variables.statusReadable ? [] : ['ignoring unreadable gomemlimit.io/status annotation']) + variables.targetWarnings
-      + (size(variables.denials) > 0 ? [['would deny: ' + variables.denials.join('; ')].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0]] : [])
-      + variables.changes.map(c, c[0]) : (variables.tooLarge != '' ? [['pod: ' + variables.tooLarge + '; left unchanged'].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0]] : []))
+    ? (size(variables.invalid) > 0 ? [['would deny: ' + variables.invalid.join('; ')].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0]]
+      : variables.evaluable ? (variables.statusReadable ? [] : ['ignoring unreadable gomemlimit.io/status annotation']) + variables.targetWarnings
+        + (size(variables.denials) > 0 ? [['would deny: ' + variables.denials.join('; ')].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0]] : variables.changes.map(c, c[0]))
+      : (variables.tooLarge != '' ? [['pod: ' + variables.tooLarge + '; left unchanged'].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0]] : []))
     : size(variables.invalid) > 0 ? [] : variables.evaluable ? (variables.statusReadable ? [] : ['ignoring unreadable gomemlimit.io/status annotation']) + variables.targetWarnings : (variables.tooLarge != '' ? [['pod: ' + variables.tooLarge + '; left unchanged'].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0]] : [])
 - name: summary
   expression: |-
@@ -265,13 +290,17 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
       [m.setLimit != '' ? optional.of(m.setLimit) : rec[?'limit']].map(v, v.hasValue() ? '"limit":' + '"' + v.value() + '"' : '')[0],
       [e.gml == 'downward' ? optional.of('limits.memory') : e.gml != '' ? optional.of(e.gmlValue) : rec[?'gomemlimit']].map(v, v.hasValue() ? '"gomemlimit":' + '"' + v.value() + '"' : '')[0],
       [e.gml == 'downward' ? optional.none() : e.gml == 'literal' ? optional.of(e.gmlPercent) : rec[?'percent']].map(v, v.hasValue() ? '"percent":' + v.value() : '')[0],
-      [e.gogc != '' ? optional.of(e.gogc) : rec[?'gogc']].map(v, v.hasValue() ? '"gogc":' + '"' + v.value() + '"' : '')[0]
+      [e.gml == 'literal' ? (e.gmlBudget != '' ? optional.of(e.gmlBudget) : optional.none()) : rec[?'budget']].map(v, v.hasValue() ? '"budget":' + '"' + v.value() + '"' : '')[0],
+      [e.gogc != '' ? optional.of(e.gogc) : rec[?'gogc']].map(v, v.hasValue() ? '"gogc":' + '"' + v.value() + '"' : '')[0],
+      [e.gml == 'downward' && e.resize == 'set' ? optional.of('RestartContainer') : rec[?'resizePolicy']].map(v, v.hasValue() ? '"resizePolicy":' + '"' + v.value() + '"' : '')[0]
     ].filter(x, x != '').join(',') + '}', c.name in variables.previousByName ? '{' + [
       [rec[?'request']].map(v, v.hasValue() ? '"request":' + '"' + v.value() + '"' : '')[0],
       [rec[?'limit']].map(v, v.hasValue() ? '"limit":' + '"' + v.value() + '"' : '')[0],
       [rec[?'gomemlimit']].map(v, v.hasValue() ? '"gomemlimit":' + '"' + v.value() + '"' : '')[0],
       [rec[?'percent']].map(v, v.hasValue() ? '"percent":' + v.value() : '')[0],
-      [rec[?'gogc']].map(v, v.hasValue() ? '"gogc":' + '"' + v.value() + '"' : '')[0]
+      [rec[?'budget']].map(v, v.hasValue() ? '"budget":' + '"' + v.value() + '"' : '')[0],
+      [rec[?'gogc']].map(v, v.hasValue() ? '"gogc":' + '"' + v.value() + '"' : '')[0],
+      [rec[?'resizePolicy']].map(v, v.hasValue() ? '"resizePolicy":' + '"' + v.value() + '"' : '')[0]
     ].filter(x, x != '').join(',') + '}' : '']})[0])[0])[0])[0])
 - name: podRecords
   expression: |-
@@ -280,13 +309,17 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
       [m.setLimit != '' ? optional.of(m.setLimit) : rec[?'limit']].map(v, v.hasValue() ? '"limit":' + '"' + v.value() + '"' : '')[0],
       [rec[?'gomemlimit']].map(v, v.hasValue() ? '"gomemlimit":' + '"' + v.value() + '"' : '')[0],
       [rec[?'percent']].map(v, v.hasValue() ? '"percent":' + v.value() : '')[0],
-      [rec[?'gogc']].map(v, v.hasValue() ? '"gogc":' + '"' + v.value() + '"' : '')[0]
+      [rec[?'budget']].map(v, v.hasValue() ? '"budget":' + '"' + v.value() + '"' : '')[0],
+      [rec[?'gogc']].map(v, v.hasValue() ? '"gogc":' + '"' + v.value() + '"' : '')[0],
+      [rec[?'resizePolicy']].map(v, v.hasValue() ? '"resizePolicy":' + '"' + v.value() + '"' : '')[0]
     ].filter(x, x != '').join(',') + '}' : '')[0], variables.previousHasPod ? '{' + [
       [rec[?'request']].map(v, v.hasValue() ? '"request":' + '"' + v.value() + '"' : '')[0],
       [rec[?'limit']].map(v, v.hasValue() ? '"limit":' + '"' + v.value() + '"' : '')[0],
       [rec[?'gomemlimit']].map(v, v.hasValue() ? '"gomemlimit":' + '"' + v.value() + '"' : '')[0],
       [rec[?'percent']].map(v, v.hasValue() ? '"percent":' + v.value() : '')[0],
-      [rec[?'gogc']].map(v, v.hasValue() ? '"gogc":' + '"' + v.value() + '"' : '')[0]
+      [rec[?'budget']].map(v, v.hasValue() ? '"budget":' + '"' + v.value() + '"' : '')[0],
+      [rec[?'gogc']].map(v, v.hasValue() ? '"gogc":' + '"' + v.value() + '"' : '')[0],
+      [rec[?'resizePolicy']].map(v, v.hasValue() ? '"resizePolicy":' + '"' + v.value() + '"' : '')[0]
     ].filter(x, x != '').join(',') + '}' : ''])[0]
 - name: newStatus
   expression: |-
@@ -296,7 +329,9 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
       [rec[?'limit']].map(v, v.hasValue() ? '"limit":' + '"' + v.value() + '"' : '')[0],
       [rec[?'gomemlimit']].map(v, v.hasValue() ? '"gomemlimit":' + '"' + v.value() + '"' : '')[0],
       [rec[?'percent']].map(v, v.hasValue() ? '"percent":' + v.value() : '')[0],
-      [rec[?'gogc']].map(v, v.hasValue() ? '"gogc":' + '"' + v.value() + '"' : '')[0]
+      [rec[?'budget']].map(v, v.hasValue() ? '"budget":' + '"' + v.value() + '"' : '')[0],
+      [rec[?'gogc']].map(v, v.hasValue() ? '"gogc":' + '"' + v.value() + '"' : '')[0],
+      [rec[?'resizePolicy']].map(v, v.hasValue() ? '"resizePolicy":' + '"' + v.value() + '"' : '')[0]
     ].filter(x, x != '').join(',') + '}')[0])).join(',') + '}' : '',
       variables.podRecords[0] != '' ? '"pod":' + variables.podRecords[0] : ''
     ].filter(x, x != '').join(',') + '}')[0]
@@ -319,7 +354,8 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
       ?'requests': m.setRequest != '' ? optional.of({'memory': m.setRequest}) : optional.none()})}]) + (e.gml == 'update' ? [{'op': dyn('replace'), 'path': dyn(base + '/env/' + e.gmlIndex + '/value'), 'value': dyn(e.gmlValue)}] : [])
     + (e.gml == 'downward' || e.gml == 'literal' ? [[e.gml == 'downward'
       ? {'name': dyn('GOMEMLIMIT'), 'valueFrom': dyn({'resourceFieldRef': {'resource': 'limits.memory', 'divisor': '1'}})}
-      : {'name': dyn('GOMEMLIMIT'), 'value': dyn(e.gmlValue)}] + (e.gogc != '' ? [{'name': dyn('GOGC'), 'value': dyn(e.gogc)}] : [])].map(entries, has(h.env) ? entries.map(x, {'op': dyn('add'), 'path': dyn(base + '/env/-'), 'value': dyn(x)}) : [{'op': dyn('add'), 'path': dyn(base + '/env'), 'value': dyn(entries)}])[0] : []))[0])[0])[0])[0])[0]).flatten()
+      : {'name': dyn('GOMEMLIMIT'), 'value': dyn(e.gmlValue)}] + (e.gogc != '' ? [{'name': dyn('GOGC'), 'value': dyn(e.gogc)}] : [])].map(entries, has(h.env) ? entries.map(x, {'op': dyn('add'), 'path': dyn(base + '/env/-'), 'value': dyn(x)}) : [{'op': dyn('add'), 'path': dyn(base + '/env'), 'value': dyn(entries)}])[0] : [])
+    + (e.gml == 'downward' && e.resize == 'set' ? (has(h.resizePolicy) ? [{'op': dyn('add'), 'path': dyn(base + '/resizePolicy/-'), 'value': dyn({'resourceName': 'memory', 'restartPolicy': 'RestartContainer'})}] : [{'op': dyn('add'), 'path': dyn(base + '/resizePolicy'), 'value': dyn([{'resourceName': 'memory', 'restartPolicy': 'RestartContainer'}])}]) : []))[0])[0])[0])[0])[0]).flatten()
     + (variables.statusChanged ? [has(object.metadata.annotations) ? {'op': dyn('add'), 'path': dyn('/metadata/annotations/gomemlimit.io~1status'), 'value': dyn(variables.newStatus)} : {'op': dyn('add'), 'path': dyn('/metadata/annotations'), 'value': dyn({'gomemlimit.io/status': variables.newStatus})}] : [])
 {{- end }}
 
@@ -574,12 +610,15 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
 {{- end }}
 
 {{- define "gomemlimit-injector.native.auditAnnotations" -}}
+- key: would-deny
+  valueExpression: |-
+    variables.auditOnly && (size(variables.invalid) > 0 || size(variables.denials) > 0) ? [size(variables.invalid) > 0 ? variables.invalid.join('; ') : variables.denials.join('; ')].map(w, size(w) > 1024 ? w.substring(0, 1021) + '...' : w)[0] : ''
 - key: would-mutate
   valueExpression: |-
-    variables.auditOnly && size(variables.changes) > 0 ? 'true' : ''
+    variables.auditOnly && size(variables.invalid) == 0 && size(variables.denials) == 0 && size(variables.changes) > 0 ? 'true' : ''
 - key: changes
   valueExpression: |-
-    variables.auditOnly && size(variables.changes) > 0 ? variables.summary : ''
+    variables.auditOnly && size(variables.invalid) == 0 && size(variables.denials) == 0 && size(variables.changes) > 0 ? variables.summary : ''
 {{- end }}
 
 {{- define "gomemlimit-injector.native.denial" -}}
