@@ -20,6 +20,7 @@ mod objects;
 mod patch;
 mod plan;
 mod program;
+mod resize;
 mod settings;
 mod status;
 
@@ -147,6 +148,29 @@ mod tests {
             objects[2]["spec"]["validations"].as_array().unwrap().len(),
             program::MAX_WARNINGS
         );
+    }
+
+    #[test]
+    fn only_the_validating_policies_see_resizes() {
+        let objects = render(&Policy::default(), &Options::default());
+        for object in objects
+            .iter()
+            .filter(|o| o["kind"].as_str().is_some_and(|k| k.ends_with("Policy")))
+        {
+            let rules = &object["spec"]["matchConstraints"]["resourceRules"];
+            let resources: Vec<&str> = rules
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["resources"][0].as_str().unwrap())
+                .collect();
+            let expected: &[&str] = if object["kind"] == "MutatingAdmissionPolicy" {
+                &["pods"]
+            } else {
+                &["pods", "pods/resize"]
+            };
+            assert_eq!(resources, expected, "{}", object["kind"]);
+        }
     }
 
     #[test]

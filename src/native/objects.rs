@@ -1,6 +1,7 @@
 //! The Kubernetes objects: a MutatingAdmissionPolicy for the mutations, a
 //! ValidatingAdmissionPolicy for the warnings and audit annotations, and, in enforce, one
-//! for the denials; each with its binding, which carries the selection.
+//! for the denials; each with its binding, which carries the selection. The validating
+//! policies also match in-place resizes.
 
 use serde_json::{Value, json};
 
@@ -39,7 +40,7 @@ fn mutating(program: &Program, variables: &[Value], options: &Options) -> [Value
     });
     let name = &options.name;
     [
-        policy("MutatingAdmissionPolicy", name, options, spec),
+        policy("MutatingAdmissionPolicy", name, options, false, spec),
         binding("MutatingAdmissionPolicyBinding", name, options, None),
     ]
 }
@@ -66,7 +67,7 @@ fn warning(variables: &[Value], options: &Options, enforce: bool) -> [Value; 2] 
     };
     let name = &options.name;
     [
-        policy("ValidatingAdmissionPolicy", name, options, spec),
+        policy("ValidatingAdmissionPolicy", name, options, true, spec),
         binding(
             "ValidatingAdmissionPolicyBinding",
             name,
@@ -84,7 +85,7 @@ fn denying(variables: &[Value], options: &Options) -> [Value; 2] {
     });
     let name = deny_name(&options.name);
     [
-        policy("ValidatingAdmissionPolicy", &name, options, spec),
+        policy("ValidatingAdmissionPolicy", &name, options, true, spec),
         binding(
             "ValidatingAdmissionPolicyBinding",
             &name,
@@ -116,9 +117,23 @@ fn condition(c: &Named) -> Value {
     json!({"name": c.name, "expression": c.expression})
 }
 
-/// A policy: `CREATE` of pods, the match conditions, and `rest` of its spec.
-fn policy(kind: &str, name: &str, options: &Options, rest: Value) -> Value {
+/// A policy: `CREATE` of pods (and with `resize`, `UPDATE` of `pods/resize`), the match
+/// conditions, and `rest` of its spec.
+fn policy(kind: &str, name: &str, options: &Options, resize: bool, rest: Value) -> Value {
     let conditions: Vec<Value> = Program::match_conditions().iter().map(condition).collect();
+    let rule = |operation: &str, resource: &str| {
+        json!({
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": [operation],
+            "resources": [resource],
+            "scope": "Namespaced",
+        })
+    };
+    let mut rules = vec![rule("CREATE", "pods")];
+    if resize {
+        rules.push(rule("UPDATE", "pods/resize"));
+    }
     let mut spec = json!({
         "failurePolicy": match options.failure_policy {
             FailurePolicy::Fail => "Fail",
@@ -126,13 +141,7 @@ fn policy(kind: &str, name: &str, options: &Options, rest: Value) -> Value {
         },
         "matchConstraints": {
             "matchPolicy": "Equivalent",
-            "resourceRules": [{
-                "apiGroups": [""],
-                "apiVersions": ["v1"],
-                "operations": ["CREATE"],
-                "resources": ["pods"],
-                "scope": "Namespaced",
-            }],
+            "resourceRules": rules,
         },
         "matchConditions": conditions,
     });

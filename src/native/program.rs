@@ -3,8 +3,9 @@
 //! expressions each policy adds: the match conditions, the mutation, the denial, the
 //! warnings and the audit annotations.
 
+use super::resize::RESIZING;
 use super::settings::Settings;
-use super::{annotations, messages, patch, plan, status};
+use super::{annotations, messages, patch, plan, resize, status};
 use crate::engine::{INJECT, MIRROR};
 
 /// How many warnings the validating policy can give: one validation each. The API server
@@ -77,6 +78,7 @@ impl Program {
         variables.extend(plan::variables());
         variables.extend(messages::variables());
         variables.extend(status::write_variables());
+        variables.extend(resize::variables());
         Program {
             variables,
             patch: patch::variables(),
@@ -105,16 +107,20 @@ impl Program {
     }
 
     /// The denial, in enforce: the invalid annotations, else what `missingLimit: deny`
-    /// rejects.
+    /// rejects; for a resize, what it refuses.
     pub(super) fn denial() -> Validation {
         let (invalid, denials) = (var("invalid"), var("denials"));
-        let message = format!("size({invalid}) > 0 ? {invalid}.join('; ') : {denials}.join('; ')");
+        let resize_denials = var("resizeDenials");
+        let message = format!(
+            "{RESIZING} ? {resize_denials}.join('; ')\n\
+             : size({invalid}) > 0 ? {invalid}.join('; ') : {denials}.join('; ')"
+        );
         // Cut in characters so that even four-byte ones fit the byte limit.
         let keep = MAX_MESSAGE_BYTES / 4 - 3;
         Validation {
             expression: format!(
-                "{} || (size({invalid}) == 0 && size({denials}) == 0)",
-                var("auditOnly")
+                "{audit} || ({RESIZING} ? size({resize_denials}) == 0 : size({invalid}) == 0 && size({denials}) == 0)",
+                audit = var("auditOnly")
             ),
             message_expression: super::expr::bind(
                 &message,
@@ -129,7 +135,11 @@ impl Program {
 
     /// One validation per warning, `index` of [`MAX_WARNINGS`].
     pub(super) fn warning(index: usize) -> Validation {
-        let warnings = var("warnings");
+        let warnings = format!(
+            "({RESIZING} ? {} : {})",
+            var("resizeWarnings"),
+            var("warnings")
+        );
         Validation {
             expression: format!("size({warnings}) <= {index}"),
             message_expression: format!("{warnings}[{index}]"),
@@ -140,8 +150,9 @@ impl Program {
     /// The audit annotations of an audited pod that would change, or be denied.
     pub(super) fn audit_annotations() -> Vec<Named> {
         let (audit, invalid, denials) = (var("auditOnly"), var("invalid"), var("denials"));
+        // A resize has no audit annotations.
         let due = format!(
-            "{audit} && size({invalid}) == 0 && size({denials}) == 0 && size({}) > 0",
+            "!{RESIZING} && {audit} && size({invalid}) == 0 && size({denials}) == 0 && size({}) > 0",
             var("changes")
         );
         let message = format!("size({invalid}) > 0 ? {invalid}.join('; ') : {denials}.join('; ')");
@@ -149,7 +160,7 @@ impl Program {
             Named {
                 name: "would-deny",
                 expression: format!(
-                    "{audit} && (size({invalid}) > 0 || size({denials}) > 0) ? {} : ''",
+                    "!{RESIZING} && {audit} && (size({invalid}) > 0 || size({denials}) > 0) ? {} : ''",
                     super::expr::shorten(&message, super::messages::SUMMARY)
                 ),
             },

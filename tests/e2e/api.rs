@@ -58,20 +58,31 @@ impl Api {
             .send()
             .await
             .with_context(|| format!("POST {url}"))?;
-        let status = response.status().as_u16();
-        let warnings = response
-            .headers()
-            .get_all("warning")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(warning_text)
-            .collect();
-        let body = response.json().await.unwrap_or(Value::Null);
-        Ok(Answer {
-            status,
-            body,
-            warnings,
-        })
+        answer(response).await
+    }
+
+    /// `PATCH` of the `resize` subresource of the pod `name` in `ns` (a strategic merge
+    /// patch), with server-side dry run or not.
+    pub(crate) async fn resize_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+        dry_run: bool,
+    ) -> Result<Answer> {
+        let mut url = format!("{}/api/v1/namespaces/{ns}/pods/{name}/resize", self.base);
+        if dry_run {
+            url.push_str("?dryRun=All");
+        }
+        let response = self
+            .client
+            .patch(&url)
+            .header("content-type", "application/strategic-merge-patch+json")
+            .body(patch.to_string())
+            .send()
+            .await
+            .with_context(|| format!("PATCH {url}"))?;
+        answer(response).await
     }
 
     /// `GET` of the pod `name` in `ns`.
@@ -86,6 +97,24 @@ impl Api {
             .json()
             .await?)
     }
+}
+
+/// The answer of `response`: its status, body and warnings.
+async fn answer(response: reqwest::Response) -> Result<Answer> {
+    let status = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(warning_text)
+        .collect();
+    let body = response.json().await.unwrap_or(Value::Null);
+    Ok(Answer {
+        status,
+        body,
+        warnings,
+    })
 }
 
 /// The text of a `Warning` header, `299 - "text"` with `\"` and `\\` escaped.

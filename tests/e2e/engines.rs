@@ -718,6 +718,62 @@ pub(crate) async fn generated_pods_agree_between_engines(env: &mut Env) -> Resul
     }
 }
 
+/// In-place resizes (`pods/resize`) of pods each engine mutated: a downward-API
+/// GOMEMLIMIT with the memory resizePolicy the engine added, and one with the user's own;
+/// a literal, lowered (refused) and raised (warned). Each resize is a server-side dry run
+/// of the stored pod, compared as creations are.
+pub(crate) async fn engines_agree_on_resizes(env: &mut Env) -> Result<()> {
+    let env: &Env = env;
+    let owned = Pair::new(env, "eng-resize", &[], None, "eng-resize.gomemlimit.io").await?;
+    let pair = &owned;
+    let result: Result<()> = async {
+        let downward = pod("downward", memory(Some("64Mi"), None));
+        let mut kept = pod("downward-kept", memory(Some("64Mi"), None));
+        kept["spec"]["containers"][0]["resizePolicy"] =
+            json!([{"resourceName": "memory", "restartPolicy": "NotRequired"}]);
+        let literal = with_annotations(
+            pod("literal", memory(Some("64Mi"), None)),
+            json!({"gomemlimit.io/percent": "90"}),
+        );
+        let mut tally = Tally::default();
+        let mut resizes = 0;
+        for (original, sizes) in [
+            (&downward, &["128Mi", "32Mi"][..]),
+            (&kept, &["128Mi"][..]),
+            (&literal, &["48Mi", "96Mi", "64Mi"][..]),
+        ] {
+            tally.add(&pair.compare(original, false).await?);
+            let name = original["metadata"]["name"].as_str().context("name")?;
+            for size in sizes {
+                let patch = json!({"spec": {"containers": [{"name": "app", "resources": {
+                    "limits": {"memory": size}, "requests": {"memory": size}}}]}});
+                let (webhook, native) = futures::future::try_join(
+                    pair.api.resize_pod(&pair.webhook_ns(), name, &patch, true),
+                    pair.api.resize_pod(&pair.native_ns(), name, &patch, true),
+                )
+                .await?;
+                let (webhook, native) = (Outcome::of(&webhook), Outcome::of(&native));
+                tally.add(
+                    &reconcile(original, &webhook, &native)
+                        .with_context(|| format!("resize of {name} to {size}"))?,
+                );
+                resizes += 1;
+            }
+        }
+        println!(
+            "  {resizes} resizes of 3 mutated pods answered alike; accepted differences: {tally}"
+        );
+        ensure!(
+            tally.0.contains_key(&Accepted::DenialPrefix)
+                && tally.0.contains_key(&Accepted::PolicyWarningPrefix),
+            "no resize was refused and warned about by both: {tally}"
+        );
+        Ok(())
+    }
+    .await;
+    owned.finish(env, result)
+}
+
 pub(crate) async fn native_policies_bound_their_cost(env: &mut Env) -> Result<()> {
     let env: &Env = env;
     {

@@ -34,7 +34,7 @@ use certificates::{
 };
 use cluster::{Scenario, run_scenarios, scenarios};
 use engines::{
-    another_mutating_policy_changes_the_limit, engines_agree_in_audit,
+    another_mutating_policy_changes_the_limit, engines_agree_in_audit, engines_agree_on_resizes,
     engines_agree_under_other_policies, engines_store_the_same_pods,
     generated_pods_agree_between_engines, native_policies_agree_with_the_engine_on_every_fixture,
     native_policies_bound_their_cost,
@@ -102,6 +102,7 @@ async fn run(filter: Vec<String>) -> ExitCode {
         engines_agree_under_other_policies,
         engines_agree_in_audit,
         generated_pods_agree_between_engines,
+        engines_agree_on_resizes,
         native_policies_agree_with_the_engine_on_every_fixture,
         native_policies_bound_their_cost,
         another_mutating_policy_changes_the_limit,

@@ -166,9 +166,12 @@ matchLabels:
 {{- end }}
 {{- end }}
 
-{{/* engine=native: what every policy's spec starts with (CREATE of pods). */}}
+{{/*
+engine=native: what every policy's spec starts with: CREATE of pods and, for the validating
+policies (resize true), UPDATE of pods/resize. Called with (dict "root" . "resize" BOOL).
+*/}}
 {{- define "gomemlimit-injector.native.policySpec" -}}
-failurePolicy: {{ .Values.native.failurePolicy }}
+failurePolicy: {{ .root.Values.native.failurePolicy }}
 matchConstraints:
   matchPolicy: Equivalent
   resourceRules:
@@ -177,8 +180,15 @@ matchConstraints:
       operations: ["CREATE"]
       resources: ["pods"]
       scope: Namespaced
+    {{- if .resize }}
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["UPDATE"]
+      resources: ["pods/resize"]
+      scope: Namespaced
+    {{- end }}
 matchConditions:
-  {{- include "gomemlimit-injector.native.matchConditions" . | nindent 2 }}
+  {{- include "gomemlimit-injector.native.matchConditions" .root | nindent 2 }}
 {{- end }}
 
 {{/* engine=native: the selection of every binding, as the webhook configuration's. */}}

@@ -338,6 +338,40 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
 - name: statusChanged
   expression: |-
     variables.statusRecords.exists(n, variables.statusRecords[n][0] != variables.statusRecords[n][1]) || variables.podRecords[0] != variables.podRecords[1]
+- name: oldLimits
+  expression: |-
+    (oldObject.spec.?initContainers.orValue([]) + oldObject.spec.containers)
+    .transformMapEntry(i, c, {string(c.name): string(c.?resources.?limits.?memory.orValue(''))})
+- name: resizeChecks
+  expression: |-
+    !variables.statusReadable ? [] : variables.containers.filter(c, c.runs != 'before' && c.name in variables.previousByName && c.name in variables.oldLimits
+      && c.limit != '' && variables.oldLimits[c.name] != ''
+      && [quantity(c.limit)].map(q, sign(q) < 0 ? 'quantity "' + c.limit + '" is negative'
+    : q.compareTo(quantity('9223372036854775807')) > 0
+      || (!q.isInteger() && q.compareTo(quantity('9007199254740992')) > 0)
+    ? 'quantity "' + c.limit + '" is out of range' : '')[0] == '' && [quantity(variables.oldLimits[c.name])].map(q, sign(q) < 0 ? 'quantity "' + variables.oldLimits[c.name] + '" is negative'
+    : q.compareTo(quantity('9223372036854775807')) > 0
+      || (!q.isInteger() && q.compareTo(quantity('9007199254740992')) > 0)
+    ? 'quantity "' + variables.oldLimits[c.name] + '" is out of range' : '')[0] == ''
+      && [quantity(c.limit)].map(q, q.isInteger() ? q.asInteger() : [int(q.asApproximateFloat())].map(t,
+      [t - 1, t, t + 1, t + 2].filter(k, quantity(string(k)).compareTo(q) >= 0)[0])[0])[0] != [quantity(variables.oldLimits[c.name])].map(q, q.isInteger() ? q.asInteger() : [int(q.asApproximateFloat())].map(t,
+      [t - 1, t, t + 1, t + 2].filter(k, quantity(string(k)).compareTo(q) >= 0)[0])[0])[0]).map(c, [variables.previousByName[?c.name].orValue({})].map(rec, [variables.oldLimits[c.name]].map(was, rec[?'gomemlimit'] == optional.of('limits.memory') ? (c.resize == '=RestartContainer' ? []
+      : ['warn', 'container "' + c.name + '"' + ': GOMEMLIMIT stays at the old limit ' + was + ' until the container restarts (its resizePolicy does not restart it)'])
+    : rec[?'gomemlimit'].hasValue() && rec[?'percent'].hasValue() ? ([object.spec[c.list][int(c.index)].?env.orValue([]).filter(e, e.name == 'GOMEMLIMIT')].map(g, size(g) == 0 || !has(g[0].value) || g[0].value != rec.gomemlimit || !rec.gomemlimit.matches('^[0-9]{1,19}$') ? []
+      : [int(rec.gomemlimit)].map(lit, [int(rec.percent)].map(p, [[quantity(c.limit)].map(q, q.isInteger() ? q.asInteger() : [int(q.asApproximateFloat())].map(t,
+      [t - 1, t, t + 1, t + 2].filter(k, quantity(string(k)).compareTo(q) >= 0)[0])[0])[0]].map(nb, nb > [quantity(was)].map(q, q.isInteger() ? q.asInteger() : [int(q.asApproximateFloat())].map(t,
+      [t - 1, t, t + 1, t + 2].filter(k, quantity(string(k)).compareTo(q) >= 0)[0])[0])[0] ? ['warn', 'container "' + c.name + '"' + ': GOMEMLIMIT stays at ' + string(lit) + ' (' + string(p) + '% of the old limit ' + was + ') until the pod is recreated']
+      : [nb].map(b, (b / 100) * p + (b % 100) * p / 100)[0] >= lit ? []
+      : [(lit / p) * 100 + ((lit % p) * 100 + p - 1) / p].map(safe, ['deny', 'container "' + c.name + '"' + ': a memory limit of ' + c.limit + ' would leave GOMEMLIMIT=' + string(lit) + ' above ' + string(p) + '% of it; the smallest limit that keeps it safe is ' + string(safe) + ' (' + string((safe + 1048575) / 1048576) + 'Mi); recreate the pod to lower GOMEMLIMIT'])[0])[0])[0])[0])[0])
+    : [])[0])[0]).filter(x, size(x) > 0)
+- name: resizeDenials
+  expression: |-
+    variables.resizeChecks.filter(x, x[0] == 'deny').map(x, x[1])
+- name: resizeWarnings
+  expression: |-
+    (variables.resizeChecks.filter(x, x[0] == 'warn').map(x, x[1])
+    + (variables.auditOnly && size(variables.resizeDenials) > 0 ? ['would deny: ' + variables.resizeDenials.join('; ')] : [])
+    ).map(w, [w].map(w, size(w) > 120 ? w.substring(0, 117) + '...' : w)[0])
 {{- end }}
 
 {{- define "gomemlimit-injector.native.patchVariables" -}}
@@ -368,243 +402,243 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
 
 {{- define "gomemlimit-injector.native.warnings" -}}
 - expression: |-
-    size(variables.warnings) <= 0
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 0
   messageExpression: |-
-    variables.warnings[0]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[0]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 1
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 1
   messageExpression: |-
-    variables.warnings[1]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[1]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 2
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 2
   messageExpression: |-
-    variables.warnings[2]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[2]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 3
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 3
   messageExpression: |-
-    variables.warnings[3]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[3]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 4
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 4
   messageExpression: |-
-    variables.warnings[4]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[4]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 5
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 5
   messageExpression: |-
-    variables.warnings[5]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[5]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 6
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 6
   messageExpression: |-
-    variables.warnings[6]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[6]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 7
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 7
   messageExpression: |-
-    variables.warnings[7]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[7]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 8
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 8
   messageExpression: |-
-    variables.warnings[8]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[8]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 9
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 9
   messageExpression: |-
-    variables.warnings[9]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[9]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 10
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 10
   messageExpression: |-
-    variables.warnings[10]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[10]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 11
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 11
   messageExpression: |-
-    variables.warnings[11]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[11]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 12
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 12
   messageExpression: |-
-    variables.warnings[12]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[12]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 13
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 13
   messageExpression: |-
-    variables.warnings[13]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[13]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 14
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 14
   messageExpression: |-
-    variables.warnings[14]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[14]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 15
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 15
   messageExpression: |-
-    variables.warnings[15]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[15]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 16
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 16
   messageExpression: |-
-    variables.warnings[16]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[16]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 17
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 17
   messageExpression: |-
-    variables.warnings[17]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[17]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 18
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 18
   messageExpression: |-
-    variables.warnings[18]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[18]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 19
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 19
   messageExpression: |-
-    variables.warnings[19]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[19]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 20
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 20
   messageExpression: |-
-    variables.warnings[20]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[20]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 21
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 21
   messageExpression: |-
-    variables.warnings[21]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[21]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 22
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 22
   messageExpression: |-
-    variables.warnings[22]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[22]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 23
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 23
   messageExpression: |-
-    variables.warnings[23]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[23]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 24
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 24
   messageExpression: |-
-    variables.warnings[24]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[24]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 25
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 25
   messageExpression: |-
-    variables.warnings[25]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[25]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 26
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 26
   messageExpression: |-
-    variables.warnings[26]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[26]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 27
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 27
   messageExpression: |-
-    variables.warnings[27]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[27]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 28
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 28
   messageExpression: |-
-    variables.warnings[28]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[28]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 29
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 29
   messageExpression: |-
-    variables.warnings[29]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[29]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 30
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 30
   messageExpression: |-
-    variables.warnings[30]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[30]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 31
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 31
   messageExpression: |-
-    variables.warnings[31]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[31]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 32
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 32
   messageExpression: |-
-    variables.warnings[32]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[32]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 33
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 33
   messageExpression: |-
-    variables.warnings[33]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[33]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 34
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 34
   messageExpression: |-
-    variables.warnings[34]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[34]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 35
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 35
   messageExpression: |-
-    variables.warnings[35]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[35]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 36
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 36
   messageExpression: |-
-    variables.warnings[36]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[36]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 37
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 37
   messageExpression: |-
-    variables.warnings[37]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[37]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 38
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 38
   messageExpression: |-
-    variables.warnings[38]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[38]
   message: "gomemlimit policy warning"
   reason: Forbidden
 - expression: |-
-    size(variables.warnings) <= 39
+    size(((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)) <= 39
   messageExpression: |-
-    variables.warnings[39]
+    ((has(request.subResource) && request.subResource == 'resize') ? variables.resizeWarnings : variables.warnings)[39]
   message: "gomemlimit policy warning"
   reason: Forbidden
 {{- end }}
@@ -612,20 +646,21 @@ policy settings taken from .Values.policy. Each template is a YAML list at colum
 {{- define "gomemlimit-injector.native.auditAnnotations" -}}
 - key: would-deny
   valueExpression: |-
-    variables.auditOnly && (size(variables.invalid) > 0 || size(variables.denials) > 0) ? [size(variables.invalid) > 0 ? variables.invalid.join('; ') : variables.denials.join('; ')].map(w, size(w) > 1024 ? w.substring(0, 1021) + '...' : w)[0] : ''
+    !(has(request.subResource) && request.subResource == 'resize') && variables.auditOnly && (size(variables.invalid) > 0 || size(variables.denials) > 0) ? [size(variables.invalid) > 0 ? variables.invalid.join('; ') : variables.denials.join('; ')].map(w, size(w) > 1024 ? w.substring(0, 1021) + '...' : w)[0] : ''
 - key: would-mutate
   valueExpression: |-
-    variables.auditOnly && size(variables.invalid) == 0 && size(variables.denials) == 0 && size(variables.changes) > 0 ? 'true' : ''
+    !(has(request.subResource) && request.subResource == 'resize') && variables.auditOnly && size(variables.invalid) == 0 && size(variables.denials) == 0 && size(variables.changes) > 0 ? 'true' : ''
 - key: changes
   valueExpression: |-
-    variables.auditOnly && size(variables.invalid) == 0 && size(variables.denials) == 0 && size(variables.changes) > 0 ? variables.summary : ''
+    !(has(request.subResource) && request.subResource == 'resize') && variables.auditOnly && size(variables.invalid) == 0 && size(variables.denials) == 0 && size(variables.changes) > 0 ? variables.summary : ''
 {{- end }}
 
 {{- define "gomemlimit-injector.native.denial" -}}
 - expression: |-
-    variables.auditOnly || (size(variables.invalid) == 0 && size(variables.denials) == 0)
+    variables.auditOnly || ((has(request.subResource) && request.subResource == 'resize') ? size(variables.resizeDenials) == 0 : size(variables.invalid) == 0 && size(variables.denials) == 0)
   messageExpression: |-
-    [size(variables.invalid) > 0 ? variables.invalid.join('; ') : variables.denials.join('; ')].map(m, size(bytes(m)) > 5120 ? m.substring(0, 1277) + '...' : m)[0]
+    [(has(request.subResource) && request.subResource == 'resize') ? variables.resizeDenials.join('; ')
+    : size(variables.invalid) > 0 ? variables.invalid.join('; ') : variables.denials.join('; ')].map(m, size(bytes(m)) > 5120 ? m.substring(0, 1277) + '...' : m)[0]
   message: "the pod breaks the gomemlimit policy"
   reason: Forbidden
 {{- end }}
