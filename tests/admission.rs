@@ -251,6 +251,44 @@ fn second_review_of_the_patched_pod_yields_no_patch() {
     assert!(response_of(&reply.body).get("patch").is_none());
 }
 
+/// A memory limit written as a JSON number (never sent by the API server, which sends
+/// quantities as text) is read as the nearest double and written as its shortest text, so
+/// that the pod, patched and serialized again, is a fixed point. Read inexactly,
+/// `4.36557179680876e-11` became its neighbour `4.3655717968087596e-11`, the request was
+/// set to that, and the second review patched again.
+#[test]
+fn a_limit_written_as_a_json_number_is_a_fixed_point() {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "n", "namespace": "default"},
+        "spec": {
+            "containers": [{"name": "app", "resources": {"limits": {"memory": "1Gi"}}}],
+            "resources": {"limits": {"memory": "NUMBER"}},
+        },
+    });
+    let text = serde_json::to_string(&pod_review("u", &pod))
+        .unwrap()
+        .replace(r#""NUMBER""#, "4.36557179680876e-11");
+    let text = text.as_bytes();
+    let (reply, _) = handle_json(Endpoint::Mutate, text, &Policy::default());
+    let response = response_of(&reply.body);
+    let sent: Value = serde_json::from_slice(text).unwrap();
+    let patched = apply(&sent, &response);
+    assert_eq!(
+        patched["spec"]["resources"]["requests"]["memory"], "4.36557179680876e-11",
+        "the request is the shortest text of the limit"
+    );
+    let mut again = sent.clone();
+    again["request"]["object"] = patched;
+    let (reply, report) = handle_json(
+        Endpoint::Mutate,
+        &serde_json::to_vec(&again).unwrap(),
+        &Policy::default(),
+    );
+    assert_eq!(report.outcome, Some(Outcome::Unchanged));
+    assert!(response_of(&reply.body).get("patch").is_none());
+}
+
 #[test]
 fn a_pod_it_cannot_read_is_allowed_with_a_warning() {
     let mut review = fixture_json("pod-create.json");
