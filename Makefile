@@ -1,7 +1,7 @@
 # gomemlimit-injector developer targets. `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test unit e2e e2e-node controlplane images lab lint fmt bench bench-load bench-limits fuzz fuzz-smoke run clean
+.PHONY: all build release test unit e2e e2e-node controlplane images lab lint fmt bench bench-engines bench-load bench-limits fuzz fuzz-smoke run clean
 
 all: build
 
@@ -77,6 +77,11 @@ fmt:
 
 bench:
 	$(CARGO) bench --locked --bench review --bench server
+
+# Pod creation through a real API server with no policy, the webhook and the native
+# policies (benches/engines.rs): pods per second and p50/p99, as ratios in one run.
+bench-engines: controlplane
+	$(CARGO) bench --locked --bench engines
 
 # Load on the release binary over loopback (h2load, from Debian's nghttp2-client): /mutate
 # throughput per body as a ratio of GET /healthz, and p50/p99 latency at half that rate,

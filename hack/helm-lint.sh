@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lint the chart and render it for every selection x mode x certificate source:
+# Lint the chart and render it for every selection x mode x certificate source (and, with
+# engine=native, every selection x mode):
 #   - helm lint --strict (values.schema.json, template errors, warnings fail too);
 #   - helm template, and the output must parse as YAML (python3 + PyYAML, when present)
 #     with the expected kinds and webhook path;
@@ -100,6 +101,40 @@ print(f"  {len(docs)} objects: {', '.join(kinds)}")
 PY
 }
 
+# check_native FILE SELECTION MODE: the native policies and bindings, and nothing else.
+check_native() {
+  python3 - "$@" <<'PY'
+import sys, yaml
+path, selection, mode = sys.argv[1:4]
+docs = [d for d in yaml.safe_load_all(open(path)) if d is not None]
+kinds = [(d["kind"], d["metadata"]["name"]) for d in docs]
+name = "pods.gomemlimit.io"
+want = [("ValidatingAdmissionPolicy", name), ("ValidatingAdmissionPolicyBinding", name)]
+if mode == "enforce":
+    want = [("MutatingAdmissionPolicy", name), ("MutatingAdmissionPolicyBinding", name)] + want + [
+        ("ValidatingAdmissionPolicy", "deny." + name), ("ValidatingAdmissionPolicyBinding", "deny." + name)]
+assert sorted(kinds) == sorted(want), f"{path}: {kinds}"
+for d in docs:
+    spec = d["spec"]
+    if d["kind"].endswith("Binding"):
+        ns = spec["matchResources"]["namespaceSelector"]
+        if selection == "optIn":
+            assert ns == {"matchLabels": {"gomemlimit.io/inject": "enabled"}}, ns
+        else:
+            names = [e for e in ns["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name"][0]["values"]
+            assert {"kube-system", "kube-public", "kube-node-lease"} <= set(names), names
+        continue
+    assert spec["failurePolicy"] == "Fail" and spec["matchConstraints"]["resourceRules"][0]["resources"] == ["pods"]
+    for v in spec["variables"]:
+        assert v["expression"] and "{{" not in v["expression"], v
+warn = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding" and d["metadata"]["name"] == name][0]
+assert warn["spec"]["validationActions"] == (["Warn"] if mode == "enforce" else ["Warn", "Audit"]), warn["spec"]
+audit = [v for d in docs if d["kind"] == "ValidatingAdmissionPolicy" for v in d["spec"]["variables"] if v["name"] == "auditPolicy"]
+assert all(v["expression"] == ("false" if mode == "enforce" else "true") for v in audit), audit
+print(f"  {len(docs)} objects: {', '.join(k for k, _ in kinds)}")
+PY
+}
+
 failed=0
 echo "helm lint --strict (default values)"
 "${helm}" lint --strict "${chart}" --namespace "${namespace}" >"${tmp}/lint.log" 2>&1 || { cat "${tmp}/lint.log" >&2; failed=1; }
@@ -127,6 +162,29 @@ while read -r stem selection mode source; do
   fi
 done < <(combinations)
 
+while read -r stem selection mode; do
+  flags="$(native_set_flags "${selection}" "${mode}")"
+  echo "${stem}: ${flags}"
+  # shellcheck disable=SC2086
+  if ! "${helm}" lint --strict "${chart}" --namespace "${namespace}" ${flags} >"${tmp}/lint.log" 2>&1; then
+    cat "${tmp}/lint.log" >&2
+    echo "FAIL: helm lint --strict ${flags}" >&2
+    failed=1
+    continue
+  fi
+  # shellcheck disable=SC2086
+  if ! "${helm}" template "${release}" "${chart}" --namespace "${namespace}" ${flags} >"${tmp}/${stem}.yaml" 2>"${tmp}/template.log"; then
+    cat "${tmp}/template.log" >&2
+    echo "FAIL: helm template ${flags}" >&2
+    failed=1
+    continue
+  fi
+  if [[ "${have_yaml}" == 1 ]] && ! check_native "${tmp}/${stem}.yaml" "${selection}" "${mode}"; then
+    echo "FAIL: rendered YAML of ${flags}" >&2
+    failed=1
+  fi
+done < <(native_combinations)
+
 # Non-default values that must still render (and lint) cleanly.
 while read -r flags; do
   [[ -n "${flags}" ]] || continue
@@ -143,12 +201,15 @@ done <<'EXTRA'
 --set certificates.certManager.issuerRef.name=corp-ca --set certificates.certManager.issuerRef.kind=ClusterIssuer
 --set selection=clusterWide --set excludeNamespaces={monitoring,istio-system} --set webhook.failurePolicy=Fail --set webhook.timeoutSeconds=10
 --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef --set fullnameOverride=gmi
+--set engine=native --set native.failurePolicy=Ignore --set policy.percent=90 --set-string policy.gogc=keep --set policy.excludeContainers={istio-proxy}
+--set engine=native --set policy.mode=audit --set policy.missingLimit=default --set policy.defaultMemory=256Mi
 --set backgroundAudit.interval=1h30m --set selection=clusterWide
 --set metrics.serviceMonitor.enabled=true --set metrics.serviceMonitor.labels.release=prom --set metrics.prometheusRule.enabled=true --set metrics.dashboard.enabled=true --set metrics.dashboard.namespace=monitoring --set metrics.dashboard.annotations.grafana_folder=Kubernetes
 EXTRA
 
-# The background audit off: no RBAC of its own, no flags, and with cert-manager no token.
-for off in "--set backgroundAudit.interval=0" "--set-string backgroundAudit.interval=0s"; do
+# The background audit off: no RBAC of its own, no flags, and with cert-manager no token;
+# engine=native has no replicas to run it.
+for off in "--set backgroundAudit.interval=0" "--set-string backgroundAudit.interval=0s" "--set engine=native"; do
   # shellcheck disable=SC2086
   if ! "${helm}" template "${release}" "${chart}" --namespace "${namespace}" ${off} >"${tmp}/off.yaml" 2>"${tmp}/template.log"; then
     cat "${tmp}/template.log" >&2
@@ -188,14 +249,18 @@ done <<'BAD'
 --set webhook.failurePolicy=Maybe|failurePolicy
 --set webhook.timeoutSeconds=31|timeoutSeconds
 --set polcy.percent=90|polcy
+--set engine=wasm|engine
+--set engine=native --set native.failurePolicy=Maybe|failurePolicy
+--set engine=native --set policy.percent=40|percent
 --set backgroundAudit.interval=5min|interval
 --set backgroundAudit.interval=-1|interval
 --set metrics.serviceMonitor.enabled=yes|enabled
 --set metrics.dashboard.namespace=Monitoring|namespace
+--set engine=native --set metrics.prometheusRule.enabled=true|engine=native
 BAD
 
 if [[ "${failed}" != 0 ]]; then
   echo "helm-lint: FAILED" >&2
   exit 1
 fi
-echo "helm-lint: chart lints and renders for all $(combinations | wc -l) combinations"
+echo "helm-lint: chart lints and renders for all $(combinations | wc -l) webhook and $(native_combinations | wc -l) native combinations"

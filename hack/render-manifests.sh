@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Render deploy/manifests/<selection>-<mode>-<certificates>.yaml (8 files) from the Helm
+# Render deploy/manifests/<selection>-<mode>-<certificates>.yaml (8 files, the webhook) and
+# deploy/manifests/native-<selection>-<mode>.yaml (4 files, engine=native) from the Helm
 # chart, for `kubectl apply -f` users. Files of other names in that folder are removed.
 #
 #   hack/render-manifests.sh [OUT_DIR]   # default deploy/manifests
@@ -21,6 +22,13 @@ while read -r stem selection mode source; do
   wanted["${stem}.yaml"]=1
   echo "rendered ${out}/${stem}.yaml" >&2
 done < <(combinations)
+
+while read -r stem selection mode; do
+  render_native "${helm}" "${selection}" "${mode}" >"${out}/${stem}.yaml.tmp"
+  mv -f "${out}/${stem}.yaml.tmp" "${out}/${stem}.yaml"
+  wanted["${stem}.yaml"]=1
+  echo "rendered ${out}/${stem}.yaml" >&2
+done < <(native_combinations)
 
 # A combination that no longer exists must not linger.
 for f in "${out}"/*.yaml; do

@@ -16,6 +16,7 @@ pub mod error;
 pub mod live;
 mod manifests;
 pub mod metrics;
+pub mod native;
 pub mod policy;
 pub mod quantity;
 mod report;

@@ -10,6 +10,7 @@ use clap::builder::PossibleValue;
 use clap::{ArgGroup, Args, ValueEnum};
 
 use crate::background::{self, BackgroundAuditConfig, LeaseConfig, NamespaceSelection, Selection};
+use crate::native::{self, FailurePolicy};
 use crate::policy::{self, Gogc, MissingLimit, Mode, Overrides, PolicySource};
 use crate::quantity::Quantity;
 use crate::server::{self, ServeConfig};
@@ -221,6 +222,123 @@ pub(crate) struct AuditArgs {
     pub(crate) output: OutputFormat,
     #[command(flatten)]
     pub(crate) policy: PolicyArgs,
+}
+
+/// `policy` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Print the policy as native admission policies for Kubernetes 1.36+: a
+    /// MutatingAdmissionPolicy, ValidatingAdmissionPolicies and their bindings, with the
+    /// same settings as `serve` (file, flags, GOMEMLIMIT_INJECTOR_<NAME>).
+    Render(RenderArgs),
+}
+
+/// What the API server does when a policy cannot be evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum FailurePolicyArg {
+    /// Reject the pod.
+    #[value(name = "Fail")]
+    Fail,
+    /// Admit the pod unchanged.
+    #[value(name = "Ignore")]
+    Ignore,
+}
+
+/// How `policy render` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RenderFormat {
+    /// A YAML stream, one document per object.
+    Yaml,
+    /// A v1 List.
+    Json,
+}
+
+/// `policy render` flags.
+#[derive(Debug, Args)]
+pub(crate) struct RenderArgs {
+    /// Which namespaces the policies apply to.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_SELECTION",
+        value_enum,
+        default_value_t = Selection::OptIn
+    )]
+    pub(crate) selection: Selection,
+    /// With --selection clusterWide: namespaces to leave alone besides the system ones
+    /// (repeatable or comma-separated).
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_EXCLUDE_NAMESPACES",
+        value_name = "NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub(crate) exclude_namespaces: Vec<String>,
+    /// Name of the policies and bindings; the denying policy is deny.<NAME>.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_POLICY_NAME",
+        default_value = native::DEFAULT_NAME,
+        value_parser = parse_policy_name
+    )]
+    pub(crate) name: String,
+    /// What the API server does when a policy cannot be evaluated.
+    #[arg(
+        long,
+        env = "GOMEMLIMIT_INJECTOR_FAILURE_POLICY",
+        value_enum,
+        default_value_t = FailurePolicyArg::Fail
+    )]
+    pub(crate) failure_policy: FailurePolicyArg,
+    /// yaml (default) or json.
+    #[arg(short = 'o', long, value_enum, default_value_t = RenderFormat::Yaml)]
+    pub(crate) output: RenderFormat,
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
+}
+
+impl RenderArgs {
+    /// The rendering options these flags describe.
+    pub(crate) fn options(&self) -> native::Options {
+        native::Options {
+            name: self.name.clone(),
+            selection: namespace_selection(self.selection, &self.exclude_namespaces),
+            failure_policy: match self.failure_policy {
+                FailurePolicyArg::Fail => FailurePolicy::Fail,
+                FailurePolicyArg::Ignore => FailurePolicy::Ignore,
+            },
+        }
+    }
+}
+
+/// `--selection` with `--exclude-namespaces`, blanks left out.
+fn namespace_selection(selection: Selection, excluded: &[String]) -> NamespaceSelection {
+    NamespaceSelection {
+        selection,
+        excluded: excluded
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect(),
+    }
+}
+
+/// A policy name: a DNS subdomain that stays one with `deny.` in front.
+fn parse_policy_name(text: &str) -> Result<String, String> {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if text.len() + "deny.".len() <= 253 && text.split('.').all(label) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a policy name: expected a DNS subdomain (lowercase letters, digits, '-' and '.') of at most 248 characters"
+        ))
+    }
 }
 
 /// `serve` flags.
@@ -460,15 +578,7 @@ impl BackgroundAuditArgs {
         }
         Some(BackgroundAuditConfig {
             interval: self.background_audit_interval,
-            selection: NamespaceSelection {
-                selection: self.selection,
-                excluded: self
-                    .exclude_namespaces
-                    .iter()
-                    .map(|n| n.trim().to_owned())
-                    .filter(|n| !n.is_empty())
-                    .collect(),
-            },
+            selection: namespace_selection(self.selection, &self.exclude_namespaces),
             lease: LeaseConfig {
                 name: self.background_audit_lease.clone(),
                 namespace: self

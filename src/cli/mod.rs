@@ -1,4 +1,4 @@
-//! Command line: `serve`, `certs`, `mutate` and `audit`, and what each runs. Their flags
+//! Command line: `serve`, `certs`, `mutate`, `audit` and `policy render`, and what each runs. Their flags
 //! are in `args`; every `serve` and policy flag also reads `GOMEMLIMIT_INJECTOR_<NAME>`.
 
 mod args;
@@ -12,11 +12,15 @@ use clap::{Parser, Subcommand};
 
 use crate::live;
 use crate::manifests::{self, ManifestError};
+use crate::native;
 use crate::report::{self, ObjectReport};
 use crate::server;
 use crate::telemetry;
 use crate::tls;
-use args::{AuditArgs, CertsArgs, LogArgs, MutateArgs, OutputFormat, ServeArgs};
+use args::{
+    AuditArgs, CertsArgs, LogArgs, MutateArgs, OutputFormat, PolicyCommand, RenderArgs,
+    RenderFormat, ServeArgs,
+};
 
 /// Gives Go containers GOMEMLIMIT and a memory request equal to their limit.
 #[derive(Debug, Parser)]
@@ -63,6 +67,9 @@ pub(crate) enum Command {
     /// Report what the webhook would change, in manifests (-f) or in the live cluster.
     /// Exit status: 0 compliant, 1 something would change, 2 error.
     Audit(AuditArgs),
+    /// The policy for other engines.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 /// Runs the parsed command line; the exit code is for the process on success.
@@ -76,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs(args) => certs(&args),
         Command::Mutate(args) => mutate(&args),
         Command::Audit(args) => audit(&args),
+        Command::Policy(PolicyCommand::Render(args)) => render(&args),
     }
 }
 
@@ -158,6 +166,24 @@ fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         },
     )
+}
+
+fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    let policy = args.policy.source().load()?;
+    let objects = native::render(&policy, &args.options());
+    let text = match args.output {
+        RenderFormat::Yaml => {
+            native::to_yaml(&objects).map_err(|e| anyhow::anyhow!("failed to write YAML: {e}"))?
+        }
+        RenderFormat::Json => {
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+            let mut text = serde_json::to_string_pretty(&list)?;
+            text.push('\n');
+            text
+        }
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -298,6 +324,47 @@ mod tests {
                 "--selection",
                 bad,
             ]);
+            assert!(parsed.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn policy_render_takes_the_policy_flags_and_the_selection() {
+        let cli = Cli::try_parse_from([
+            "gomemlimit-injector",
+            "policy",
+            "render",
+            "--percent",
+            "90",
+            "--selection",
+            "clusterWide",
+            "--exclude-namespaces",
+            "monitoring,istio-system",
+            "--failure-policy",
+            "Ignore",
+        ])
+        .unwrap();
+        let Command::Policy(PolicyCommand::Render(args)) = cli.command else {
+            panic!("not policy render");
+        };
+        assert_eq!(args.policy.source().load().unwrap().percent, 90);
+        let options = args.options();
+        assert_eq!(
+            options.selection,
+            crate::background::NamespaceSelection {
+                selection: crate::background::Selection::ClusterWide,
+                excluded: vec!["monitoring".into(), "istio-system".into()]
+            }
+        );
+        assert_eq!(options.failure_policy, native::FailurePolicy::Ignore);
+        assert_eq!(options.name, native::DEFAULT_NAME);
+    }
+
+    #[test]
+    fn policy_render_refuses_a_name_that_is_no_dns_subdomain() {
+        for bad in ["Pods.example", "-x", "a..b", &"a".repeat(250)] {
+            let parsed =
+                Cli::try_parse_from(["gomemlimit-injector", "policy", "render", "--name", bad]);
             assert!(parsed.is_err(), "{bad}");
         }
     }

@@ -9,16 +9,21 @@
 // package's limit on function length is for the product's code.
 #![allow(clippy::too_many_lines)]
 
+mod api;
 mod audit;
 mod certificates;
 mod checks;
 #[path = "../cluster/mod.rs"]
 mod cluster;
+mod compare;
+mod engines;
 mod env;
 mod escaped;
 mod generated;
 mod mutation;
 mod selection;
+#[path = "../support/mod.rs"]
+pub mod support;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -28,6 +33,12 @@ use certificates::{
     certificate_rotation_loses_no_call, self_managed_certificates_bootstrap_and_are_trusted,
 };
 use cluster::{Scenario, run_scenarios, scenarios};
+use engines::{
+    another_mutating_policy_changes_the_limit, engines_agree_in_audit, engines_agree_on_resizes,
+    engines_agree_under_other_policies, engines_store_the_same_pods,
+    generated_pods_agree_between_engines, native_policies_agree_with_the_engine_on_every_fixture,
+    native_policies_bound_their_cost,
+};
 use env::Env;
 use escaped::{
     cluster_wide_background_audit_leaves_out_what_the_webhook_leaves_out,
@@ -87,6 +98,14 @@ async fn run(filter: Vec<String>) -> ExitCode {
         certificate_rotation_loses_no_call,
         self_managed_certificates_bootstrap_and_are_trusted,
         live_audit_groups_pods_by_workload,
+        engines_store_the_same_pods,
+        engines_agree_under_other_policies,
+        engines_agree_in_audit,
+        generated_pods_agree_between_engines,
+        engines_agree_on_resizes,
+        native_policies_agree_with_the_engine_on_every_fixture,
+        native_policies_bound_their_cost,
+        another_mutating_policy_changes_the_limit,
         webhook_down_follows_the_failure_policy,
         escaped_pods_are_counted_and_drop_to_zero_when_recreated,
         cluster_wide_background_audit_leaves_out_what_the_webhook_leaves_out,

@@ -93,9 +93,12 @@ namespaceSelector and the background audit (--exclude-namespaces) both take them
 {{- concat (list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace) .Values.excludeNamespaces | uniq | join "," }}
 {{- end }}
 
-{{/* "true" when the background audit runs (an interval other than 0), else empty. */}}
+{{/*
+"true" when the background audit runs (the webhook engine and an interval other than 0),
+else empty. It runs in the webhook's replicas: engine=native has none.
+*/}}
 {{- define "gomemlimit-injector.backgroundAudit" -}}
-{{- if not (regexMatch "^0+(ms|s|m|h)?$" (toString .Values.backgroundAudit.interval)) }}true{{ end }}
+{{- if and (eq .Values.engine "webhook") (not (regexMatch "^0+(ms|s|m|h)?$" (toString .Values.backgroundAudit.interval))) }}true{{ end }}
 {{- end }}
 
 {{/* The Lease that decides which replica runs the background audit. */}}
@@ -141,6 +144,66 @@ namespaceSelector and the background audit (--exclude-namespaces) both take them
 {{- end }}
 
 {{/*
+The namespaces the API server sends to the webhook (or applies the native policies in):
+labelled gomemlimit.io/inject=enabled (optIn), or every namespace but those labelled
+disabled, the system ones, the release namespace and excludeNamespaces (clusterWide).
+*/}}
+{{- define "gomemlimit-injector.namespaceSelector" -}}
+{{- if eq .Values.selection "clusterWide" -}}
+matchExpressions:
+  - key: gomemlimit.io/inject
+    operator: NotIn
+    values: ["disabled"]
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values:
+      {{- range splitList "," (include "gomemlimit-injector.excludedNamespaces" .) }}
+      - {{ . }}
+      {{- end }}
+{{- else -}}
+matchLabels:
+  gomemlimit.io/inject: enabled
+{{- end }}
+{{- end }}
+
+{{/*
+engine=native: what every policy's spec starts with: CREATE of pods and, for the validating
+policies (resize true), UPDATE of pods/resize. Called with (dict "root" . "resize" BOOL).
+*/}}
+{{- define "gomemlimit-injector.native.policySpec" -}}
+failurePolicy: {{ .root.Values.native.failurePolicy }}
+matchConstraints:
+  matchPolicy: Equivalent
+  resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["pods"]
+      scope: Namespaced
+    {{- if .resize }}
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["UPDATE"]
+      resources: ["pods/resize"]
+      scope: Namespaced
+    {{- end }}
+matchConditions:
+  {{- include "gomemlimit-injector.native.matchConditions" .root | nindent 2 }}
+{{- end }}
+
+{{/* engine=native: the selection of every binding, as the webhook configuration's. */}}
+{{- define "gomemlimit-injector.native.matchResources" -}}
+matchResources:
+  namespaceSelector:
+    {{- include "gomemlimit-injector.namespaceSelector" . | nindent 4 }}
+  objectSelector:
+    matchExpressions:
+      - key: gomemlimit.io/inject
+        operator: NotIn
+        values: ["disabled"]
+{{- end }}
+
+{{/*
 Checks of combinations a JSON schema cannot express; `helm template`, `helm install` and
 `helm lint` stop with the message. The webhook checks the policy again at start-up.
 */}}
@@ -161,6 +224,9 @@ Checks of combinations a JSON schema cannot express; `helm template`, `helm inst
 {{- $gogc := toString $p.gogc }}
 {{- if not (or (eq $gogc "off") (eq $gogc "keep") (regexMatch "^[0-9]{1,6}$" $gogc)) }}
 {{- fail (printf "policy.gogc=%q: allowed values are off, keep or an integer 0..999999" $gogc) }}
+{{- end }}
+{{- if and (eq .Values.engine "native") (or .Values.metrics.serviceMonitor.enabled .Values.metrics.prometheusRule.enabled .Values.metrics.dashboard.enabled) }}
+{{- fail "metrics.* watch the webhook's replicas: engine=native has none (the API server's own apiserver_mutating_admission_policy_* and apiserver_validating_admission_policy_* metrics count the policies)" }}
 {{- end }}
 {{- if and (eq .Values.certificates.source "certManager") .Values.certificates.certManager.issuerRef (not .Values.certificates.certManager.issuerRef.name) }}
 {{- fail "certificates.certManager.issuerRef needs a name" }}
