@@ -2,6 +2,7 @@
 //! API server reads it.
 
 use std::collections::BTreeMap;
+use std::io::BufWriter;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::write::EncoderWriter;
@@ -81,10 +82,14 @@ impl Answer {
     }
 }
 
-/// Appends the base64 of the patch's JSON to `out`, as it is written.
+/// Appends the base64 of the patch's JSON to `out`, as it is written: in chunks of a few
+/// kilobytes, since JSON is written a token at a time.
 fn base64_json(out: Vec<u8>, patch: &[Operation]) -> Result<Vec<u8>, serde_json::Error> {
-    let mut encoder = EncoderWriter::new(out, &STANDARD);
-    serde_json::to_writer(&mut encoder, patch)?;
+    let mut chunks = BufWriter::with_capacity(6 * 1024, EncoderWriter::new(out, &STANDARD));
+    serde_json::to_writer(&mut chunks, patch)?;
+    let mut encoder = chunks
+        .into_inner()
+        .map_err(|e| serde_json::Error::io(e.into_error()))?;
     encoder.finish().map_err(serde_json::Error::io)
 }
 
