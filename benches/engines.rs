@@ -14,6 +14,8 @@ mod api;
 #[path = "../tests/cluster/mod.rs"]
 #[allow(dead_code, unused_imports, unused_macros)]
 mod cluster;
+#[path = "../tests/support/mod.rs"]
+pub mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -272,43 +274,12 @@ fn large_pod() -> Result<Value> {
         Path::new(ROOT).join("tests/data/pod-create.json"),
     )?)?;
     let mut pod = review["request"]["object"].clone();
-    let metadata = pod["metadata"].as_object_mut().context("metadata")?;
-    for key in [
-        "namespace",
-        "generateName",
-        "ownerReferences",
-        "uid",
-        "creationTimestamp",
-    ] {
-        metadata.remove(key);
-    }
-    let spec = pod["spec"].as_object_mut().context("spec")?;
-    for key in ["serviceAccountName", "serviceAccount", "nodeName"] {
-        spec.remove(key);
-    }
-    spec.insert("automountServiceAccountToken".into(), json!(false));
-    let mut token = Vec::new();
-    if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
-        token.extend(
-            volumes
-                .iter()
-                .filter(|v| v.get("projected").is_some())
-                .map(|v| v["name"].clone()),
-        );
-        volumes.retain(|v| v.get("projected").is_none());
-    }
-    for list in ["initContainers", "containers"] {
-        for c in spec
-            .get_mut(list)
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(mounts) = c.get_mut("volumeMounts").and_then(Value::as_array_mut) {
-                mounts.retain(|m| !token.contains(&m["name"]));
-            }
-        }
-    }
+    ensure!(
+        pod["metadata"].is_object(),
+        "the fixture's pod has no metadata"
+    );
+    ensure!(pod["spec"].is_object(), "the fixture's pod has no spec");
+    support::pods::as_new_pod(&mut pod);
     Ok(pod)
 }
 

@@ -964,53 +964,11 @@ fn fixture_pods() -> Result<Vec<(String, Value)>> {
         .map(|(i, (source, mut pod))| {
             pod["apiVersion"] = json!("v1");
             pod["kind"] = json!("Pod");
-            let metadata = pod["metadata"]
-                .as_object_mut()
-                .map(std::mem::take)
-                .unwrap_or_default();
-            let mut metadata = Value::Object(metadata);
-            for key in [
-                "namespace",
-                "generateName",
-                "ownerReferences",
-                "uid",
-                "creationTimestamp",
-            ] {
-                metadata.as_object_mut().expect("object").remove(key);
+            if !pod["metadata"].is_object() {
+                pod["metadata"] = json!({});
             }
-            metadata["name"] = json!(format!("fixture-{i}"));
-            pod["metadata"] = metadata;
-            if let Some(spec) = pod["spec"].as_object_mut() {
-                for key in ["serviceAccountName", "serviceAccount", "nodeName"] {
-                    spec.remove(key);
-                }
-                spec.insert("automountServiceAccountToken".into(), json!(false));
-                // The service account token volume the fixtures were captured with.
-                let mut token = Vec::new();
-                if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
-                    token.extend(
-                        volumes
-                            .iter()
-                            .filter(|v| v.get("projected").is_some())
-                            .map(|v| v["name"].clone()),
-                    );
-                    volumes.retain(|v| v.get("projected").is_none());
-                }
-                for list in ["initContainers", "containers"] {
-                    for c in spec
-                        .get_mut(list)
-                        .and_then(Value::as_array_mut)
-                        .into_iter()
-                        .flatten()
-                    {
-                        if let Some(mounts) =
-                            c.get_mut("volumeMounts").and_then(Value::as_array_mut)
-                        {
-                            mounts.retain(|m| !token.contains(&m["name"]));
-                        }
-                    }
-                }
-            }
+            crate::support::pods::as_new_pod(&mut pod);
+            pod["metadata"]["name"] = json!(format!("fixture-{i}"));
             (source, pod)
         })
         .collect())

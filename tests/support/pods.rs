@@ -1,4 +1,4 @@
-//! Generated pods.
+//! Generated pods, and captured ones made new again ([`as_new_pod`]).
 //!
 //! For the memory and latency measurements: a pod with thousands of containers, as large
 //! as the API server lets through ([`many_containers_review`]).
@@ -271,4 +271,46 @@ pub fn generated(seed: u8, count: usize) -> Vec<Value> {
             p
         })
         .collect()
+}
+
+/// Turns a pod captured from a cluster (a fixture's `request.object`) into one that can be
+/// created again: without the metadata the API server sets, its service account and node,
+/// and the service account token volume it was captured with (and its mounts).
+pub fn as_new_pod(pod: &mut Value) {
+    if let Some(metadata) = pod["metadata"].as_object_mut() {
+        for key in [
+            "namespace",
+            "generateName",
+            "ownerReferences",
+            "uid",
+            "creationTimestamp",
+        ] {
+            metadata.remove(key);
+        }
+    }
+    let Some(spec) = pod["spec"].as_object_mut() else {
+        return;
+    };
+    for key in ["serviceAccountName", "serviceAccount", "nodeName"] {
+        spec.remove(key);
+    }
+    spec.insert("automountServiceAccountToken".into(), json!(false));
+    let mut token = Vec::new();
+    if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        token.extend(
+            volumes
+                .iter()
+                .filter(|v| v.get("projected").is_some())
+                .map(|v| v["name"].clone()),
+        );
+        volumes.retain(|v| v.get("projected").is_none());
+    }
+    for list in ["initContainers", "containers"] {
+        let containers = spec.get_mut(list).and_then(Value::as_array_mut);
+        for c in containers.into_iter().flatten() {
+            if let Some(mounts) = c.get_mut("volumeMounts").and_then(Value::as_array_mut) {
+                mounts.retain(|m| !token.contains(&m["name"]));
+            }
+        }
+    }
 }
