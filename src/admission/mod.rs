@@ -184,9 +184,10 @@ fn review(
             Outcome::Error
         }
         (true, Some(pod)) => {
-            let eval = pod.evaluate(policy, mode);
+            let mut eval = pod.evaluate(policy, mode);
             drop(pod);
-            report.events = eval.events.clone();
+            // The events are counted from the report; the answer is decided without them.
+            report.events = std::mem::take(&mut eval.events);
             decide(eval, &mut answer, report)
         }
     };
