@@ -2,14 +2,14 @@
 //! API server reads it.
 
 use std::collections::BTreeMap;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::write::EncoderWriter;
 use serde::Serialize;
 
 use super::request::{API_VERSION, KIND};
-use crate::engine::Operation;
+use crate::engine::Patch;
 
 /// What the webhook answers to one review.
 #[derive(Debug, Default)]
@@ -17,7 +17,7 @@ pub(super) struct Answer {
     /// The review is refused, with this message.
     pub(super) denied: Option<String>,
     /// The changes to make (enforce only).
-    pub(super) patch: Option<Vec<Operation>>,
+    pub(super) patch: Option<Patch>,
     /// Recorded in the API server's audit log (audit only).
     pub(super) audit_annotations: BTreeMap<&'static str, String>,
     /// Shown to whoever made the request.
@@ -26,26 +26,34 @@ pub(super) struct Answer {
 
 impl Answer {
     /// The AdmissionReview answering the request `uid`, as JSON.
-    ///
-    /// Written field by field, in the order and form `serde_json` gives a struct, so that the
-    /// patch goes through base64 straight into the answer: a pod of thousands of containers
-    /// never holds its patch as JSON text beside its base64 text beside the answer.
     pub(super) fn to_json(&self, uid: &str) -> Result<Vec<u8>, serde_json::Error> {
         let mut out = Vec::with_capacity(self.estimated_len());
-        out.extend_from_slice(b"{\"apiVersion\":");
+        self.write_json(uid, &mut out)?;
+        Ok(out)
+    }
+
+    /// Writes the AdmissionReview answering the request `uid` to `out`.
+    ///
+    /// Written field by field, in the order and form `serde_json` gives a struct, so that the
+    /// patch goes through base64 straight into `out` as its operations are made: a pod of
+    /// thousands of containers never holds its patch as JSON text, nor as base64 text.
+    pub(super) fn write_json<W: Write>(&self, uid: &str, mut out: W) -> serde_json::Result<()> {
+        let io = serde_json::Error::io;
+        out.write_all(b"{\"apiVersion\":").map_err(io)?;
         serde_json::to_writer(&mut out, API_VERSION)?;
-        out.extend_from_slice(b",\"kind\":");
+        out.write_all(b",\"kind\":").map_err(io)?;
         serde_json::to_writer(&mut out, KIND)?;
-        out.extend_from_slice(b",\"response\":{\"uid\":");
+        out.write_all(b",\"response\":{\"uid\":").map_err(io)?;
         serde_json::to_writer(&mut out, uid)?;
-        out.extend_from_slice(b",\"allowed\":");
-        out.extend_from_slice(if self.denied.is_none() {
+        out.write_all(b",\"allowed\":").map_err(io)?;
+        let allowed: &[u8] = if self.denied.is_none() {
             b"true"
         } else {
             b"false"
-        });
+        };
+        out.write_all(allowed).map_err(io)?;
         if let Some(message) = &self.denied {
-            out.extend_from_slice(b",\"status\":");
+            out.write_all(b",\"status\":").map_err(io)?;
             let status = WireStatus {
                 code: 403,
                 message,
@@ -54,43 +62,47 @@ impl Answer {
             serde_json::to_writer(&mut out, &status)?;
         }
         if let Some(patch) = &self.patch {
-            out.extend_from_slice(b",\"patch\":\"");
-            out = base64_json(out, patch)?;
-            out.extend_from_slice(b"\",\"patchType\":\"JSONPatch\"");
+            out.write_all(b",\"patch\":\"").map_err(io)?;
+            base64_json(&mut out, patch)?;
+            out.write_all(b"\",\"patchType\":\"JSONPatch\"")
+                .map_err(io)?;
         }
         // Sorted, so that the same review always gets the same bytes.
         if !self.audit_annotations.is_empty() {
-            out.extend_from_slice(b",\"auditAnnotations\":");
+            out.write_all(b",\"auditAnnotations\":").map_err(io)?;
             serde_json::to_writer(&mut out, &self.audit_annotations)?;
         }
         if !self.warnings.is_empty() {
-            out.extend_from_slice(b",\"warnings\":");
+            out.write_all(b",\"warnings\":").map_err(io)?;
             serde_json::to_writer(&mut out, &self.warnings)?;
         }
-        out.extend_from_slice(b"}}");
-        Ok(out)
+        out.write_all(b"}}").map_err(io)
     }
 
     /// About the length of the answer, so that writing it rarely grows the buffer: a patch
     /// operation is rarely over 192 bytes of JSON, 256 in base64 (the status annotation is
     /// one operation that can be longer, and the buffer then grows).
     fn estimated_len(&self) -> usize {
-        let patch = self.patch.as_ref().map_or(0, |ops| 256 * ops.len());
+        let patch = self
+            .patch
+            .as_ref()
+            .map_or(0, |p| 256 * p.estimated_operations());
         let warnings: usize = self.warnings.iter().map(|w| w.len() + 4).sum();
         let denied = self.denied.as_ref().map_or(0, String::len);
         512 + patch + warnings + denied
     }
 }
 
-/// Appends the base64 of the patch's JSON to `out`, as it is written: in chunks of a few
+/// Writes the base64 of the patch's JSON to `out`, as it is made: in chunks of a few
 /// kilobytes, since JSON is written a token at a time.
-fn base64_json(out: Vec<u8>, patch: &[Operation]) -> Result<Vec<u8>, serde_json::Error> {
+fn base64_json<W: Write>(out: W, patch: &Patch) -> serde_json::Result<()> {
     let mut chunks = BufWriter::with_capacity(6 * 1024, EncoderWriter::new(out, &STANDARD));
     serde_json::to_writer(&mut chunks, patch)?;
     let mut encoder = chunks
         .into_inner()
         .map_err(|e| serde_json::Error::io(e.into_error()))?;
-    encoder.finish().map_err(serde_json::Error::io)
+    encoder.finish().map_err(serde_json::Error::io)?;
+    Ok(())
 }
 
 /// The `metav1.Status` of a refusal.

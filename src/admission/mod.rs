@@ -6,6 +6,8 @@ mod envelope;
 mod rejection;
 mod request;
 
+use std::io::{self, Write};
+
 use http::StatusCode;
 use kube::core::admission::Operation;
 
@@ -66,6 +68,78 @@ pub struct HttpReply {
     pub status: StatusCode,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+}
+
+/// An answer decided but not yet written: a review's AdmissionReview, written as it is
+/// sent, or a plain-text rejection. A large pod's answer is several times its body, and
+/// is never held whole when written to a stream.
+#[derive(Debug)]
+pub struct Prepared {
+    status: StatusCode,
+    content_type: &'static str,
+    body: PreparedBody,
+}
+
+// A review is the usual body: boxing it would cost an allocation per review.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum PreparedBody {
+    Text(Vec<u8>),
+    Review { uid: String, answer: Answer },
+}
+
+impl Prepared {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        self.content_type
+    }
+
+    /// Writes the body to `out`.
+    pub fn write_to<W: Write>(&self, out: W) -> io::Result<()> {
+        match &self.body {
+            PreparedBody::Text(text) => {
+                let mut out = out;
+                out.write_all(text)
+            }
+            PreparedBody::Review { uid, answer } => {
+                answer.write_json(uid, out).map_err(io::Error::from)
+            }
+        }
+    }
+
+    /// The reply, its body written out; a failure to write it becomes a rejection (with
+    /// `report` updated to say so).
+    fn into_reply(self, report: &mut ReviewReport) -> HttpReply {
+        let body = match self.body {
+            PreparedBody::Text(text) => text,
+            PreparedBody::Review { uid, answer } => match answer.to_json(&uid) {
+                Ok(body) => body,
+                Err(e) => {
+                    let (reply, rejected) = Rejection::Response(e).answer(std::mem::take(report));
+                    *report = rejected;
+                    return reply;
+                }
+            },
+        };
+        HttpReply {
+            status: self.status,
+            content_type: self.content_type,
+            body,
+        }
+    }
+}
+
+impl From<HttpReply> for Prepared {
+    fn from(reply: HttpReply) -> Self {
+        Prepared {
+            status: reply.status,
+            content_type: reply.content_type,
+            body: PreparedBody::Text(reply.body),
+        }
+    }
 }
 
 /// Facts about one review for the log line and metrics.
@@ -133,6 +207,17 @@ pub fn handle(
     handle_with(Reading::OnePass, endpoint, content_type, body, policy)
 }
 
+/// [`handle`], with the answer decided but not yet written: for a server that writes it
+/// to the connection as it is made.
+pub fn prepare(
+    endpoint: Endpoint,
+    content_type: Option<&str>,
+    body: &[u8],
+    policy: &Policy,
+) -> (Prepared, ReviewReport) {
+    prepare_with(Reading::OnePass, endpoint, content_type, body, policy)
+}
+
 /// [`handle`], reading the body as `reading` says.
 pub fn handle_with(
     reading: Reading,
@@ -141,11 +226,26 @@ pub fn handle_with(
     body: &[u8],
     policy: &Policy,
 ) -> (HttpReply, ReviewReport) {
+    let (prepared, mut report) = prepare_with(reading, endpoint, content_type, body, policy);
+    let reply = prepared.into_reply(&mut report);
+    (reply, report)
+}
+
+fn prepare_with(
+    reading: Reading,
+    endpoint: Endpoint,
+    content_type: Option<&str>,
+    body: &[u8],
+    policy: &Policy,
+) -> (Prepared, ReviewReport) {
     let mut report = ReviewReport::default();
     let request = Request::parse(reading, content_type, body, &mut report);
-    match request.and_then(|request| review(endpoint, request, policy, &mut report)) {
-        Ok(reply) => (reply, report),
-        Err(rejection) => rejection.answer(report),
+    match request.map(|request| review(endpoint, request, policy, &mut report)) {
+        Ok(prepared) => (prepared, report),
+        Err(rejection) => {
+            let (reply, report) = rejection.answer(report);
+            (reply.into(), report)
+        }
     }
 }
 
@@ -154,7 +254,7 @@ fn review(
     mut request: Request<'_>,
     policy: &Policy,
     report: &mut ReviewReport,
-) -> Result<HttpReply, Rejection> {
+) -> Prepared {
     let mut answer = Answer::default();
     let mode = match endpoint {
         Endpoint::Audit => Mode::Audit,
@@ -171,7 +271,7 @@ fn review(
             // No object to compare (an UPDATE is always read into a document).
             _ => Outcome::Skipped,
         };
-        return reply(outcome, &request, &answer, report);
+        return reply(outcome, &request, answer, report);
     }
     let is_pod_create = is_pod && sub_resource.is_empty() && request.operation == Operation::Create;
     // The pod is dropped once evaluated: a large one is not kept while the answer is written.
@@ -191,23 +291,25 @@ fn review(
             decide(eval, &mut answer, report)
         }
     };
-    reply(outcome, &request, &answer, report)
+    reply(outcome, &request, answer, report)
 }
 
 /// The 200 reply carrying `answer`.
 fn reply(
     outcome: Outcome,
     request: &Request<'_>,
-    answer: &Answer,
+    answer: Answer,
     report: &mut ReviewReport,
-) -> Result<HttpReply, Rejection> {
+) -> Prepared {
     report.outcome = Some(outcome);
-    let body = answer.to_json(&request.uid).map_err(Rejection::Response)?;
-    Ok(HttpReply {
+    Prepared {
         status: StatusCode::OK,
         content_type: "application/json",
-        body,
-    })
+        body: PreparedBody::Review {
+            uid: request.uid.clone().into_owned(),
+            answer,
+        },
+    }
 }
 
 /// Turns a resize evaluation into the answer: allowed, with its warnings, or refused.

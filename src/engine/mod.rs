@@ -31,7 +31,7 @@ use serde_json::Value;
 use crate::policy::{Mode, Policy};
 use crate::text::{WARNING, shorten};
 
-pub(crate) use patch::Operation;
+pub(crate) use patch::Patch;
 pub(crate) use read::Unreadable;
 pub(crate) use resize::{ResizeEvaluation, evaluate_resize};
 pub(crate) use view::{Field, Pod as PodView, Skip};
@@ -55,7 +55,7 @@ pub(crate) const MIRROR: &str = "kubernetes.io/config.mirror";
 pub(crate) const DOWNWARD: &str = "limits.memory";
 
 /// The result of evaluating one pod.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Evaluation {
     pub(crate) decision: Decision,
     /// True when the mode asked for, or the pod's `gomemlimit.io/mode`, is audit: the
@@ -71,13 +71,13 @@ pub(crate) struct Evaluation {
     /// The JSONPatch that makes `changes` (empty when there are none). Its operations only
     /// add or replace the fields the webhook owns, so it applies to the evaluated pod and
     /// keeps every other field, whatever its schema version.
-    pub(crate) patch: Vec<Operation>,
+    pub(crate) patch: Patch,
 }
 
 impl Evaluation {
     /// The pod with the patch applied.
     pub(crate) fn patched(&self, pod: &Value) -> Value {
-        let patch = serde_json::to_value(&self.patch).expect("operations serialize");
+        let patch = serde_json::to_value(self.patch.operations()).expect("operations serialize");
         let patch: json_patch::Patch =
             serde_json::from_value(patch).expect("operations are JSONPatch");
         let mut out = pod.clone();
@@ -288,14 +288,14 @@ pub(crate) fn evaluate_view(pod: &Field<PodView<'_>>, policy: &Policy, mode: Mod
         changes: Vec::new(),
         warnings: Vec::new(),
         events: Vec::new(),
-        patch: Vec::new(),
+        patch: Patch::default(),
     };
     if let Err(reason) = evaluate_into(pod, policy, &mut eval) {
         // The warnings given so far are still true of the pod, and stay.
         eval.decision = Decision::Skipped(SkipReason::NotUnderstood(reason));
         eval.changes.clear();
         eval.events.clear();
-        eval.patch.clear();
+        eval.patch = Patch::default();
     }
     eval
 }
@@ -328,8 +328,8 @@ fn evaluate_into(
         eval.deny(plan.denials.join("; "));
         return Ok(());
     }
-    let status = (plan.status != previous).then_some(&plan.status);
-    patch::emit(metadata.shape, plan.edits, status, &mut eval.patch);
+    let status = (plan.status != previous).then_some(plan.status);
+    eval.patch = Patch::new(metadata.shape, plan.edits, status);
     Ok(())
 }
 

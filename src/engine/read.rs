@@ -83,9 +83,10 @@ pub(super) struct Metadata<'a> {
 }
 
 /// What holds the annotations, as the status annotation must be added to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) enum MetadataShape {
     /// No `metadata` (or null): the patch adds it.
+    #[default]
     Missing,
     /// `metadata` without annotations (or null ones): the patch adds them.
     NoAnnotations,

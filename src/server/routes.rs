@@ -9,20 +9,24 @@
 //! neither the other reviews nor the probes wait behind it, and memory is bounded by the
 //! slots rather than by how many arrive at once.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
+use hyper::body::Frame;
 use prometheus_client::registry::Registry;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::LOG_TARGET;
@@ -179,47 +183,188 @@ async fn review(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: B
     // The deadline covers the upload and the wait for a large-review slot; the evaluation
     // itself is bounded by the body size.
     let deadline = started + timeout;
-    let (reply, report) = match tokio::time::timeout_at(deadline, read_body(&headers, body)).await {
-        Ok(Ok(bytes)) => evaluate(&state, endpoint, headers, bytes, deadline).await,
-        Ok(Err(rejection)) => rejection.answer(ReviewReport::default()),
-        Err(_elapsed) => Rejection::Timeout(timeout).answer(ReviewReport::default()),
+    let upload = read_body(&state, &headers, body, deadline);
+    let (response, report) = match tokio::time::timeout_at(deadline, upload).await {
+        Ok(Ok(Upload::Small(bytes))) => {
+            let policy = state.policy();
+            let (reply, report) =
+                admission::handle(endpoint, content_type(&headers), &bytes, &policy);
+            (reply.into_response(), report)
+        }
+        Ok(Ok(Upload::Large(bytes, slot))) => {
+            evaluate_large(&state, endpoint, headers, bytes, slot).await
+        }
+        Ok(Err(NotRead::Rejected(rejection))) => answer(rejection.answer(ReviewReport::default())),
+        Ok(Err(NotRead::NoSlot)) => answer(unavailable(
+            "too many large reviews in progress: no slot within the request timeout",
+        )),
+        Err(_elapsed) => answer(Rejection::Timeout(timeout).answer(ReviewReport::default())),
     };
-    record(&state, endpoint, &reply, &report, started.elapsed());
-    reply.into_response()
+    record(
+        &state,
+        endpoint,
+        response.status(),
+        &report,
+        started.elapsed(),
+    );
+    response
 }
 
-/// Answers a body that has arrived: at once when it is small, else in a large-review slot
-/// on a blocking thread (see the module documentation).
-async fn evaluate(
+fn answer((reply, report): (HttpReply, ReviewReport)) -> (Response, ReviewReport) {
+    (reply.into_response(), report)
+}
+
+/// Why a body was not read.
+enum NotRead {
+    Rejected(Rejection),
+    /// No large-review slot was free within the request timeout.
+    NoSlot,
+}
+
+impl From<Rejection> for NotRead {
+    fn from(rejection: Rejection) -> Self {
+        NotRead::Rejected(rejection)
+    }
+}
+
+/// A body that has arrived.
+enum Upload {
+    Small(Vec<u8>),
+    /// At least [`LARGE_REVIEW_BYTES`], with its large-review slot.
+    Large(Vec<u8>, OwnedSemaphorePermit),
+}
+
+/// Answers a large review in its slot on a blocking thread (see the module documentation):
+/// once decided, the answer is written to the connection as it is made, a chunk at a time,
+/// and the slot is held until it is sent.
+async fn evaluate_large(
     state: &AppState,
     endpoint: Endpoint,
     headers: HeaderMap,
     body: Vec<u8>,
-    deadline: Instant,
-) -> (HttpReply, ReviewReport) {
+    slot: OwnedSemaphorePermit,
+) -> (Response, ReviewReport) {
     let policy = state.policy();
-    if body.len() < LARGE_REVIEW_BYTES {
-        return admission::handle(endpoint, content_type(&headers), &body, &policy);
-    }
-    let slots = Arc::clone(&state.shared.large_reviews);
-    let Ok(Ok(slot)) = tokio::time::timeout_at(deadline, slots.acquire_owned()).await else {
-        return unavailable(
-            "too many large reviews in progress: no slot within the request timeout",
-        );
-    };
-    let evaluation = tokio::task::spawn_blocking(move || {
-        let answer = admission::handle(endpoint, content_type(&headers), &body, &policy);
+    let timeout = state.shared.request_timeout;
+    let (decided, decision) = tokio::sync::oneshot::channel();
+    let (chunks, stream) = tokio::sync::mpsc::channel(STREAMED_CHUNKS);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let (prepared, report) =
+            admission::prepare(endpoint, content_type(&headers), &body, &policy);
+        let head = (prepared.status(), prepared.content_type(), report);
+        if decided.send(head).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut out = ChunkWriter::new(runtime, chunks, deadline);
+        if let Err(e) = prepared.write_to(&mut out).and_then(|()| out.finish()) {
+            tracing::warn!(target: LOG_TARGET, error = %e, "an answer was not sent in full");
+        }
         // The body's memory is returned before the next large review may start.
         drop(body);
         drop(slot);
-        answer
     });
-    match evaluation.await {
-        Ok(answer) => answer,
-        Err(e) => {
-            tracing::error!(target: LOG_TARGET, error = %e, "a review failed");
-            internal_error("the review failed")
+    match decision.await {
+        Ok((status, content_type, report)) => {
+            let mut response = Response::new(Body::new(ChunkBody(stream)));
+            *response.status_mut() = status;
+            let value = HeaderValue::from_static(content_type);
+            response.headers_mut().insert(header::CONTENT_TYPE, value);
+            (response, report)
         }
+        Err(_) => {
+            tracing::error!(target: LOG_TARGET, "a review failed");
+            answer(internal_error("the review failed"))
+        }
+    }
+}
+
+/// How many chunks of an answer wait for the connection at most.
+const STREAMED_CHUNKS: usize = 2;
+
+/// The size of the chunks an answer is sent in.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Sends what is written to it, in chunks of about [`CHUNK_BYTES`], to a response body; waits
+/// while the connection is slow, until `deadline`.
+struct ChunkWriter {
+    runtime: tokio::runtime::Handle,
+    chunks: tokio::sync::mpsc::Sender<Bytes>,
+    deadline: Instant,
+    buffer: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn new(
+        runtime: tokio::runtime::Handle,
+        chunks: tokio::sync::mpsc::Sender<Bytes>,
+        deadline: Instant,
+    ) -> Self {
+        ChunkWriter {
+            runtime,
+            chunks,
+            deadline,
+            buffer: Vec::with_capacity(CHUNK_BYTES),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK_BYTES),
+        ));
+        let sent = tokio::time::timeout_at(self.deadline, self.chunks.send(chunk));
+        match self.runtime.block_on(sent) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_closed)) => Err(io::Error::other("the connection closed")),
+            Err(_elapsed) => Err(io::Error::other(
+                "the answer was not read within the request timeout",
+            )),
+        }
+    }
+
+    /// Sends what is left.
+    fn finish(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+impl io::Write for ChunkWriter {
+    /// Takes all of `buf` (a writer that takes part of it can be taken for one that is full),
+    /// sending a chunk once there is one.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A response body of the chunks a [`ChunkWriter`] sends; it ends when the writer is
+/// dropped (a writer that stops early leaves the answer short, and the client sees a
+/// malformed answer rather than a wrong one).
+struct ChunkBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl HttpBody for ChunkBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
     }
 }
 
@@ -255,14 +400,20 @@ fn plain_answer(status: StatusCode, reason: &str) -> (HttpReply, ReviewReport) {
 
 /// Reads at most [`MAX_BODY_BYTES`] into one buffer: a declared `Content-Length` over the
 /// limit is refused before any of the body is read, a chunked body is cut off as soon as it
-/// passes it, and each frame is copied once and dropped, so the body is held once.
-async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Vec<u8>, Rejection> {
+/// passes it, and each frame is copied once and dropped, so the body is held once. A large
+/// body then waits for a large-review slot; none free before `deadline` is a 503.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut body: Body,
+    deadline: Instant,
+) -> Result<Upload, NotRead> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(Rejection::TooLarge);
+        return Err(Rejection::TooLarge.into());
     }
     // At most the limit, by the check above.
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
@@ -270,12 +421,30 @@ async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Vec<u8>, Rejec
         let frame = frame.map_err(|e| Rejection::BodyRead(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
             if bytes.len() + data.len() > MAX_BODY_BYTES {
-                return Err(Rejection::TooLarge);
+                return Err(Rejection::TooLarge.into());
             }
             bytes.extend_from_slice(&data);
         }
     }
-    Ok(bytes)
+    if bytes.len() < LARGE_REVIEW_BYTES {
+        return Ok(Upload::Small(bytes));
+    }
+    // Read before waiting: on an HTTP/2 connection, a body left unread holds the flow
+    // control window that every other review on the connection needs.
+    let slot = large_review_slot(state, deadline).await?;
+    Ok(Upload::Large(bytes, slot))
+}
+
+/// One of the `--max-large-reviews` slots, or a 503 when none is free before `deadline`.
+async fn large_review_slot(
+    state: &AppState,
+    deadline: Instant,
+) -> Result<OwnedSemaphorePermit, NotRead> {
+    let slots = Arc::clone(&state.shared.large_reviews);
+    match tokio::time::timeout_at(deadline, slots.acquire_owned()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        _ => Err(NotRead::NoSlot),
+    }
 }
 
 /// One structured line per review, at `$level`.
@@ -305,13 +474,13 @@ macro_rules! review_event {
 fn record(
     state: &AppState,
     endpoint: Endpoint,
-    reply: &HttpReply,
+    status: StatusCode,
     report: &ReviewReport,
     elapsed: Duration,
 ) {
     // Every 4xx (bad request, 408, 413) is an error, whatever the handler decided.
     let outcome = match report.outcome {
-        _ if reply.status.is_client_error() => Outcome::Error,
+        _ if status.is_client_error() => Outcome::Error,
         Some(outcome) => outcome,
         None => Outcome::Error,
     };
@@ -320,7 +489,7 @@ fn record(
     if let Some(resize) = report.resize {
         metrics.record_resize(resize);
     }
-    let (path, outcome, status) = (endpoint.as_str(), outcome.as_str(), reply.status);
+    let (path, outcome) = (endpoint.as_str(), outcome.as_str());
     match &report.message {
         Some(reason) if status.is_client_error() => {
             review_event!(warn, report, path, outcome, elapsed, status, reason = %LogValue(reason), "review rejected")
