@@ -74,7 +74,8 @@ pub(crate) enum Command {
 
 /// Runs the parsed command line; the exit code is for the process on success.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    telemetry::init(cli.log.log_format, &cli.log.log_level)?;
+    // Held until the command returns: the log lines still queued are written then.
+    let _log = telemetry::init(cli.log.log_format, &cli.log.log_level)?;
     // Everything here passes the ring provider explicitly; installing it as the process
     // default as well keeps any rustls user that relies on the default off aws-lc.
     let _ = rustls::crypto::ring::default_provider().install_default();
