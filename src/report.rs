@@ -68,7 +68,7 @@ fn audit_warnings(eval: &Evaluation) -> Vec<String> {
     if !eval.audit_only {
         return Vec::new();
     }
-    let mut warnings: Vec<String> = eval.changes.iter().map(describe).collect();
+    let mut warnings: Vec<String> = eval.changes().map(|c| describe(&c)).collect();
     if let Decision::Denied(message) = &eval.decision {
         warnings.push(shorten(format!("would deny: {message}"), WARNING));
     }
@@ -77,8 +77,9 @@ fn audit_warnings(eval: &Evaluation) -> Vec<String> {
 
 /// The changes in the compact form of the audit annotation, e.g.
 /// `app: requests.memory 256Mi->512Mi, app: GOMEMLIMIT=limits.memory`.
-pub(crate) fn summary(changes: &[Change]) -> String {
-    summary_text(&changes.iter().map(summarize).collect::<Vec<_>>().join(", "))
+pub(crate) fn summary(changes: impl IntoIterator<Item = Change>) -> String {
+    let parts: Vec<String> = changes.into_iter().map(|c| summarize(&c)).collect();
+    summary_text(&parts.join(", "))
 }
 
 /// `text` cut to the size of an audit annotation.
@@ -131,7 +132,7 @@ impl ObjectReport {
     /// The report of `kind` `namespace`/`name`, whose pod (template) evaluated to `eval`.
     pub(crate) fn evaluated(kind: &str, namespace: &str, name: &str, eval: &Evaluation) -> Self {
         let mut report = ObjectReport::unevaluated(kind, namespace, name, eval.warnings.clone());
-        report.containers = ContainerReport::of(&eval.changes);
+        report.containers = ContainerReport::of(eval.changes());
         match &eval.decision {
             Decision::Skipped(SkipReason::NotUnderstood(reason)) => report.warnings.push(format!(
                 "cannot read the pod template ({reason}); left unchanged"
@@ -231,7 +232,7 @@ pub(crate) struct ContainerReport {
 
 impl ContainerReport {
     /// The changes grouped by container, in the order the containers first appear.
-    fn of(changes: &[Change]) -> Vec<ContainerReport> {
+    fn of(changes: impl IntoIterator<Item = Change>) -> Vec<ContainerReport> {
         let mut out: Vec<ContainerReport> = Vec::new();
         for change in changes {
             let name = match &change.target {
@@ -504,7 +505,7 @@ mod tests {
             "pod: would set spec.resources.requests.memory to 1Gi (was unset)"
         );
         assert_eq!(
-            summary(&[change(Target::Pod, set)]),
+            summary([change(Target::Pod, set)]),
             "pod: requests.memory unset->1Gi"
         );
     }
@@ -520,7 +521,7 @@ mod tests {
             "container \"app\": would add a memory limit of 1Gi where there was none"
         );
         assert_eq!(
-            summary(&[change(Target::Pod, set)]),
+            summary([change(Target::Pod, set)]),
             "pod: limits.memory unset->1Gi"
         );
     }
@@ -529,12 +530,12 @@ mod tests {
     fn caps_the_summary_at_1024_bytes() {
         let gogc = |i: usize| {
             change(
-                Target::Container(format!("c{i}")),
+                Target::Container(format!("c{i}").into()),
                 Action::SetGogc("off".into()),
             )
         };
         let changes: Vec<Change> = (0..200).map(gogc).collect();
-        let text = summary(&changes);
+        let text = summary(changes);
         assert_eq!(text.len(), 1024);
         assert!(text.starts_with("c0: GOGC=off, c1: GOGC=off") && text.ends_with("..."));
     }

@@ -354,11 +354,11 @@ fn decide(eval: Evaluation, answer: &mut Answer, report: &mut ReviewReport) -> O
             answer.denied = Some(message);
             Outcome::Denied
         }
-        Decision::Evaluated if eval.changes.is_empty() => Outcome::Unchanged,
+        Decision::Evaluated if !eval.has_changes() => Outcome::Unchanged,
         Decision::Evaluated if eval.audit_only => {
             let annotations = &mut answer.audit_annotations;
             annotations.insert("would-mutate", "true".into());
-            annotations.insert("changes", report::summary(&eval.changes));
+            annotations.insert("changes", report::summary(eval.changes()));
             Outcome::Audited
         }
         Decision::Evaluated => {

@@ -84,7 +84,7 @@ mod tests {
             place: Place::Spec,
             name,
             memory: Memory {
-                limit: limit.map(str::to_owned),
+                limit: limit.map(Into::into),
                 request: None,
             },
             runs,

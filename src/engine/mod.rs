@@ -14,10 +14,12 @@
 
 mod annotations;
 mod budget;
+mod edit;
 mod patch;
 mod plan;
 mod read;
 mod resize;
+mod status;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -25,6 +27,7 @@ mod view;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -62,19 +65,27 @@ pub(crate) struct Evaluation {
     /// decision and changes are what enforce would do; they are reported, never applied,
     /// and a denial becomes a warning.
     pub(crate) audit_only: bool,
-    /// What the webhook sets (or, in audit, would set), in pod order.
-    pub(crate) changes: Vec<Change>,
     /// Things the user should know: skipped containers, `envFrom`, ignored annotations.
     pub(crate) warnings: Vec<String>,
     /// One entry per container event, for metrics.
     pub(crate) events: Vec<ContainerEvent>,
-    /// The JSONPatch that makes `changes` (empty when there are none). Its operations only
-    /// add or replace the fields the webhook owns, so it applies to the evaluated pod and
-    /// keeps every other field, whatever its schema version.
+    /// The JSONPatch that makes the changes (empty when there are none). Its operations
+    /// only add or replace the fields the webhook owns, so it applies to the evaluated pod
+    /// and keeps every other field, whatever its schema version.
     pub(crate) patch: Patch,
 }
 
 impl Evaluation {
+    /// What the webhook sets (or, in audit, would set), in pod order.
+    pub(crate) fn changes(&self) -> impl Iterator<Item = Change> + '_ {
+        self.patch.edits().iter().flat_map(edit::Edit::changes)
+    }
+
+    /// Whether the webhook sets (or would set) anything.
+    pub(crate) fn has_changes(&self) -> bool {
+        !self.patch.edits().is_empty()
+    }
+
     /// The pod with the patch applied.
     pub(crate) fn patched(&self, pod: &Value) -> Value {
         let patch = serde_json::to_value(self.patch.operations()).expect("operations serialize");
@@ -93,7 +104,7 @@ impl Evaluation {
     /// Rejects the pod: nothing is changed, and only the denials are counted.
     fn deny(&mut self, message: String) {
         self.decision = Decision::Denied(message);
-        self.changes.clear();
+        self.patch.clear();
         self.events.retain(|event| *event == ContainerEvent::Denied);
     }
 }
@@ -176,7 +187,7 @@ impl ContainerEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
     Pod,
-    Container(String),
+    Container(CompactString),
 }
 
 impl fmt::Display for Target {
@@ -194,7 +205,11 @@ pub(crate) enum GomemlimitValue {
     /// `valueFrom.resourceFieldRef` on `limits.memory`.
     Downward,
     /// A byte count: `percent`% of `of`.
-    Literal { bytes: u64, percent: u8, of: String },
+    Literal {
+        bytes: u64,
+        percent: u8,
+        of: CompactString,
+    },
 }
 
 /// One field the webhook sets.
@@ -216,19 +231,6 @@ pub(crate) enum Action {
     SetGogc(String),
     /// `resizePolicy` memory: `RestartContainer`.
     SetResizePolicy,
-}
-
-impl Action {
-    fn event(&self) -> ContainerEvent {
-        match self {
-            Action::SetRequest { .. } => ContainerEvent::SetRequest,
-            Action::SetLimit { .. } => ContainerEvent::SetLimit,
-            Action::SetGomemlimit(_) => ContainerEvent::InjectGomemlimit,
-            Action::UpdateGomemlimit { .. } => ContainerEvent::UpdateGomemlimit,
-            Action::SetGogc(_) => ContainerEvent::InjectGogc,
-            Action::SetResizePolicy => ContainerEvent::SetResizePolicy,
-        }
-    }
 }
 
 /// A change to one target.
@@ -285,7 +287,6 @@ pub(crate) fn evaluate_view(pod: &Field<PodView<'_>>, policy: &Policy, mode: Mod
     let mut eval = Evaluation {
         decision: Decision::Evaluated,
         audit_only: mode == Mode::Audit,
-        changes: Vec::new(),
         warnings: Vec::new(),
         events: Vec::new(),
         patch: Patch::default(),
@@ -293,9 +294,8 @@ pub(crate) fn evaluate_view(pod: &Field<PodView<'_>>, policy: &Policy, mode: Mod
     if let Err(reason) = evaluate_into(pod, policy, &mut eval) {
         // The warnings given so far are still true of the pod, and stay.
         eval.decision = Decision::Skipped(SkipReason::NotUnderstood(reason));
-        eval.changes.clear();
         eval.events.clear();
-        eval.patch = Patch::default();
+        eval.patch.clear();
     }
     eval
 }
@@ -328,8 +328,7 @@ fn evaluate_into(
         eval.deny(plan.denials.join("; "));
         return Ok(());
     }
-    let status = (plan.status != previous).then_some(plan.status);
-    eval.patch = Patch::new(metadata.shape, plan.edits, status);
+    eval.patch = Patch::new(metadata.shape, plan.edits, previous);
     Ok(())
 }
 

@@ -1,9 +1,10 @@
-//! The planned edits as JSONPatch operations. Every operation adds or replaces one field
-//! the webhook owns, creating the objects that hold it when they are missing, since
-//! JSONPatch `add` does not create parents. The operations are typed: each value is one
-//! of the few shapes the webhook writes, serialized straight to the wire.
+//! The edits as JSONPatch operations. Every operation adds or replaces one field the
+//! webhook owns, creating the objects that hold it when they are missing, since JSONPatch
+//! `add` does not create parents. The operations are typed: each value is one of the few
+//! shapes the webhook writes, serialized straight to the wire, each as it is made.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::fmt;
 use std::io;
 
@@ -11,12 +12,14 @@ use json_patch::jsonptr::PointerBuf;
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq};
 
-use super::read::{Holder, MetadataShape};
+use super::edit::{Edit, GomemlimitEdit};
+use super::read::{MetadataShape, Place};
+use super::status::Merged;
 use super::view::{GOGC, GOMEMLIMIT};
-use super::{STATUS, Status};
+use super::{GomemlimitValue, STATUS, Status};
 
 /// One JSONPatch operation, written as `{"op", "path", "value"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct Operation<'a> {
     op: &'static str,
     path: PointerBuf,
@@ -24,18 +27,18 @@ pub(crate) struct Operation<'a> {
 }
 
 /// The value an operation writes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 enum Value<'a> {
     /// A quantity or an env value.
-    Text(&'a str),
+    Text(Cow<'a, str>),
     /// The status annotation's text.
     Status(StatusText<'a>),
     /// `resources.limits` or `resources.requests`.
     Memory(Memory<'a>),
     Resources(Resources<'a>),
-    Env(&'a EnvEntry),
-    EnvList(&'a [EnvEntry]),
+    Env(EnvEntry),
+    EnvList(Vec<EnvEntry>),
     Resize(ResizeEntry),
     ResizeList([ResizeEntry; 1]),
     Annotations(Annotations<'a>),
@@ -60,7 +63,7 @@ struct Resources<'a> {
 /// An `env` entry the webhook adds: a value, or the memory limit through the downward API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct EnvEntry {
+struct EnvEntry {
     name: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<String>,
@@ -70,7 +73,7 @@ pub(super) struct EnvEntry {
 
 impl EnvEntry {
     /// `GOMEMLIMIT` from the container's memory limit, through the downward API.
-    pub(super) fn gomemlimit_downward() -> Self {
+    fn gomemlimit_downward() -> Self {
         let value_from = ValueFrom {
             resource_field_ref: ResourceFieldRef {
                 resource: "limits.memory",
@@ -85,7 +88,7 @@ impl EnvEntry {
     }
 
     /// `GOMEMLIMIT` as a byte count.
-    pub(super) fn gomemlimit(bytes: u64) -> Self {
+    fn gomemlimit(bytes: u64) -> Self {
         EnvEntry {
             name: GOMEMLIMIT,
             value: Some(bytes.to_string()),
@@ -94,7 +97,7 @@ impl EnvEntry {
     }
 
     /// `GOGC`.
-    pub(super) fn gogc(value: String) -> Self {
+    fn gogc(value: String) -> Self {
         EnvEntry {
             name: GOGC,
             value: Some(value),
@@ -130,8 +133,8 @@ const RESTART_ON_MEMORY_RESIZE: ResizeEntry = ResizeEntry {
 
 /// The status annotation's text: its JSON, written as a JSON string as it is made, never
 /// held whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StatusText<'a>(&'a Status);
+#[derive(Debug, Clone, Copy)]
+struct StatusText<'a>(Merged<'a>);
 
 impl Serialize for StatusText<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -141,7 +144,7 @@ impl Serialize for StatusText<'_> {
 
 impl fmt::Display for StatusText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        serde_json::to_writer(TextWriter(f), self.0).map_err(|_| fmt::Error)
+        serde_json::to_writer(TextWriter(f), &self.0).map_err(|_| fmt::Error)
     }
 }
 
@@ -161,7 +164,7 @@ impl io::Write for TextWriter<'_, '_> {
 }
 
 /// `annotations` holding only the status annotation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Annotations<'a> {
     status: StatusText<'a>,
 }
@@ -175,83 +178,61 @@ impl Serialize for Annotations<'_> {
 }
 
 /// `metadata` holding only the status annotation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct Metadata<'a> {
     annotations: Annotations<'a>,
 }
 
-/// The fields to set on one container (or, at `spec`, the pod).
-#[derive(Debug)]
-pub(super) struct Edit {
-    /// What the container (or `spec`) already holds.
-    holder: Holder,
-    pub(super) limit: Option<String>,
-    pub(super) request: Option<String>,
-    /// Entries to append to `env`.
-    pub(super) env: Vec<EnvEntry>,
-    /// An `env` entry whose value is replaced.
-    pub(super) env_value: Option<EnvValue>,
-    /// Append `{resourceName: memory, restartPolicy: RestartContainer}` to `resizePolicy`.
-    pub(super) restart_on_memory_resize: bool,
-}
-
-impl Edit {
-    /// No fields yet, on a target holding what `holder` says.
-    pub(super) fn new(holder: Holder) -> Self {
-        Edit {
-            holder,
-            limit: None,
-            request: None,
-            env: Vec::new(),
-            env_value: None,
-            restart_on_memory_resize: false,
-        }
-    }
-}
-
-/// A new value for the `env` entry at `index`.
-#[derive(Debug)]
-pub(super) struct EnvValue {
-    pub(super) index: usize,
-    pub(super) value: String,
-}
-
-/// The JSONPatch of an evaluation: the planned edits and the status annotation, written as
-/// operations only when serialized. A pod of thousands of containers never holds its
-/// operations, nor the status annotation's text, at once.
+/// The JSONPatch of an evaluation: its edits, and the status annotation when it changes,
+/// written as operations only when serialized. A pod of thousands of containers never
+/// holds its operations, nor the status annotation's text.
 #[derive(Debug, Default)]
 pub(crate) struct Patch {
     metadata: MetadataShape,
-    /// By the JSON pointer of the container (or of `spec`, for the pod); written in the
-    /// order of the pointers.
-    edits: BTreeMap<PointerBuf, Edit>,
-    /// The status annotation, when it changes; written last.
-    status: Option<Status>,
+    /// In the order the rules made them; written in the order of their JSON pointers.
+    edits: Vec<Edit>,
+    /// What an earlier pass recorded, which the edits' records go over.
+    previous: Status,
+    /// Whether the status annotation is written (it reads otherwise than `previous`).
+    status: bool,
 }
 
 impl Patch {
-    /// The operations of `edits`, then the one that writes `status`, if any.
-    pub(super) fn new(
-        metadata: MetadataShape,
-        edits: BTreeMap<PointerBuf, Edit>,
-        status: Option<Status>,
-    ) -> Self {
+    /// The operations of `edits`, then the one that writes the status annotation when it
+    /// changes.
+    pub(super) fn new(metadata: MetadataShape, edits: Vec<Edit>, previous: Status) -> Self {
+        let status = Merged {
+            previous: &previous,
+            edits: &edits,
+        }
+        .changed();
         Patch {
             metadata,
             edits,
+            previous,
             status,
         }
     }
 
+    /// The edits, in the order the rules made them.
+    pub(super) fn edits(&self) -> &[Edit] {
+        &self.edits
+    }
+
+    /// Drops every edit: nothing is changed.
+    pub(super) fn clear(&mut self) {
+        *self = Patch::default();
+    }
+
     /// Whether the patch has no operation.
     pub(crate) fn is_empty(&self) -> bool {
-        self.status.is_none() && self.edits.values().all(Edit::is_empty)
+        self.edits.is_empty() && !self.status
     }
 
     /// About how many operations the patch has: most edits make three (memory, GOMEMLIMIT
     /// and GOGC, the resize policy).
     pub(crate) fn estimated_operations(&self) -> usize {
-        3 * self.edits.len() + usize::from(self.status.is_some())
+        3 * self.edits.len() + usize::from(self.status)
     }
 
     /// Passes every operation, in order, to `each`, stopping at its first error.
@@ -259,11 +240,17 @@ impl Patch {
         &'a self,
         mut each: impl FnMut(Operation<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
-        for (at, edit) in &self.edits {
-            edit.emit(at, &mut each)?;
+        let mut order: Vec<&Edit> = self.edits.iter().collect();
+        order.sort_unstable_by(|a, b| pointer_order(&a.place, &b.place));
+        for edit in order {
+            emit(edit, &mut each)?;
         }
-        if let Some(status) = &self.status {
-            each(status_annotation(self.metadata, status))?;
+        if self.status {
+            let merged = Merged {
+                previous: &self.previous,
+                edits: &self.edits,
+            };
+            each(status_annotation(self.metadata, merged))?;
         }
         Ok(())
     }
@@ -288,88 +275,131 @@ impl Serialize for Patch {
     }
 }
 
-impl Edit {
-    /// Whether the edit sets nothing.
-    fn is_empty(&self) -> bool {
-        self.limit.is_none()
-            && self.request.is_none()
-            && self.env.is_empty()
-            && self.env_value.is_none()
-            && !self.restart_on_memory_resize
+/// The order of the places' JSON pointers as text: `/spec`, then
+/// `/spec/containers/0`, `/spec/containers/1`, `/spec/containers/10`, …, then
+/// `/spec/initContainers/…`.
+fn pointer_order(a: &Place, b: &Place) -> Ordering {
+    match (a, b) {
+        (Place::Spec, Place::Spec) => Ordering::Equal,
+        (Place::Spec, _) => Ordering::Less,
+        (_, Place::Spec) => Ordering::Greater,
+        (
+            Place::Container { list, index },
+            Place::Container {
+                list: other_list,
+                index: other_index,
+            },
+        ) => list.cmp(other_list).then_with(|| {
+            Decimal::of(*index)
+                .as_bytes()
+                .cmp(Decimal::of(*other_index).as_bytes())
+        }),
     }
+}
 
-    /// Passes the operations of this edit to the container (or `spec`) at `at` to `each`.
-    fn emit<'a, E>(
-        &'a self,
-        at: &PointerBuf,
-        each: &mut impl FnMut(Operation<'a>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        self.emit_memory(at, each)?;
-        if let Some(EnvValue { index, value }) = &self.env_value {
-            each(Operation {
-                op: "replace",
-                path: below(at, &["env", &index.to_string(), "value"]),
-                value: Value::Text(value),
-            })?;
-        }
-        if self.restart_on_memory_resize {
-            each(if self.holder.resize_policy {
-                let entry = Value::Resize(RESTART_ON_MEMORY_RESIZE);
-                add(below(at, &["resizePolicy", "-"]), entry)
-            } else {
-                let list = Value::ResizeList([RESTART_ON_MEMORY_RESIZE]);
-                add(below(at, &["resizePolicy"]), list)
-            })?;
-        }
-        if self.env.is_empty() {
-            return Ok(());
-        }
-        if self.holder.env {
-            for entry in &self.env {
-                each(add(below(at, &["env", "-"]), Value::Env(entry)))?;
+/// A number's decimal digits, without allocating.
+struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    fn of(mut n: usize) -> Self {
+        let mut digits = [0; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return Decimal { digits, start };
             }
-            Ok(())
-        } else {
-            each(add(below(at, &["env"]), Value::EnvList(&self.env)))
         }
     }
 
-    fn emit_memory<'a, E>(
-        &'a self,
-        at: &PointerBuf,
-        each: &mut impl FnMut(Operation<'a>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let memory = |v: &'a Option<String>| v.as_deref().map(|memory| Memory { memory });
-        let (limits, requests) = (memory(&self.limit), memory(&self.request));
-        if limits.is_none() && requests.is_none() {
-            return Ok(());
-        }
-        if !self.holder.resources {
-            let resources = Value::Resources(Resources { limits, requests });
-            return each(add(below(at, &["resources"]), resources));
-        }
-        let lists = [
-            ("limits", limits, self.holder.limits),
-            ("requests", requests, self.holder.requests),
-        ];
-        for (kind, memory, held) in lists {
-            let Some(memory) = memory else { continue };
-            each(if held {
-                add(
-                    below(at, &["resources", kind, "memory"]),
-                    Value::Text(memory.memory),
-                )
-            } else {
-                add(below(at, &["resources", kind]), Value::Memory(memory))
-            })?;
+    fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+}
+
+/// Passes the operations of `edit` to `each`.
+fn emit<'a, E>(
+    edit: &'a Edit,
+    each: &mut impl FnMut(Operation<'a>) -> Result<(), E>,
+) -> Result<(), E> {
+    let at = edit.place.pointer();
+    emit_memory(edit, &at, each)?;
+    if let Some((index, value)) = edit.updated_value() {
+        each(Operation {
+            op: "replace",
+            path: below(&at, &["env", &index.to_string(), "value"]),
+            value: Value::Text(Cow::Owned(value.into_string())),
+        })?;
+    }
+    if edit.restart_on_memory_resize {
+        each(if edit.holder.resize_policy {
+            let entry = Value::Resize(RESTART_ON_MEMORY_RESIZE);
+            add(below(&at, &["resizePolicy", "-"]), entry)
+        } else {
+            let list = Value::ResizeList([RESTART_ON_MEMORY_RESIZE]);
+            add(below(&at, &["resizePolicy"]), list)
+        })?;
+    }
+    let Some(GomemlimitEdit::Added(value)) = &edit.gomemlimit else {
+        return Ok(());
+    };
+    let mut env = vec![match value {
+        GomemlimitValue::Downward => EnvEntry::gomemlimit_downward(),
+        GomemlimitValue::Literal { bytes, .. } => EnvEntry::gomemlimit(*bytes),
+    }];
+    if let Some(gogc) = &edit.gogc {
+        env.push(EnvEntry::gogc(gogc.to_string()));
+    }
+    if edit.holder.env {
+        for entry in env {
+            each(add(below(&at, &["env", "-"]), Value::Env(entry)))?;
         }
         Ok(())
+    } else {
+        each(add(below(&at, &["env"]), Value::EnvList(env)))
     }
+}
+
+fn emit_memory<'a, E>(
+    edit: &'a Edit,
+    at: &PointerBuf,
+    each: &mut impl FnMut(Operation<'a>) -> Result<(), E>,
+) -> Result<(), E> {
+    let limits = edit.limit.as_deref().map(|memory| Memory { memory });
+    let requests = edit.request.as_ref().map(|set| Memory { memory: &set.to });
+    if limits.is_none() && requests.is_none() {
+        return Ok(());
+    }
+    if !edit.holder.resources {
+        let resources = Value::Resources(Resources { limits, requests });
+        return each(add(below(at, &["resources"]), resources));
+    }
+    let lists = [
+        ("limits", limits, edit.holder.limits),
+        ("requests", requests, edit.holder.requests),
+    ];
+    for (kind, memory, held) in lists {
+        let Some(memory) = memory else { continue };
+        each(if held {
+            add(
+                below(at, &["resources", kind, "memory"]),
+                Value::Text(Cow::Borrowed(memory.memory)),
+            )
+        } else {
+            add(below(at, &["resources", kind]), Value::Memory(memory))
+        })?;
+    }
+    Ok(())
 }
 
 /// The operation that writes the status annotation, creating `metadata` or its
 /// `annotations` when the pod has none.
-fn status_annotation(metadata: MetadataShape, status: &Status) -> Operation<'_> {
+fn status_annotation(metadata: MetadataShape, status: Merged<'_>) -> Operation<'_> {
     let annotations = Annotations {
         status: StatusText(status),
     };

@@ -3,19 +3,16 @@
 //! change, a warning, an event) in the evaluation as it goes.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::fmt;
 
-use json_patch::jsonptr::PointerBuf;
+use compact_str::{CompactString, ToCompactString};
 
 use super::annotations::Settings;
 use super::budget::{self, Budget};
-use super::patch::{Edit, EnvEntry, EnvValue};
+use super::edit::{Edit, GomemlimitEdit, SetRequest};
 use super::read::{self, Container, Holder, Memory, Place, Quantities, Runs, Unreadable};
 use super::view::{self, EnvVar, GOGC, GOMEMLIMIT};
-use super::{
-    Action, Change, ContainerEvent, DOWNWARD, Evaluation, GomemlimitValue, Record, Status, Target,
-};
+use super::{ContainerEvent, DOWNWARD, Evaluation, GomemlimitValue, Record, Status, Target};
 use crate::policy::{Gogc, MissingLimit, Policy};
 use crate::quantity::Quantity;
 use crate::text::{WARNING, shorten};
@@ -24,17 +21,15 @@ use crate::text::{WARNING, shorten};
 pub(super) struct Plan {
     /// One message per container that `missingLimit: deny` rejects.
     pub(super) denials: Vec<String>,
-    /// The edits, by the JSON pointer of the container (or of `spec`, for the pod).
-    pub(super) edits: BTreeMap<PointerBuf, Edit>,
-    /// The status annotation as it will read.
-    pub(super) status: Status,
+    /// The edits, one per target that changes, in the order the rules apply.
+    pub(super) edits: Vec<Edit>,
 }
 
 /// A target, where its fields sit and what holds them.
 struct Subject {
     target: Target,
-    /// The JSON pointer to its place.
-    at: PointerBuf,
+    /// Where its fields sit.
+    at: Place,
     holder: Holder,
 }
 
@@ -68,8 +63,7 @@ impl<'a> Planner<'a> {
     ) -> Self {
         let plan = Plan {
             denials: Vec::new(),
-            edits: BTreeMap::new(),
-            status: previous.clone(),
+            edits: Vec::new(),
         };
         Planner {
             eval,
@@ -88,6 +82,9 @@ impl<'a> Planner<'a> {
         // is the budget of containers that have no limit of their own.
         let pod_limit = self.pod_level(spec)?;
         let containers = read::containers(spec)?;
+        // One edit per target at most: reserved at once, so that thousands of containers do
+        // not grow the list by doubling it.
+        self.plan.edits.reserve_exact(containers.len());
         for (i, container) in containers.iter().enumerate() {
             if self.settings.excluded.contains(container.name) {
                 self.eval.events.push(ContainerEvent::Excluded);
@@ -107,7 +104,7 @@ impl<'a> Planner<'a> {
         }
         let pod = Subject {
             target: Target::Pod,
-            at: Place::Spec.pointer(),
+            at: Place::Spec,
             holder: Holder::of_resources(&spec.resources),
         };
         Ok(self.request_equals_limit(&pod, &memory))
@@ -119,8 +116,8 @@ impl<'a> Planner<'a> {
         budget: impl FnOnce() -> Budget,
     ) -> Result<(), Unreadable> {
         let subject = Subject {
-            target: Target::Container(container.name.to_owned()),
-            at: container.place.pointer(),
+            target: Target::Container(container.name.to_compact_string()),
+            at: container.place.clone(),
             holder: container.holder,
         };
         match self.runtime_memory(&subject, &container.memory, budget)? {
@@ -282,17 +279,19 @@ impl<'a> Planner<'a> {
         let Some(value) = self.gomemlimit_value(&subject.target, memory) else {
             return Ok(());
         };
-        let mut added = vec![gomemlimit_entry(&value)];
-        self.record_gomemlimit(&subject.target, &value);
         let downward = value == GomemlimitValue::Downward;
-        self.change(&subject.target, Action::SetGomemlimit(value));
+        let edit = self.edit(subject);
+        if !downward {
+            edit.budget.clone_from(&memory.budget);
+        }
+        edit.gomemlimit = Some(GomemlimitEdit::Added(value));
+        self.event(ContainerEvent::InjectGomemlimit);
 
         if let Some(gogc) = self.gogc_value()
             && read::find_env(env, GOGC).is_none()
         {
-            added.push(EnvEntry::gogc(gogc.clone()));
-            self.record(&subject.target).gogc = Some(gogc.clone());
-            self.change(&subject.target, Action::SetGogc(gogc));
+            self.edit(subject).gogc = Some(gogc);
+            self.event(ContainerEvent::InjectGogc);
         }
         if container.env_from {
             let text =
@@ -302,7 +301,6 @@ impl<'a> Planner<'a> {
         if downward {
             self.restart_on_resize(subject, container);
         }
-        self.edit(subject).env.extend(added);
         Ok(())
     }
 
@@ -330,8 +328,7 @@ impl<'a> Planner<'a> {
             }
             None => {
                 self.edit(subject).restart_on_memory_resize = true;
-                self.record(target).resize_policy = Some("RestartContainer".to_owned());
-                self.change(target, Action::SetResizePolicy);
+                self.event(ContainerEvent::SetResizePolicy);
             }
         }
     }
@@ -361,19 +358,13 @@ impl<'a> Planner<'a> {
     }
 
     fn update_literal(&mut self, subject: &Subject, index: usize, current: &str, bytes: u64) {
-        if bytes == 0 || bytes.to_string() == current {
+        if bytes == 0 || bytes.to_compact_string() == current {
             return;
         }
-        self.edit(subject).env_value = Some(EnvValue {
-            index,
-            value: bytes.to_string(),
-        });
-        let from = current.to_owned();
-        self.change(
-            &subject.target,
-            Action::UpdateGomemlimit { from, to: bytes },
-        );
-        self.record(&subject.target).gomemlimit = Some(bytes.to_string());
+        let from = current.to_compact_string();
+        let to = bytes;
+        self.edit(subject).gomemlimit = Some(GomemlimitEdit::Updated { index, from, to });
+        self.event(ContainerEvent::UpdateGomemlimit);
     }
 
     /// The downward API for 100% of a container's own limit, else a literal. `None`, with
@@ -397,61 +388,43 @@ impl<'a> Planner<'a> {
             return None;
         }
         let of = match &memory.budget {
-            Some(_) => format!("the {limit} bytes left of the pod limit"),
-            None => limit.to_owned(),
+            Some(_) => compact_str::format_compact!("the {limit} bytes left of the pod limit"),
+            None => limit.to_compact_string(),
         };
-        self.record(target).budget.clone_from(&memory.budget);
         Some(GomemlimitValue::Literal { bytes, percent, of })
     }
 
-    fn record_gomemlimit(&mut self, target: &Target, value: &GomemlimitValue) {
-        let record = self.record(target);
-        match value {
-            GomemlimitValue::Downward => {
-                record.gomemlimit = Some(DOWNWARD.to_owned());
-                record.percent = None;
-            }
-            GomemlimitValue::Literal { bytes, percent, .. } => {
-                record.gomemlimit = Some(bytes.to_string());
-                record.percent = Some(*percent);
-            }
-        }
-    }
-
     /// The GOGC value to add, if any.
-    fn gogc_value(&self) -> Option<String> {
+    fn gogc_value(&self) -> Option<CompactString> {
         match self.settings.gogc {
             Gogc::Keep => None,
-            Gogc::Off => Some("off".to_owned()),
-            Gogc::Percent(n) => Some(n.to_string()),
+            Gogc::Off => Some(CompactString::const_new("off")),
+            Gogc::Percent(n) => Some(n.to_compact_string()),
         }
     }
 
-    /// Plans `requests.memory = value` (a change from `from`) and records it.
-    fn set_request(&mut self, subject: &Subject, from: Option<String>, value: &Quantity) {
-        let to = value.as_str().to_owned();
-        self.edit(subject).request = Some(to.clone());
-        self.record(&subject.target).request = Some(to.clone());
-        self.change(&subject.target, Action::SetRequest { from, to });
+    /// Plans `requests.memory = value` (a change from `from`).
+    fn set_request(&mut self, subject: &Subject, from: Option<CompactString>, value: &Quantity) {
+        let to = value.as_str().to_compact_string();
+        self.edit(subject).request = Some(SetRequest { from, to });
+        self.event(ContainerEvent::SetRequest);
     }
 
-    /// Plans `limits.memory = value` where there was none, and records it. The change most
-    /// likely to surprise is also a warning (in audit, the change's own warning says it).
+    /// Plans `limits.memory = value` where there was none. The change most likely to
+    /// surprise is also a warning (in audit, the change's own warning says it).
     fn set_limit(&mut self, subject: &Subject, value: &Quantity) {
-        let to = value.as_str().to_owned();
+        let to = value.as_str().to_compact_string();
         if !self.eval.audit_only {
             let text = format_args!("adds a memory limit of {to} where there was none");
             self.warn(&subject.target, text);
         }
-        self.edit(subject).limit = Some(to.clone());
-        self.record(&subject.target).limit = Some(to.clone());
-        self.change(&subject.target, Action::SetLimit { from: None, to });
+        self.edit(subject).limit = Some(to);
+        self.event(ContainerEvent::SetLimit);
     }
 
-    fn change(&mut self, target: &Target, action: Action) {
-        self.eval.events.push(action.event());
-        let target = target.clone();
-        self.eval.changes.push(Change { target, action });
+    /// Counts what happened to the target.
+    fn event(&mut self, event: ContainerEvent) {
+        self.eval.events.push(event);
     }
 
     fn warn(&mut self, target: &Target, text: impl fmt::Display) {
@@ -465,37 +438,22 @@ impl<'a> Planner<'a> {
         self.eval.events.push(ContainerEvent::Skipped);
     }
 
-    /// What the status annotation will record for `target`.
-    fn record(&mut self, target: &Target) -> &mut Record {
-        let status = &mut self.plan.status;
-        match target {
-            Target::Pod => status.pod.get_or_insert_with(Record::default),
-            Target::Container(name) => status.containers.entry(name.clone()).or_default(),
-        }
-    }
-
     /// What an earlier pass recorded for `target`.
     fn previous(&self, target: &Target) -> Option<&Record> {
         match target {
             Target::Pod => self.previous.pod.as_ref(),
-            Target::Container(name) => self.previous.containers.get(name),
+            Target::Container(name) => self.previous.containers.get(name.as_str()),
         }
     }
 
-    /// The edit of the subject's fields, planned so far.
+    /// The edit of the subject's fields, planned so far: the targets are planned one after
+    /// the other, so it is the last one, or a new one.
     fn edit(&mut self, subject: &Subject) -> &mut Edit {
         let edits = &mut self.plan.edits;
-        if !edits.contains_key(&subject.at) {
-            edits.insert(subject.at.clone(), Edit::new(subject.holder));
+        if edits.last().is_none_or(|last| last.place != subject.at) {
+            let target = subject.target.clone();
+            edits.push(Edit::new(target, subject.at.clone(), subject.holder));
         }
-        edits.get_mut(&subject.at).expect("inserted above")
-    }
-}
-
-/// The env entry that sets GOMEMLIMIT to `value`.
-fn gomemlimit_entry(value: &GomemlimitValue) -> EnvEntry {
-    match value {
-        GomemlimitValue::Downward => EnvEntry::gomemlimit_downward(),
-        GomemlimitValue::Literal { bytes, .. } => EnvEntry::gomemlimit(*bytes),
+        edits.last_mut().expect("pushed above")
     }
 }

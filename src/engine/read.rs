@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
+use compact_str::{CompactString, ToCompactString};
 use json_patch::jsonptr::PointerBuf;
 
 use super::view::{self, Env, EnvVar, Field, QuantityText};
@@ -160,8 +161,8 @@ pub(super) fn spec<'a, 'de>(
 /// The memory fields of one container (or the pod), as written.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Memory {
-    pub(super) limit: Option<String>,
-    pub(super) request: Option<String>,
+    pub(super) limit: Option<CompactString>,
+    pub(super) request: Option<CompactString>,
 }
 
 /// [`Memory`], parsed.
@@ -190,7 +191,7 @@ impl Memory {
     /// Both values parsed; a value that does not parse is named in the message, the limit
     /// first.
     pub(super) fn parse(&self) -> Result<Quantities, String> {
-        let parse = |field: &str, text: &Option<String>| {
+        let parse = |field: &str, text: &Option<CompactString>| {
             text.as_deref()
                 .map(|t| {
                     Quantity::parse(t)
@@ -210,7 +211,7 @@ fn memory_field(
     list: &Field<view::ResourceList<'_>>,
     kind: &'static str,
     at: &Place,
-) -> Result<Option<String>, Unreadable> {
+) -> Result<Option<CompactString>, Unreadable> {
     let list = match list {
         Field::Absent | Field::Null => return Ok(None),
         Field::Present(list) => list,
@@ -221,7 +222,7 @@ fn memory_field(
     };
     match &list.memory {
         Field::Absent | Field::Null => Ok(None),
-        Field::Present(QuantityText(text)) => Ok(Some(text.to_string())),
+        Field::Present(QuantityText(text)) => Ok(Some(text.to_compact_string())),
         Field::Wrong => Err(Unreadable::MemoryNotAQuantity {
             at: at.clone(),
             kind,
