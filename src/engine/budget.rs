@@ -4,6 +4,8 @@
 //! ordinary init container runs before them, beside only the sidecars declared before it,
 //! and does not count against them.
 
+use std::borrow::Borrow;
+
 use super::read::{Container, Runs};
 use crate::quantity::Quantity;
 
@@ -31,14 +33,19 @@ fn beside(this: Runs, other: Runs) -> bool {
 }
 
 /// The budget of `containers[at]`, which has no limit of its own, under `pod_limit`.
-pub(super) fn of(pod_limit: Option<&Quantity>, containers: &[Container<'_>], at: usize) -> Budget {
+pub(super) fn of<'a, C: Borrow<Container<'a>>>(
+    pod_limit: Option<&Quantity>,
+    containers: impl IntoIterator<Item = C>,
+    this: &Container<'_>,
+    at: usize,
+) -> Budget {
     let Some(pod_limit) = pod_limit else {
         return Budget::NoPodLimit;
     };
-    let this = &containers[at];
     let mut used: u64 = 0;
     let mut arithmetic = pod_limit.as_str().to_owned();
-    for (i, other) in containers.iter().enumerate() {
+    for (i, other) in containers.into_iter().enumerate() {
+        let other = other.borrow();
         if i == at || !beside(this.runs, other.runs) {
             continue;
         }
@@ -108,7 +115,7 @@ mod tests {
             c("other", Runs::Main, Some("100Mi")),
         ];
         assert_eq!(
-            of(Some(&q("200Mi")), &pod, 2),
+            of(Some(&q("200Mi")), &pod, &pod[2], 2),
             Budget::Left {
                 bytes: 80 << 20,
                 arithmetic: "200Mi - 20Mi (side) - 100Mi (other) = 83886080".into()
@@ -125,7 +132,7 @@ mod tests {
             c("app", Runs::Main, Some("1Gi")),
         ];
         assert_eq!(
-            of(Some(&q("100Mi")), &pod, 1),
+            of(Some(&q("100Mi")), &pod, &pod[1], 1),
             Budget::Left {
                 bytes: 80 << 20,
                 arithmetic: "100Mi - 20Mi (side) = 83886080".into()
@@ -137,13 +144,13 @@ mod tests {
     fn the_whole_limit_for_a_container_alone() {
         let pod = [c("app", Runs::Main, None)];
         assert_eq!(
-            of(Some(&q("1Gi")), &pod, 0),
+            of(Some(&q("1Gi")), &pod, &pod[0], 0),
             Budget::Left {
                 bytes: 1 << 30,
                 arithmetic: "1Gi".into()
             }
         );
-        assert_eq!(of(None, &pod, 0), Budget::NoPodLimit);
+        assert_eq!(of(None, &pod, &pod[0], 0), Budget::NoPodLimit);
     }
 
     #[test]
@@ -152,18 +159,18 @@ mod tests {
             c("app", Runs::Main, None),
             c("big", Runs::Main, Some("200Mi")),
         ];
-        let Budget::Nothing(why) = of(Some(&q("200Mi")), &used_up, 0) else {
+        let Budget::Nothing(why) = of(Some(&q("200Mi")), &used_up, &used_up[0], 0) else {
             panic!("a budget from nothing");
         };
         assert!(why.contains("nothing is left"), "{why}");
         let shared = [c("a", Runs::Main, None), c("b", Runs::Main, None)];
-        let Budget::Nothing(why) = of(Some(&q("200Mi")), &shared, 0) else {
+        let Budget::Nothing(why) = of(Some(&q("200Mi")), &shared, &shared[0], 0) else {
             panic!("a shared budget given to one");
         };
         assert!(why.contains("shares the pod limit with \"b\""), "{why}");
         let unknown = [c("a", Runs::Main, None), c("b", Runs::Main, Some("lots"))];
         assert!(matches!(
-            of(Some(&q("200Mi")), &unknown, 0),
+            of(Some(&q("200Mi")), &unknown, &unknown[0], 0),
             Budget::Nothing(_)
         ));
     }

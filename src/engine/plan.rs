@@ -10,7 +10,9 @@ use compact_str::{CompactString, ToCompactString};
 use super::annotations::Settings;
 use super::budget::{self, Budget};
 use super::edit::{Edit, GomemlimitEdit, SetRequest};
-use super::read::{self, Container, Holder, Memory, Place, Quantities, Runs, Unreadable};
+use super::read::{
+    self, Container, Containers, Holder, Memory, Place, Quantities, Runs, Unreadable,
+};
 use super::view::{self, EnvVar, GOGC, GOMEMLIMIT};
 use super::{ContainerEvent, DOWNWARD, Evaluation, GomemlimitValue, Record, Status, Target};
 use crate::policy::{Gogc, MissingLimit, Policy};
@@ -81,17 +83,17 @@ impl<'a> Planner<'a> {
         // Pod-level resources (Kubernetes 1.34+) keep request = limit too, and the pod limit
         // is the budget of containers that have no limit of their own.
         let pod_limit = self.pod_level(spec)?;
-        let containers = read::containers(spec)?;
+        let containers = Containers::of(spec)?;
         // One edit per target at most: reserved at once, so that thousands of containers do
         // not grow the list by doubling it.
-        self.plan.edits.reserve_exact(containers.len());
+        self.plan.edits.reserve_exact(containers.len() + 1);
         for (i, container) in containers.iter().enumerate() {
             if self.settings.excluded.contains(container.name) {
                 self.eval.events.push(ContainerEvent::Excluded);
                 continue;
             }
-            let budget = || budget::of(pod_limit.as_ref(), &containers, i);
-            self.container(container, budget)?;
+            let budget = || budget::of(pod_limit.as_ref(), containers.iter(), &container, i);
+            self.container(&container, budget)?;
         }
         Ok(self.plan)
     }

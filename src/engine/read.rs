@@ -284,33 +284,60 @@ pub(super) struct Container<'a> {
 }
 
 /// Every target container: init containers (native sidecars included), then containers.
-/// Ephemeral containers are never targets.
-pub(super) fn containers<'a>(spec: &'a view::Spec<'a>) -> Result<Vec<Container<'a>>, Unreadable> {
-    let mut containers = Vec::new();
-    for (list, items) in [
-        ("initContainers", &spec.init_containers),
-        ("containers", &spec.containers),
-    ] {
-        let items = match items {
-            Field::Absent | Field::Null => continue,
-            Field::Present(items) => items,
-            Field::Wrong => return Err(Unreadable::ListNotAnArray { list }),
-        };
-        for (index, item) in items.iter().enumerate() {
-            containers.push(Container::read(Place::Container { list, index }, item)?);
+/// Ephemeral containers are never targets. Each is read from the pod as it is needed, not
+/// kept: a pod of thousands of containers holds only their views.
+pub(super) struct Containers<'a> {
+    lists: [(&'static str, &'a [Field<view::Container<'a>>]); 2],
+}
+
+impl<'a> Containers<'a> {
+    /// The containers of `spec`, every one of them readable, each name used once.
+    pub(super) fn of(spec: &'a view::Spec<'a>) -> Result<Self, Unreadable> {
+        let mut lists = [("initContainers", &[][..]), ("containers", &[][..])];
+        for ((list, items), field) in lists
+            .iter_mut()
+            .zip([&spec.init_containers, &spec.containers])
+        {
+            *items = match field {
+                Field::Absent | Field::Null => continue,
+                Field::Present(items) => items,
+                Field::Wrong => return Err(Unreadable::ListNotAnArray { list }),
+            };
         }
+        let containers = Containers { lists };
+        // The status annotation and the exclusions know containers by name: with a name used
+        // twice (a pod the API server's validation refuses after the webhooks), no answer
+        // would be right, nor the same on a second review.
+        let mut names = HashSet::with_capacity(containers.len());
+        for container in containers.read_each() {
+            let container = container?;
+            if !names.insert(container.name) {
+                return Err(Unreadable::RepeatedName {
+                    at: container.place,
+                    name: container.name.to_owned(),
+                });
+            }
+        }
+        Ok(containers)
     }
-    // The status annotation and the exclusions know containers by name: with a name used
-    // twice (a pod the API server's validation refuses after the webhooks), no answer would
-    // be right, nor the same on a second review.
-    let mut names = HashSet::with_capacity(containers.len());
-    if let Some(repeated) = containers.iter().find(|c| !names.insert(c.name)) {
-        return Err(Unreadable::RepeatedName {
-            at: repeated.place.clone(),
-            name: repeated.name.to_owned(),
-        });
+
+    pub(super) fn len(&self) -> usize {
+        self.lists.iter().map(|(_, items)| items.len()).sum()
     }
-    Ok(containers)
+
+    /// The containers in order (all readable, as [`Containers::of`] found).
+    pub(super) fn iter(&self) -> impl Iterator<Item = Container<'a>> + '_ {
+        self.read_each().filter_map(Result::ok)
+    }
+
+    fn read_each(&self) -> impl Iterator<Item = Result<Container<'a>, Unreadable>> + '_ {
+        self.lists.iter().flat_map(|&(list, items)| {
+            let places = (0..).map(move |index| Place::Container { list, index });
+            places
+                .zip(items)
+                .map(|(place, item)| Container::read(place, item))
+        })
+    }
 }
 
 impl<'a> Container<'a> {

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::read::{self, Container, Metadata, Runs};
+use super::read::{self, Container, Containers, Metadata, Runs};
 use super::view::{self, GOMEMLIMIT};
 use super::{DOWNWARD, Record, STATUS, Status, annotations};
 use crate::policy::{Mode, Policy};
@@ -54,9 +54,10 @@ pub(crate) fn evaluate_resize(
     let (Ok(old_spec), Ok(new_spec)) = (read::spec(&old), read::spec(&new)) else {
         return eval;
     };
-    let (Ok(before), Ok(after)) = (read::containers(old_spec), read::containers(new_spec)) else {
+    let (Ok(before), Ok(after)) = (Containers::of(old_spec), Containers::of(new_spec)) else {
         return eval;
     };
+    let before: Vec<_> = before.iter().collect();
     let mut denials = Vec::new();
     // An ordinary init container has run by then; it is not resized in place.
     for container in after
@@ -69,10 +70,10 @@ pub(crate) fn evaluate_resize(
         ) else {
             continue;
         };
-        let Some(change) = LimitChange::of(previous, container) else {
+        let Some(change) = LimitChange::of(previous, &container) else {
             continue;
         };
-        match check(container, record, &change) {
+        match check(&container, record, &change) {
             Verdict::Fine => {}
             Verdict::Warn(text) => eval.warnings.push(shorten(text, WARNING)),
             Verdict::Refuse(text) => denials.push(text),
