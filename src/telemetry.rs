@@ -12,10 +12,10 @@ use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// How many lines may wait for the writing thread before logging waits too.
-const QUEUED_LINES: usize = 16_384;
+const QUEUED_LINES: usize = 1024;
 
 /// The buffer the writing thread fills before it writes, unless no line is waiting.
-const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Keeps the writing thread; dropping it writes the lines still queued.
 #[must_use = "dropping the guard stops the log writer"]
