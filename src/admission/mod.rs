@@ -98,12 +98,9 @@ impl Prepared {
     }
 
     /// Writes the body to `out`.
-    pub fn write_to<W: Write>(&self, out: W) -> io::Result<()> {
+    pub fn write_to<W: Write>(&self, mut out: W) -> io::Result<()> {
         match &self.body {
-            PreparedBody::Text(text) => {
-                let mut out = out;
-                out.write_all(text)
-            }
+            PreparedBody::Text(text) => out.write_all(text),
             PreparedBody::Review { uid, answer } => {
                 answer.write_json(uid, out).map_err(io::Error::from)
             }

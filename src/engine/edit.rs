@@ -3,7 +3,7 @@
 //! status annotation are all read from it. A pod of thousands of containers holds one
 //! small edit per container, without a string of its own for a name or a quantity.
 
-use compact_str::{CompactString, ToCompactString};
+use compact_str::CompactString;
 
 use super::read::{Holder, Place};
 use super::{Action, Change, DOWNWARD, GomemlimitValue, Record, Target};
@@ -133,16 +133,6 @@ impl Edit {
         match &self.target {
             Target::Pod => None,
             Target::Container(name) => Some(name),
-        }
-    }
-
-    /// The new GOMEMLIMIT value of an updated literal.
-    pub(super) fn updated_value(&self) -> Option<(usize, CompactString)> {
-        match &self.gomemlimit {
-            Some(GomemlimitEdit::Updated { index, to, .. }) => {
-                Some((*index, to.to_compact_string()))
-            }
-            _ => None,
         }
     }
 }

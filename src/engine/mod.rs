@@ -88,7 +88,7 @@ impl Evaluation {
 
     /// The pod with the patch applied.
     pub(crate) fn patched(&self, pod: &Value) -> Value {
-        let patch = serde_json::to_value(self.patch.operations()).expect("operations serialize");
+        let patch = serde_json::to_value(&self.patch).expect("operations serialize");
         let patch: json_patch::Patch =
             serde_json::from_value(patch).expect("operations are JSONPatch");
         let mut out = pod.clone();

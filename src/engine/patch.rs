@@ -254,16 +254,6 @@ impl Patch {
         }
         Ok(())
     }
-
-    /// The operations, as a list.
-    pub(crate) fn operations(&self) -> Vec<Operation<'_>> {
-        let mut ops = Vec::new();
-        let _ = self.each(|op| {
-            ops.push(op);
-            Ok::<(), ()>(())
-        });
-        ops
-    }
 }
 
 impl Serialize for Patch {
@@ -329,11 +319,11 @@ fn emit<'a, E>(
 ) -> Result<(), E> {
     let at = edit.place.pointer();
     emit_memory(edit, &at, each)?;
-    if let Some((index, value)) = edit.updated_value() {
+    if let Some(GomemlimitEdit::Updated { index, to, .. }) = &edit.gomemlimit {
         each(Operation {
             op: "replace",
             path: below(&at, &["env", &index.to_string(), "value"]),
-            value: Value::Text(Cow::Owned(value.into_string())),
+            value: Value::Text(Cow::Owned(to.to_string())),
         })?;
     }
     if edit.restart_on_memory_resize {

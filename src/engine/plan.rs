@@ -84,9 +84,9 @@ impl<'a> Planner<'a> {
         // is the budget of containers that have no limit of their own.
         let pod_limit = self.pod_level(spec)?;
         let containers = Containers::of(spec)?;
-        // One edit per target at most: reserved at once, so that thousands of containers do
-        // not grow the list by doubling it.
-        self.plan.edits.reserve_exact(containers.len() + 1);
+        // One edit per container at most (the pod's is made): reserved at once, so that
+        // thousands of containers do not grow the list by doubling it.
+        self.plan.edits.reserve_exact(containers.len());
         for (i, container) in containers.iter().enumerate() {
             if self.settings.excluded.contains(container.name) {
                 self.eval.events.push(ContainerEvent::Excluded);
