@@ -1,25 +1,19 @@
 //! Logging set-up: `tracing` events to stderr, as text or JSON.
 //!
-//! Lines are formatted where they happen and written by a thread of their own, in batches:
-//! a review does not wait for a write to stderr, and a busy server makes one write for many
-//! lines instead of one each. No line is dropped: when the thread falls behind by
-//! [`QUEUED_LINES`], logging waits for it. The lines still queued are written when the
+//! Lines are formatted where they happen and written by a thread of their own, in batches
+//! ([`writer`]): a review does not wait for a write to stderr, and a busy server makes one
+//! write for many lines instead of one each. The lines still waiting are written when the
 //! [`LogGuard`] is dropped, before the process exits.
 
-use std::io::{BufWriter, IsTerminal};
+mod writer;
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use std::io::{IsTerminal, Stderr};
+
 use tracing_subscriber::EnvFilter;
 
-/// How many lines may wait for the writing thread before logging waits too.
-const QUEUED_LINES: usize = 1024;
-
-/// The buffer the writing thread fills before it writes, unless no line is waiting.
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
-
-/// Keeps the writing thread; dropping it writes the lines still queued.
+/// Keeps the writing thread; dropping it writes the lines still waiting.
 #[must_use = "dropping the guard stops the log writer"]
-pub(crate) struct LogGuard(#[allow(dead_code)] WorkerGuard);
+pub(crate) struct LogGuard(#[allow(dead_code)] writer::WriterGuard<Stderr>);
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,6 +34,8 @@ pub(crate) enum TelemetryError {
         #[source]
         source: tracing_subscriber::filter::ParseError,
     },
+    #[error("failed to start the log writer thread")]
+    Thread(#[source] std::io::Error),
     #[error("failed to install the log subscriber")]
     Install(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -55,12 +51,8 @@ pub(crate) fn init(format: LogFormat, level: &str) -> Result<LogGuard, Telemetry
         filter: filter.clone(),
         source,
     })?;
-    let stderr = BufWriter::with_capacity(WRITE_BUFFER_BYTES, std::io::stderr());
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("log-writer")
-        .finish(stderr);
+    let (writer, guard) =
+        writer::spawn(std::io::stderr(), "log-writer").map_err(TelemetryError::Thread)?;
     // Colour only for a person at a terminal; log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
