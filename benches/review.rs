@@ -17,6 +17,7 @@ use support::fixture;
 fn reviews(c: &mut Criterion) {
     let pod = fixture("pod-create.json");
     let compliant = fixture("pod-create-compliant.json");
+    let small = fixture("pod-create-small.json");
     let policy = Policy::default();
     let literal = Policy {
         percent: 90,
@@ -34,6 +35,7 @@ fn reviews(c: &mut Criterion) {
         ("mutate_percent_90", Endpoint::Mutate, &pod, &literal),
         ("audit", Endpoint::Audit, &pod, &policy),
         ("mutate_compliant", Endpoint::Mutate, &compliant, &policy),
+        ("mutate_small", Endpoint::Mutate, &small, &policy),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| handle(endpoint, Some("application/json"), black_box(body), policy))

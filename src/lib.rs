@@ -13,6 +13,7 @@ pub mod background;
 pub mod cli;
 pub mod engine;
 pub mod error;
+mod json;
 pub mod live;
 mod manifests;
 pub mod metrics;

@@ -16,6 +16,7 @@ use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Seq
 
 use super::request::{API_VERSION, KIND};
 use crate::engine::{Field, PodView, Skip};
+use crate::json;
 
 /// A pod CREATE as the API server sends it.
 #[derive(Default)]
@@ -35,7 +36,7 @@ pub(super) struct Create<'a> {
 pub(super) fn read(body: &[u8]) -> Option<Create<'_>> {
     // Checked once here, the text is not checked again string by string.
     let text = std::str::from_utf8(body).ok()?;
-    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let mut deserializer = json::Deserializer::new(text);
     let create = Seed::<Review<'_>>::new()
         .deserialize(&mut deserializer)
         .ok()?;

@@ -142,13 +142,14 @@ impl<'de, T: Shape<'de>> Visitor<'de> for FieldVisitor<T> {
     }
 }
 
-/// Any JSON value, read in full and dropped: its strings are checked as a document's are,
-/// its numbers parsed and its nesting counted against the parser's depth limit.
+/// Any JSON value, dropped. Read from the request's text (`crate::json`), it is checked in
+/// full where it lies, as a document's reading checks it: its strings, its numbers and its
+/// nesting.
 pub(crate) struct Skip;
 
 impl<'de> Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(SkipVisitor)
+        deserializer.deserialize_ignored_any(SkipVisitor)
     }
 }
 

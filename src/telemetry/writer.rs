@@ -76,7 +76,10 @@ impl<W: Write + Send + 'static> Shared<W> {
                 let mut state = self.state();
                 while state.waiting.is_empty() && !state.closing {
                     state.idle = true;
-                    state = self.lines.wait(state).unwrap_or_else(PoisonError::into_inner);
+                    state = self
+                        .lines
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
                 }
                 let until = Instant::now() + LINGER;
                 while state.waiting.len() < BATCH_BYTES && !state.closing {
@@ -137,7 +140,10 @@ impl<W: Write + Send + 'static> Write for &BatchWriter<W> {
         let shared = &self.shared;
         let mut state = shared.state();
         while state.waiting.len() >= MAX_WAITING_BYTES && !state.stopped {
-            state = shared.room.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = shared
+                .room
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         if state.stopped {
             drop(state);
