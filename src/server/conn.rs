@@ -39,6 +39,7 @@ use tower::ServiceExt;
 use tracing::{debug, error, info, warn};
 
 use super::LOG_TARGET;
+use super::read_ahead::ReadAhead;
 
 /// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY). The API
 /// server reuses connections well within it, and reconnects cheaply when it does not.
@@ -408,7 +409,7 @@ async fn connection(
         return;
     };
     let handshake = tokio::select! {
-        result = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => result,
+        result = tokio::time::timeout(handshake_timeout, acceptor.accept(ReadAhead::new(stream))) => result,
         () = drained(&mut drain) => return,
         () = activity.evicted() => return,
     };

@@ -10,6 +10,7 @@
 //! what is left at `--shutdown-timeout` is dropped. A second signal aborts at once.
 
 mod conn;
+mod read_ahead;
 mod reload;
 mod routes;
 mod signals;
