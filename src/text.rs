@@ -1,7 +1,7 @@
 //! Bounding text that a user reads: warnings, audit annotations, log fields taken from a
 //! request.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 /// Kubernetes asks for warnings of at most 120 characters.
 pub(crate) const MAX_WARNING_LEN: usize = 120;
@@ -59,17 +59,21 @@ pub(crate) struct LogValue<'a>(pub(crate) &'a str);
 
 impl fmt::Display for LogValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, c) in self.0.chars().enumerate() {
+        let text = self.0;
+        // Characters that need no escape are written a run at a time.
+        let mut run = 0;
+        for (i, (at, c)) in text.char_indices().enumerate() {
             if i == LOG_VALUE_CHARS {
-                return write!(f, "...({} bytes)", self.0.len());
+                f.write_str(&text[run..at])?;
+                return write!(f, "...({} bytes)", text.len());
             }
             if needs_escape(c) {
+                f.write_str(&text[run..at])?;
                 write!(f, "\\u{{{:x}}}", u32::from(c))?;
-            } else {
-                f.write_char(c)?;
+                run = at + c.len_utf8();
             }
         }
-        Ok(())
+        f.write_str(&text[run..])
     }
 }
 
@@ -100,6 +104,34 @@ mod tests {
         );
         assert!(!shown.chars().any(|c| c.is_control() || c.is_whitespace()));
         assert_eq!(LogValue("sales-api-7d4b9").to_string(), "sales-api-7d4b9");
+    }
+
+    #[test]
+    fn log_values_escape_each_character_and_keep_the_others() {
+        /// Character by character, as the escaping is defined.
+        fn reference(text: &str) -> String {
+            let mut out = String::new();
+            for (i, c) in text.chars().enumerate() {
+                if i == LOG_VALUE_CHARS {
+                    return format!("{out}...({} bytes)", text.len());
+                }
+                if needs_escape(c) {
+                    out += &format!("\\u{{{:x}}}", u32::from(c));
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+        for text in [
+            String::new(),
+            "é=日本\"".to_owned(),
+            "\n".repeat(300),
+            format!("{}=tail", "é".repeat(LOG_VALUE_CHARS - 1)),
+            format!("{}é", "a".repeat(LOG_VALUE_CHARS)),
+        ] {
+            assert_eq!(LogValue(&text).to_string(), reference(&text), "{text:?}");
+        }
     }
 
     #[test]
