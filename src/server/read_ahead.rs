@@ -129,7 +129,11 @@ mod tests {
         let mut received = vec![0u8; 2 * READ_AHEAD_BYTES];
         let n = near.read(&mut received).await.unwrap();
         assert_eq!(&received[..n], &sent[..n]);
-        assert_eq!(near.ahead.capacity(), 0, "a read as large as the buffer needs none");
+        assert_eq!(
+            near.ahead.capacity(),
+            0,
+            "a read as large as the buffer needs none"
+        );
         near.write_all(b"answer").await.unwrap();
         let mut answer = [0u8; 6];
         far.read_exact(&mut answer).await.unwrap();
