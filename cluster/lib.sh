@@ -109,9 +109,18 @@ pid_alive() { # pidfile
 # DIR/logs/NAME.log and its pid in DIR/pids/NAME.pid. Nothing stays attached
 # to the caller's stdout or stderr, so a caller that reads them to EOF returns.
 launch() { # name command...
-  local what="$1"; shift
+  local what="$1" pid i; shift
   setsid "$@" > "${dir}/logs/${what}.log" 2>&1 < /dev/null &
-  echo $! > "${dir}/pids/${what}.pid"
+  pid=$!
+  echo "${pid}" > "${dir}/pids/${what}.pid"
+  # Until the command replaces the forked shell, the process's command line is this
+  # script's, which pid_alive would take for another process: wait (5 s at most) for the
+  # exec, or for the process to end.
+  for ((i = 0; i < 500; i++)); do
+    [[ "$(tr '\0' ' ' < "/proc/${pid}/cmdline" 2>/dev/null)" == *"${dir}/"* ]] && break
+    kill -0 "${pid}" 2>/dev/null || break
+    sleep 0.01
+  done
 }
 
 # Polls until the command succeeds; gives up after TIMEOUT seconds (each wait has
