@@ -267,8 +267,8 @@ impl<'de> Deserializer<'de> {
     fn skip_value(&mut self) -> Result<()> {
         match self.peek().ok_or(Error)? {
             b'"' => self.skip_string(),
-            b'{' => self.skip_object(),
-            b'[' => self.skip_array(),
+            b'{' => self.skip_items(b'}', Self::skip_entry),
+            b'[' => self.skip_items(b']', Self::skip_value),
             b't' => self.word(b"true"),
             b'f' => self.word(b"false"),
             b'n' => self.word(b"null"),
@@ -277,23 +277,23 @@ impl<'de> Deserializer<'de> {
         }
     }
 
-    /// Checks the object at the next byte and consumes it.
-    fn skip_object(&mut self) -> Result<()> {
+    /// Checks the object or array whose opening bracket is the next byte, each of its items
+    /// with `item`, up to `close`, and consumes it.
+    fn skip_items(
+        &mut self,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
         self.enter()?;
         self.at += 1;
-        if self.peek() == Some(b'}') {
+        if self.peek() == Some(close) {
             self.at += 1;
         } else {
             loop {
-                if self.peek() != Some(b'"') {
-                    return Err(Error);
-                }
-                self.skip_string()?;
-                self.expect(b':')?;
-                self.skip_value()?;
+                item(self)?;
                 match self.peek() {
                     Some(b',') => self.at += 1,
-                    Some(b'}') => {
+                    Some(byte) if byte == close => {
                         self.at += 1;
                         break;
                     }
@@ -305,27 +305,15 @@ impl<'de> Deserializer<'de> {
         Ok(())
     }
 
-    /// Checks the array at the next byte and consumes it.
-    fn skip_array(&mut self) -> Result<()> {
-        self.enter()?;
-        self.at += 1;
-        if self.peek() == Some(b']') {
-            self.at += 1;
-        } else {
-            loop {
-                self.skip_value()?;
-                match self.peek() {
-                    Some(b',') => self.at += 1,
-                    Some(b']') => {
-                        self.at += 1;
-                        break;
-                    }
-                    _ => return Err(Error),
-                }
-            }
+    /// Checks an object's entry at the next byte (its key, a colon, its value) and consumes
+    /// it.
+    fn skip_entry(&mut self) -> Result<()> {
+        if self.peek() != Some(b'"') {
+            return Err(Error);
         }
-        self.leave();
-        Ok(())
+        self.skip_string()?;
+        self.expect(b':')?;
+        self.skip_value()
     }
 
     /// Hands the object at the next byte to `visitor`, and consumes its end.
