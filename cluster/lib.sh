@@ -92,16 +92,20 @@ EOF
   chmod 600 "$1"
 }
 
-# True when the pid file names a live process of this cluster: its command
-# line must mention DIR, which guards against a recycled pid.
-pid_alive() { # pidfile
-  local f="$1" pid
-  [[ -f "${f}" ]] || return 1
-  pid="$(cat "${f}")"
+# True when PID is a live process of this cluster: its command line must
+# mention DIR, which guards against a recycled pid.
+of_this_cluster() { # pid
+  local pid="$1" cmdline
   [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null || return 1
-  local cmdline
   cmdline="$(tr '\0' ' ' < "/proc/${pid}/cmdline" 2>/dev/null)" || return 1
   [[ "${cmdline}" == *"${dir}/"* ]]
+}
+
+# True when the pid file names a live process of this cluster.
+pid_alive() { # pidfile
+  local f="$1"
+  [[ -f "${f}" ]] || return 1
+  of_this_cluster "$(cat "${f}")"
 }
 
 # Starts a daemon in its own session (so a Ctrl-C or a process-group kill aimed
@@ -114,10 +118,10 @@ launch() { # name command...
   pid=$!
   echo "${pid}" > "${dir}/pids/${what}.pid"
   # Until the command replaces the forked shell, the process's command line is this
-  # script's, which pid_alive would take for another process: wait (5 s at most) for the
-  # exec, or for the process to end.
+  # script's, which of_this_cluster takes for another process: wait (5 s at most)
+  # for the exec, or for the process to end.
   for ((i = 0; i < 500; i++)); do
-    [[ "$(tr '\0' ' ' < "/proc/${pid}/cmdline" 2>/dev/null)" == *"${dir}/"* ]] && break
+    of_this_cluster "${pid}" && break
     kill -0 "${pid}" 2>/dev/null || break
     sleep 0.01
   done
