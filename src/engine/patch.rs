@@ -144,17 +144,52 @@ impl Serialize for StatusText<'_> {
 
 impl fmt::Display for StatusText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        serde_json::to_writer(TextWriter(f), &self.0).map_err(|_| fmt::Error)
+        let mut out = TextWriter {
+            formatter: f,
+            buffer: [0; TEXT_PIECE],
+            len: 0,
+        };
+        serde_json::to_writer(&mut out, &self.0).map_err(|_| fmt::Error)?;
+        out.pass()
     }
 }
 
-/// Passes JSON text, which `serde_json` writes in whole UTF-8 pieces, to a formatter.
-struct TextWriter<'a, 'b>(&'a mut fmt::Formatter<'b>);
+/// How many bytes of JSON text a [`TextWriter`] gathers before passing them on.
+const TEXT_PIECE: usize = 256;
+
+/// Passes JSON text to a formatter, which escapes it into a JSON string. `serde_json` writes
+/// whole UTF-8 pieces, most of them a few bytes long; they are gathered into pieces of up
+/// to [`TEXT_PIECE`] bytes, so that the escaping runs over a few long pieces instead of
+/// many short ones.
+struct TextWriter<'a, 'b> {
+    formatter: &'a mut fmt::Formatter<'b>,
+    buffer: [u8; TEXT_PIECE],
+    len: usize,
+}
+
+impl TextWriter<'_, '_> {
+    /// Passes on what has been gathered.
+    fn pass(&mut self) -> fmt::Result {
+        let gathered = &self.buffer[..self.len];
+        self.len = 0;
+        // Whole UTF-8 pieces, one after another.
+        let text = std::str::from_utf8(gathered).map_err(|_| fmt::Error)?;
+        self.formatter.write_str(text)
+    }
+}
 
 impl io::Write for TextWriter<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let text = std::str::from_utf8(buf).map_err(io::Error::other)?;
-        self.0.write_str(text).map_err(io::Error::other)?;
+        if self.len + buf.len() > TEXT_PIECE {
+            self.pass().map_err(io::Error::other)?;
+        }
+        if buf.len() > TEXT_PIECE {
+            let text = std::str::from_utf8(buf).map_err(io::Error::other)?;
+            self.formatter.write_str(text).map_err(io::Error::other)?;
+        } else {
+            self.buffer[self.len..self.len + buf.len()].copy_from_slice(buf);
+            self.len += buf.len();
+        }
         Ok(buf.len())
     }
 
