@@ -35,7 +35,7 @@ pub(super) struct Create<'a> {
 /// CREATE; `None` for anything else.
 pub(super) fn read(body: &[u8]) -> Option<Create<'_>> {
     // Checked once here, the text is not checked again string by string.
-    let text = std::str::from_utf8(body).ok()?;
+    let text = simdutf8::basic::from_utf8(body).ok()?;
     let mut deserializer = json::Deserializer::new(text);
     let create = Seed::<Review<'_>>::new()
         .deserialize(&mut deserializer)
