@@ -144,11 +144,7 @@ impl Serialize for StatusText<'_> {
 
 impl fmt::Display for StatusText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = TextWriter {
-            formatter: f,
-            buffer: [0; TEXT_PIECE],
-            len: 0,
-        };
+        let mut out = TextWriter::new(f);
         serde_json::to_writer(&mut out, &self.0).map_err(|_| fmt::Error)?;
         out.pass()
     }
@@ -167,7 +163,15 @@ struct TextWriter<'a, 'b> {
     len: usize,
 }
 
-impl TextWriter<'_, '_> {
+impl<'a, 'b> TextWriter<'a, 'b> {
+    fn new(formatter: &'a mut fmt::Formatter<'b>) -> Self {
+        TextWriter {
+            formatter,
+            buffer: [0; TEXT_PIECE],
+            len: 0,
+        }
+    }
+
     /// Passes on what has been gathered.
     fn pass(&mut self) -> fmt::Result {
         let gathered = &self.buffer[..self.len];
@@ -458,5 +462,44 @@ fn add(path: PointerBuf, value: Value<'_>) -> Operation<'_> {
         op: "add",
         path,
         value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// Pieces written to a [`TextWriter`], as its formatter receives them.
+    struct Pieces<'a>(&'a [&'a str]);
+
+    impl fmt::Display for Pieces<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let mut out = TextWriter::new(f);
+            for piece in self.0 {
+                out.write_all(piece.as_bytes()).map_err(|_| fmt::Error)?;
+            }
+            out.pass()
+        }
+    }
+
+    #[test]
+    fn text_writer_passes_every_piece_whole_and_in_order() {
+        let wide = "é".repeat(200);
+        let almost = "x".repeat(TEXT_PIECE - 1);
+        let over = "ü".repeat(TEXT_PIECE);
+        let cases: [&[&str]; 5] = [
+            &[],
+            &["{", "\"a\"", ":", "1", "}"],
+            // A piece that fills the buffer to one byte short, then a two-byte character.
+            &[&almost, "ü", "}"],
+            // Pieces longer than the buffer, between short ones.
+            &["[", &wide, ",", &over, "]"],
+            &[&over, &over],
+        ];
+        for pieces in cases {
+            assert_eq!(Pieces(pieces).to_string(), pieces.concat());
+        }
     }
 }
