@@ -60,18 +60,32 @@ pub(crate) struct LogValue<'a>(pub(crate) &'a str);
 impl fmt::Display for LogValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = self.0;
-        // Characters that need no escape are written a run at a time.
+        let bytes = text.as_bytes();
+        // Characters that need no escape are written a run at a time; an ASCII character is
+        // judged by its byte.
         let mut run = 0;
-        for (i, (at, c)) in text.char_indices().enumerate() {
-            if i == LOG_VALUE_CHARS {
+        let mut at = 0;
+        let mut chars = 0;
+        while let Some(&byte) = bytes.get(at) {
+            if chars == LOG_VALUE_CHARS {
                 f.write_str(&text[run..at])?;
                 return write!(f, "...({} bytes)", text.len());
             }
-            if needs_escape(c) {
+            chars += 1;
+            let (c, escape) = if byte.is_ascii() {
+                let escape = byte <= b' ' || matches!(byte, 0x7f | b'=' | b'"' | b'\\');
+                (char::from(byte), escape)
+            } else {
+                // `at` is on a character boundary: it only ever moves by whole characters.
+                let c = text[at..].chars().next().unwrap_or_default();
+                (c, needs_escape(c))
+            };
+            if escape {
                 f.write_str(&text[run..at])?;
                 write!(f, "\\u{{{:x}}}", u32::from(c))?;
                 run = at + c.len_utf8();
             }
+            at += c.len_utf8();
         }
         f.write_str(&text[run..])
     }
@@ -106,23 +120,33 @@ mod tests {
         assert_eq!(LogValue("sales-api-7d4b9").to_string(), "sales-api-7d4b9");
     }
 
+    /// Character by character, as the escaping is defined.
+    fn reference(text: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in text.chars().enumerate() {
+            if i == LOG_VALUE_CHARS {
+                return format!("{out}...({} bytes)", text.len());
+            }
+            if needs_escape(c) {
+                out += &format!("\\u{{{:x}}}", u32::from(c));
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn log_values_escape_any_text_as_defined(
+            text in "([ -~]|[\\x00-\\x20\\x7f]|[\\u{80}-\\u{3000}]|\\u{feff}|\\u{200b}|\\u{2028}){0,300}"
+        ) {
+            proptest::prop_assert_eq!(LogValue(&text).to_string(), reference(&text));
+        }
+    }
+
     #[test]
     fn log_values_escape_each_character_and_keep_the_others() {
-        /// Character by character, as the escaping is defined.
-        fn reference(text: &str) -> String {
-            let mut out = String::new();
-            for (i, c) in text.chars().enumerate() {
-                if i == LOG_VALUE_CHARS {
-                    return format!("{out}...({} bytes)", text.len());
-                }
-                if needs_escape(c) {
-                    out += &format!("\\u{{{:x}}}", u32::from(c));
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        }
         for text in [
             String::new(),
             "é=日本\"".to_owned(),
