@@ -21,6 +21,7 @@
 #   BENCH_BODIES      the review bodies, in tests/data (default: pod-create.json
 #                     pod-create-small.json)
 #   BENCH_LOG_LEVEL   the server's --log-level (default info, as deployed)
+#   BENCH_LOG_FORMAT  the server's --log-format (default json, as the chart deploys it)
 #   BENCH_OUT         where the h2load output and latency logs go (default target/bench-load)
 set -euo pipefail
 
@@ -48,16 +49,18 @@ rm -f "${out}"/*.log "${out}"/*.txt
 # The server picks free ports and logs them; it stops with this script.
 "${bin}" serve --self-signed --ca-out "${out}/ca.crt" \
   --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --shutdown-delay 0s \
-  --log-level "${BENCH_LOG_LEVEL:-info}" 2>"${out}/server.log" &
+  --log-level "${BENCH_LOG_LEVEL:-info}" --log-format "${BENCH_LOG_FORMAT:-json}" \
+  2>"${out}/server.log" &
 server=$!
 trap 'kill "${server}" 2>/dev/null; wait "${server}" 2>/dev/null || true' EXIT
 
 addr="" metrics=""
 for _ in $(seq 100); do
-  line="$(grep -m1 ' serving local_addr=' "${out}/server.log" || true)"
+  # `local_addr=ADDR` in a text line, `"local_addr":"ADDR"` in a JSON one.
+  line="$(grep -m1 'local_addr' "${out}/server.log" || true)"
   if [[ -n "${line}" ]]; then
-    addr="$(sed -E 's/.*local_addr=([0-9.:]+).*/\1/' <<<"${line}")"
-    metrics="$(sed -E 's/.*metrics_addr=([0-9.:]+).*/\1/' <<<"${line}")"
+    addr="$(sed -E 's/.*local_addr(=|":")([0-9.:]+).*/\2/' <<<"${line}")"
+    metrics="$(sed -E 's/.*metrics_addr(=|":")([0-9.:]+).*/\2/' <<<"${line}")"
     break
   fi
   sleep 0.1
