@@ -157,39 +157,33 @@ impl<W: Write> Write for Escaping<'_, W> {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use tracing::Level;
-    use tracing::subscriber::with_default;
 
     use super::*;
     use crate::telemetry::plain::PlainFields;
-    use crate::telemetry::sample::{Kept, events};
+    use crate::telemetry::sample::written;
 
-    /// The lines `events` gives, each with its time (checked for its shape) taken out.
+    /// The lines of the sample events, each with its time (checked for its shape) taken out.
     fn lines(ours: bool) -> Vec<String> {
-        let kept = Kept::default();
-        let builder = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(Level::TRACE)
-            .with_writer(kept.clone());
-        if ours {
-            let subscriber = builder
-                .event_format(JsonLine)
-                .fmt_fields(PlainFields)
-                .finish();
-            with_default(subscriber, events);
+        let text = if ours {
+            written(|builder| {
+                builder
+                    .event_format(JsonLine)
+                    .fmt_fields(PlainFields)
+                    .finish()
+            })
         } else {
-            let subscriber = builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(false)
-                .finish();
-            with_default(subscriber, events);
-        }
+            written(|builder| {
+                builder
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .finish()
+            })
+        };
         let time = regex::Regex::new(r#"^\{"timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z","#)
             .unwrap();
-        kept.text()
-            .lines()
+        text.lines()
             .map(|line| {
                 assert!(time.is_match(line), "{line}");
                 serde_json::from_str::<serde_json::Value>(line).unwrap();

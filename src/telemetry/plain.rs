@@ -245,28 +245,21 @@ impl fmt::Display for Sources<'_> {
 
 #[cfg(test)]
 mod tests {
-    use tracing::subscriber::with_default;
-
     use super::*;
-    use crate::telemetry::sample::{Kept, events};
+    use crate::telemetry::sample::written;
 
-    /// The lines `events` gives, each without its time, which is checked for its shape.
+    /// The lines of the sample events, each without its time, which is checked for its shape.
     fn lines(plain: bool) -> Vec<String> {
-        let kept = Kept::default();
-        let builder = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(Level::TRACE)
-            .with_writer(kept.clone());
-        if plain {
-            let subscriber = builder
-                .event_format(PlainLine)
-                .fmt_fields(PlainFields)
-                .finish();
-            with_default(subscriber, events);
+        let text = if plain {
+            written(|builder| {
+                builder
+                    .event_format(PlainLine)
+                    .fmt_fields(PlainFields)
+                    .finish()
+            })
         } else {
-            with_default(builder.finish(), events);
-        }
-        let text = kept.text();
+            written(|builder| builder.finish())
+        };
         let time = regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z ").unwrap();
         text.lines()
             .map(|line| {

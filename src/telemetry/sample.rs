@@ -6,10 +6,32 @@ use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tracing::{Level, Subscriber};
 use tracing_log::log;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::{DefaultFields, Format, Full};
+use tracing_subscriber::fmt::time::SystemTime;
+use tracing_subscriber::fmt::{MakeWriter, SubscriberBuilder};
 
 use crate::text::LogValue;
+
+/// A subscriber builder without colours, at every level, writing to what is kept.
+pub(super) type Builder =
+    SubscriberBuilder<DefaultFields, Format<Full, SystemTime>, LevelFilter, Kept>;
+
+/// The text the subscriber that `finish` makes of a [`Builder`] writes for [`events`].
+pub(super) fn written<S>(finish: impl FnOnce(Builder) -> S) -> String
+where
+    S: Subscriber + Send + Sync + 'static,
+{
+    let kept = Kept::default();
+    let builder = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(Level::TRACE)
+        .with_writer(kept.clone());
+    tracing::subscriber::with_default(finish(builder), events);
+    kept.text()
+}
 
 /// Keeps what the subscriber writes.
 #[derive(Clone, Default)]
@@ -17,7 +39,7 @@ pub(super) struct Kept(Arc<Mutex<Vec<u8>>>);
 
 impl Kept {
     /// What has been written.
-    pub(super) fn text(&self) -> String {
+    fn text(&self) -> String {
         let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         String::from_utf8(kept.clone()).unwrap()
     }
@@ -61,7 +83,7 @@ impl std::error::Error for Failure {
 /// Events of every kind the server and its libraries log: a review line, messages and
 /// values with terminal controls, errors with and without sources, raw field names,
 /// nested spans with and without fields and with fields recorded later, a `log` record.
-pub(super) fn events() {
+fn events() {
     values();
     errors();
     in_spans();
