@@ -30,14 +30,36 @@ bindir() {
   fi
 }
 
-# N distinct free loopback TCP ports. All sockets are held open until every
-# port is chosen, so the ports differ; like envtest, a port can in principle
-# be taken by someone else before the server binds it.
+# N distinct free loopback TCP ports, from the 5,000 right below the kernel's ephemeral
+# range (net.ipv4.ip_local_port_range): the system takes the local port of every outgoing
+# connection from that range, so no connection made meanwhile can take a port chosen here
+# before its server binds it. All sockets are held open until every port is chosen, so the
+# ports differ. (The Rust tests choose theirs from the 5,000 below these: free_port in
+# tests/support/mod.rs.)
 free_ports() {
   python3 - "$1" <<'EOF'
-import socket, sys
+import random, socket, sys
+wanted = int(sys.argv[1])
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral = int(f.read().split()[0])
+except (OSError, ValueError, IndexError):
+    ephemeral = 32768
+candidates = list(range(ephemeral - 5000, ephemeral)) if ephemeral - 5000 >= 1024 else []
+random.shuffle(candidates)
 socks = []
-for _ in range(int(sys.argv[1])):
+for port in candidates:
+    if len(socks) == wanted:
+        break
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    socks.append(s)
+# No room below the range: ports from it, which a connection could still take.
+while len(socks) < wanted:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)

@@ -7,16 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::free_port;
 use support::review::{patch_of, pod_review, response_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gomemlimit-injector");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
 
 /// `serve --self-signed` with text logs written to a file.
 struct Serve {

@@ -50,12 +50,7 @@ impl Drop for Webhook {
     }
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+pub(crate) use crate::support::free_port;
 
 impl Env {
     /// Starts the control plane and one webhook (files-based TLS) on loopback.
