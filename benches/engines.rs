@@ -319,12 +319,7 @@ async fn start_webhook(dir: &Path) -> Result<(Webhook, u16, String)> {
     let certs = dir.join("bench-webhook-certs");
     let pki = gomemlimit_injector::tls::generate(&["127.0.0.1".to_owned()], 1)?;
     gomemlimit_injector::tls::write_pki(&certs, &pki, true)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let (port, metrics) = (support::free_port(), support::free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_gomemlimit-injector"))
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}")])

@@ -87,19 +87,12 @@ struct Serve {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl Serve {
     /// Starts `serve` and waits for `/readyz`; returns it and the time from exec to ready.
     fn start(tls: &Tls, extra: &[&str]) -> (Serve, Duration) {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let addr: SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
+        let metrics: SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
         let bin = std::env::var_os("BENCH_BIN").unwrap_or_else(|| BIN.into());
         let mut command = Command::new(bin);
         command
