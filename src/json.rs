@@ -286,23 +286,32 @@ impl<'de> Deserializer<'de> {
     ) -> Result<()> {
         self.enter()?;
         self.at += 1;
-        if self.peek() == Some(close) {
-            self.at += 1;
-        } else {
-            loop {
-                item(self)?;
-                match self.peek() {
-                    Some(b',') => self.at += 1,
-                    Some(byte) if byte == close => {
-                        self.at += 1;
-                        break;
-                    }
-                    _ => return Err(Error),
-                }
-            }
+        let mut first = true;
+        while self.next_item(&mut first, close)? {
+            item(self)?;
         }
+        self.at += 1;
         self.leave();
         Ok(())
+    }
+
+    /// Moves to the next item of the object or array being read, which `close` ends: `false`
+    /// at its end (not consumed), `true` at an item, past the comma that separates it from
+    /// the one before. A comma before `close` (a trailing comma) is refused.
+    fn next_item(&mut self, first: &mut bool, close: u8) -> Result<bool> {
+        match self.peek() {
+            Some(byte) if byte == close => return Ok(false),
+            Some(b',') if !*first => {
+                self.at += 1;
+                if self.peek() == Some(close) {
+                    return Err(Error);
+                }
+            }
+            Some(_) if *first => {}
+            _ => return Err(Error),
+        }
+        *first = false;
+        Ok(true)
     }
 
     /// Checks an object's entry at the next byte (its key, a colon, its value) and consumes
@@ -567,14 +576,10 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
     type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
-        match self.de.peek() {
-            Some(b'}') => return Ok(None),
-            Some(b',') if !self.first => self.de.at += 1,
-            Some(b'"') if self.first => {}
-            _ => return Err(Error),
+        if !self.de.next_item(&mut self.first, b'}')? {
+            return Ok(None);
         }
-        self.first = false;
-        // After a comma, a key and nothing else: no trailing comma.
+        // A key and nothing else.
         if self.de.peek() != Some(b'"') {
             return Err(Error);
         }
@@ -597,19 +602,9 @@ impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
     type Error = Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        match self.de.peek() {
-            Some(b']') => return Ok(None),
-            Some(b',') if !self.first => {
-                self.de.at += 1;
-                // No trailing comma.
-                if self.de.peek() == Some(b']') {
-                    return Err(Error);
-                }
-            }
-            Some(_) if self.first => {}
-            _ => return Err(Error),
+        if !self.de.next_item(&mut self.first, b']')? {
+            return Ok(None);
         }
-        self.first = false;
         seed.deserialize(&mut *self.de).map(Some)
     }
 }
