@@ -1,6 +1,6 @@
-//! Events of every kind the server and its libraries log, and a writer that keeps the
-//! lines a subscriber writes for them: what the log formats are checked against
-//! `tracing-subscriber`'s own formats with.
+//! For the tests of the logging: events of every kind the server and its libraries log, what
+//! the log formats are checked against `tracing-subscriber`'s own formats with, and an
+//! output that keeps what is written to it (the subscribers' lines, the log writer's batches).
 
 use std::fmt;
 use std::io;
@@ -33,13 +33,13 @@ where
     kept.text()
 }
 
-/// Keeps what the subscriber writes.
+/// Keeps what is written to it.
 #[derive(Clone, Default)]
 pub(super) struct Kept(Arc<Mutex<Vec<u8>>>);
 
 impl Kept {
     /// What has been written.
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         String::from_utf8(kept.clone()).unwrap()
     }

@@ -196,26 +196,7 @@ impl<W: Write + Send + 'static> Drop for WriterGuard<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An output that keeps what is written to it.
-    #[derive(Clone, Default)]
-    struct Kept(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Kept {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Kept {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
+    use crate::telemetry::sample::Kept;
 
     #[test]
     fn every_line_is_written_whole_and_in_order_per_thread() {
