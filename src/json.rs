@@ -325,28 +325,20 @@ impl<'de> Deserializer<'de> {
         self.skip_value()
     }
 
-    /// Hands the object at the next byte to `visitor`, and consumes its end.
-    fn object<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
+    /// Hands the object or array whose opening bracket is the next byte, up to `close`, to
+    /// `visit` as its items, and consumes its end.
+    fn items<T>(
+        &mut self,
+        close: u8,
+        visit: impl FnOnce(Items<'_, 'de>) -> Result<T>,
+    ) -> Result<T> {
         self.enter()?;
         self.at += 1;
-        let value = visitor.visit_map(Entries {
+        let value = visit(Items {
             de: self,
             first: true,
         })?;
-        self.expect(b'}')?;
-        self.leave();
-        Ok(value)
-    }
-
-    /// Hands the array at the next byte to `visitor`, and consumes its end.
-    fn array<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
-        self.enter()?;
-        self.at += 1;
-        let value = visitor.visit_seq(Elements {
-            de: self,
-            first: true,
-        })?;
-        self.expect(b']')?;
+        self.expect(close)?;
         self.leave();
         Ok(value)
     }
@@ -467,8 +459,8 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
                 Text::Borrowed(text) => visitor.visit_borrowed_str(text),
                 Text::Owned(text) => visitor.visit_string(text),
             },
-            b'{' => self.object(visitor),
-            b'[' => self.array(visitor),
+            b'{' => self.items(b'}', |items| visitor.visit_map(items)),
+            b'[' => self.items(b']', |items| visitor.visit_seq(items)),
             b't' => {
                 self.word(b"true")?;
                 visitor.visit_bool(true)
@@ -523,7 +515,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek() {
-            Some(b'{') => self.object(visitor),
+            Some(b'{') => self.items(b'}', |items| visitor.visit_map(items)),
             _ => Err(Error),
         }
     }
@@ -539,7 +531,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek() {
-            Some(b'[') => self.array(visitor),
+            Some(b'[') => self.items(b']', |items| visitor.visit_seq(items)),
             _ => Err(Error),
         }
     }
@@ -566,13 +558,13 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     }
 }
 
-/// The entries of an object, for a visitor.
-struct Entries<'a, 'de> {
+/// The entries of an object or the elements of an array, for a visitor.
+struct Items<'a, 'de> {
     de: &'a mut Deserializer<'de>,
     first: bool,
 }
 
-impl<'de> MapAccess<'de> for Entries<'_, 'de> {
+impl<'de> MapAccess<'de> for Items<'_, 'de> {
     type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
@@ -592,13 +584,7 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
     }
 }
 
-/// The elements of an array, for a visitor.
-struct Elements<'a, 'de> {
-    de: &'a mut Deserializer<'de>,
-    first: bool,
-}
-
-impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
+impl<'de> SeqAccess<'de> for Items<'_, 'de> {
     type Error = Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
