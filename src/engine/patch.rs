@@ -8,7 +8,6 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::io;
 
-use json_patch::jsonptr::PointerBuf;
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq};
 
@@ -22,8 +21,74 @@ use super::{GomemlimitValue, STATUS, Status};
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Operation<'a> {
     op: &'static str,
-    path: PointerBuf,
+    path: Pointer<'a>,
     value: Value<'a>,
+}
+
+/// The JSON pointer an operation writes at: a place in the pod (or the pod itself), then
+/// the tokens below it. Written out as text when serialized, never built as a string.
+#[derive(Debug, Clone, Copy)]
+struct Pointer<'a> {
+    place: Option<&'a Place>,
+    tokens: [Token; 3],
+    len: usize,
+}
+
+/// One token of a [`Pointer`].
+#[derive(Debug, Clone, Copy)]
+enum Token {
+    Key(&'static str),
+    Index(usize),
+}
+
+impl<'a> Pointer<'a> {
+    /// `tokens` below `place`, or below the pod.
+    fn new(place: Option<&'a Place>, tail: &[Token]) -> Self {
+        let mut tokens = [Token::Key(""); 3];
+        tokens[..tail.len()].copy_from_slice(tail);
+        Pointer {
+            place,
+            tokens,
+            len: tail.len(),
+        }
+    }
+}
+
+impl fmt::Display for Pointer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.place {
+            None => {}
+            Some(Place::Spec) => f.write_str("/spec")?,
+            Some(Place::Container { list, index }) => write!(f, "/spec/{list}/{index}")?,
+        }
+        for token in &self.tokens[..self.len] {
+            match token {
+                Token::Index(index) => write!(f, "/{index}")?,
+                Token::Key(key) => {
+                    f.write_str("/")?;
+                    // RFC 6901: `~` is written `~0` and `/` is written `~1`.
+                    for (i, part) in key.split('/').enumerate() {
+                        if i > 0 {
+                            f.write_str("~1")?;
+                        }
+                        for (j, piece) in part.split('~').enumerate() {
+                            if j > 0 {
+                                f.write_str("~0")?;
+                            }
+                            f.write_str(piece)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Pointer<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// The value an operation writes.
@@ -356,22 +421,28 @@ fn emit<'a, E>(
     edit: &'a Edit,
     each: &mut impl FnMut(Operation<'a>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let at = edit.place.pointer();
-    emit_memory(edit, &at, each)?;
+    let at = &edit.place;
+    emit_memory(edit, at, each)?;
     if let Some(GomemlimitEdit::Updated { index, to, .. }) = &edit.gomemlimit {
         each(Operation {
             op: "replace",
-            path: below(&at, &["env", &index.to_string(), "value"]),
+            path: below(
+                at,
+                &[Token::Key("env"), Token::Index(*index), Token::Key("value")],
+            ),
             value: Value::Text(Cow::Owned(to.to_string())),
         })?;
     }
     if edit.restart_on_memory_resize {
         each(if edit.holder.resize_policy {
             let entry = Value::Resize(RESTART_ON_MEMORY_RESIZE);
-            add(below(&at, &["resizePolicy", "-"]), entry)
+            add(
+                below(at, &[Token::Key("resizePolicy"), Token::Key("-")]),
+                entry,
+            )
         } else {
             let list = Value::ResizeList([RESTART_ON_MEMORY_RESIZE]);
-            add(below(&at, &["resizePolicy"]), list)
+            add(below(at, &[Token::Key("resizePolicy")]), list)
         })?;
     }
     let Some(GomemlimitEdit::Added(value)) = &edit.gomemlimit else {
@@ -386,17 +457,20 @@ fn emit<'a, E>(
     }
     if edit.holder.env {
         for entry in env {
-            each(add(below(&at, &["env", "-"]), Value::Env(entry)))?;
+            each(add(
+                below(at, &[Token::Key("env"), Token::Key("-")]),
+                Value::Env(entry),
+            ))?;
         }
         Ok(())
     } else {
-        each(add(below(&at, &["env"]), Value::EnvList(env)))
+        each(add(below(at, &[Token::Key("env")]), Value::EnvList(env)))
     }
 }
 
 fn emit_memory<'a, E>(
     edit: &'a Edit,
-    at: &PointerBuf,
+    at: &'a Place,
     each: &mut impl FnMut(Operation<'a>) -> Result<(), E>,
 ) -> Result<(), E> {
     let limits = edit.limit.as_deref().map(|memory| Memory { memory });
@@ -406,7 +480,7 @@ fn emit_memory<'a, E>(
     }
     if !edit.holder.resources {
         let resources = Value::Resources(Resources { limits, requests });
-        return each(add(below(at, &["resources"]), resources));
+        return each(add(below(at, &[Token::Key("resources")]), resources));
     }
     let lists = [
         ("limits", limits, edit.holder.limits),
@@ -416,11 +490,21 @@ fn emit_memory<'a, E>(
         let Some(memory) = memory else { continue };
         each(if held {
             add(
-                below(at, &["resources", kind, "memory"]),
+                below(
+                    at,
+                    &[
+                        Token::Key("resources"),
+                        Token::Key(kind),
+                        Token::Key("memory"),
+                    ],
+                ),
                 Value::Text(Cow::Borrowed(memory.memory)),
             )
         } else {
-            add(below(at, &["resources", kind]), Value::Memory(memory))
+            add(
+                below(at, &[Token::Key("resources"), Token::Key(kind)]),
+                Value::Memory(memory),
+            )
         })?;
     }
     Ok(())
@@ -434,30 +518,33 @@ fn status_annotation(metadata: MetadataShape, status: Merged<'_>) -> Operation<'
     };
     match metadata {
         MetadataShape::Missing => add(
-            PointerBuf::from_tokens(["metadata"]),
+            Pointer::new(None, &[Token::Key("metadata")]),
             Value::Metadata(Metadata { annotations }),
         ),
         MetadataShape::NoAnnotations => add(
-            PointerBuf::from_tokens(["metadata", "annotations"]),
+            Pointer::new(None, &[Token::Key("metadata"), Token::Key("annotations")]),
             Value::Annotations(annotations),
         ),
         MetadataShape::Annotations => add(
-            PointerBuf::from_tokens(["metadata", "annotations", STATUS]),
+            Pointer::new(
+                None,
+                &[
+                    Token::Key("metadata"),
+                    Token::Key("annotations"),
+                    Token::Key(STATUS),
+                ],
+            ),
             Value::Status(annotations.status),
         ),
     }
 }
 
-/// `at` with `tail` appended.
-fn below(at: &PointerBuf, tail: &[&str]) -> PointerBuf {
-    let mut path = at.clone();
-    for token in tail {
-        path.push_back(*token);
-    }
-    path
+/// `tail` below the place `at`.
+fn below<'a>(at: &'a Place, tail: &[Token]) -> Pointer<'a> {
+    Pointer::new(Some(at), tail)
 }
 
-fn add(path: PointerBuf, value: Value<'_>) -> Operation<'_> {
+fn add<'a>(path: Pointer<'a>, value: Value<'a>) -> Operation<'a> {
     Operation {
         op: "add",
         path,
@@ -481,6 +568,50 @@ mod tests {
                 out.write_all(piece.as_bytes()).map_err(|_| fmt::Error)?;
             }
             out.pass()
+        }
+    }
+
+    #[test]
+    fn pointers_are_written_as_rfc_6901_says() {
+        let container = Place::Container {
+            list: "initContainers",
+            index: 12,
+        };
+        let cases = [
+            (Pointer::new(None, &[]), ""),
+            (Pointer::new(Some(&Place::Spec), &[]), "/spec"),
+            (
+                below(
+                    &container,
+                    &[Token::Key("env"), Token::Index(3), Token::Key("value")],
+                ),
+                "/spec/initContainers/12/env/3/value",
+            ),
+            (
+                Pointer::new(
+                    None,
+                    &[Token::Key("a~b/c"), Token::Key("~/~"), Token::Key("-")],
+                ),
+                "/a~0b~1c/~0~1~0/-",
+            ),
+            (
+                Pointer::new(
+                    None,
+                    &[
+                        Token::Key("metadata"),
+                        Token::Key("annotations"),
+                        Token::Key(STATUS),
+                    ],
+                ),
+                "/metadata/annotations/gomemlimit.io~1status",
+            ),
+        ];
+        for (pointer, text) in cases {
+            assert_eq!(pointer.to_string(), text);
+            assert_eq!(
+                serde_json::to_string(&pointer).unwrap(),
+                format!("{text:?}")
+            );
         }
     }
 

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use compact_str::{CompactString, ToCompactString};
-use json_patch::jsonptr::PointerBuf;
 
 use super::view::{self, Env, EnvVar, Field, QuantityText};
 use super::{INJECT, MIRROR, SkipReason, Target};
@@ -51,18 +50,6 @@ pub(crate) enum Unreadable {
 pub(crate) enum Place {
     Spec,
     Container { list: &'static str, index: usize },
-}
-
-impl Place {
-    /// The JSON pointer to it.
-    pub(super) fn pointer(&self) -> PointerBuf {
-        match self {
-            Place::Spec => PointerBuf::from_tokens(["spec"]),
-            Place::Container { list, index } => {
-                PointerBuf::from_tokens(["spec", list, index.to_string().as_str()])
-            }
-        }
-    }
 }
 
 /// As messages name it: `spec`, `spec.containers[0]`.
