@@ -97,7 +97,9 @@ impl Answer {
 /// kilobytes, since JSON is written a token at a time.
 fn base64_json<W: Write>(out: W, patch: &Patch) -> serde_json::Result<()> {
     let mut chunks = BufWriter::with_capacity(6 * 1024, EncoderWriter::new(out, &STANDARD));
-    serde_json::to_writer(&mut chunks, patch)?;
+    patch
+        .write_json(&mut chunks)
+        .map_err(serde_json::Error::io)?;
     let mut encoder = chunks
         .into_inner()
         .map_err(|e| serde_json::Error::io(e.into_error()))?;

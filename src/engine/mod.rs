@@ -88,9 +88,12 @@ impl Evaluation {
 
     /// The pod with the patch applied.
     pub(crate) fn patched(&self, pod: &Value) -> Value {
-        let patch = serde_json::to_value(&self.patch).expect("operations serialize");
+        let mut text = Vec::new();
+        self.patch
+            .write_json(&mut text)
+            .expect("operations are written");
         let patch: json_patch::Patch =
-            serde_json::from_value(patch).expect("operations are JSONPatch");
+            serde_json::from_slice(&text).expect("operations are JSONPatch");
         let mut out = pod.clone();
         json_patch::patch(&mut out, &patch).expect("the engine's patch applies to its pod");
         out

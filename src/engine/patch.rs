@@ -1,7 +1,9 @@
 //! The edits as JSONPatch operations. Every operation adds or replaces one field the
 //! webhook owns, creating the objects that hold it when they are missing, since JSONPatch
 //! `add` does not create parents. The operations are typed: each value is one of the few
-//! shapes the webhook writes, serialized straight to the wire, each as it is made.
+//! shapes the webhook writes, written straight to the wire as JSON, each as it is made:
+//! their fixed parts as the bytes `serde_json` would write for them, the text that comes
+//! from the pod escaped by `serde_json`.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -9,7 +11,6 @@ use std::fmt;
 use std::io;
 
 use serde::Serialize;
-use serde::ser::{SerializeMap, SerializeSeq};
 
 use super::edit::{Edit, GomemlimitEdit};
 use super::read::{MetadataShape, Place};
@@ -18,15 +19,30 @@ use super::view::{GOGC, GOMEMLIMIT};
 use super::{GomemlimitValue, STATUS, Status};
 
 /// One JSONPatch operation, written as `{"op", "path", "value"}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub(crate) struct Operation<'a> {
     op: &'static str,
     path: Pointer<'a>,
     value: Value<'a>,
 }
 
+impl Operation<'_> {
+    /// Writes the operation as `serde_json` writes a struct of these fields.
+    fn write<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
+        // The operation and the pointer's keys are the webhook's own: nothing in them is
+        // escaped in a JSON string (the pointers test checks the pointers' text).
+        write!(
+            out,
+            "{{\"op\":\"{}\",\"path\":\"{}\",\"value\":",
+            self.op, self.path
+        )?;
+        self.value.write(out)?;
+        out.write_all(b"}")
+    }
+}
+
 /// The JSON pointer an operation writes at: a place in the pod (or the pod itself), then
-/// the tokens below it. Written out as text when serialized, never built as a string.
+/// the tokens below it. Written out as text, never built as a string.
 #[derive(Debug, Clone, Copy)]
 struct Pointer<'a> {
     place: Option<&'a Place>,
@@ -37,6 +53,7 @@ struct Pointer<'a> {
 /// One token of a [`Pointer`].
 #[derive(Debug, Clone, Copy)]
 enum Token {
+    /// A key of the webhook's own: none has a character that a JSON string escapes.
     Key(&'static str),
     Index(usize),
 }
@@ -85,116 +102,124 @@ impl fmt::Display for Pointer<'_> {
     }
 }
 
-impl Serialize for Pointer<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
 /// The value an operation writes.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 enum Value<'a> {
     /// A quantity or an env value.
     Text(Cow<'a, str>),
     /// The status annotation's text.
     Status(StatusText<'a>),
-    /// `resources.limits` or `resources.requests`.
-    Memory(Memory<'a>),
-    Resources(Resources<'a>),
+    /// `resources.limits` or `resources.requests`: the memory quantity.
+    Memory(&'a str),
+    /// `resources`, with the memory limit or request or both.
+    Resources {
+        limits: Option<&'a str>,
+        requests: Option<&'a str>,
+    },
     Env(EnvEntry),
     EnvList(Vec<EnvEntry>),
-    Resize(ResizeEntry),
-    ResizeList([ResizeEntry; 1]),
-    Annotations(Annotations<'a>),
-    Metadata(Metadata<'a>),
-}
-
-/// `{"memory": …}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct Memory<'a> {
-    memory: &'a str,
-}
-
-/// `resources`, with the memory limit or request or both.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct Resources<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    limits: Option<Memory<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    requests: Option<Memory<'a>>,
-}
-
-/// An `env` entry the webhook adds: a value, or the memory limit through the downward API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EnvEntry {
-    name: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value_from: Option<ValueFrom>,
-}
-
-impl EnvEntry {
-    /// `GOMEMLIMIT` from the container's memory limit, through the downward API.
-    fn gomemlimit_downward() -> Self {
-        let value_from = ValueFrom {
-            resource_field_ref: ResourceFieldRef {
-                resource: "limits.memory",
-                divisor: "1",
-            },
-        };
-        EnvEntry {
-            name: GOMEMLIMIT,
-            value: None,
-            value_from: Some(value_from),
-        }
-    }
-
-    /// `GOMEMLIMIT` as a byte count.
-    fn gomemlimit(bytes: u64) -> Self {
-        EnvEntry {
-            name: GOMEMLIMIT,
-            value: Some(bytes.to_string()),
-            value_from: None,
-        }
-    }
-
-    /// `GOGC`.
-    fn gogc(value: String) -> Self {
-        EnvEntry {
-            name: GOGC,
-            value: Some(value),
-            value_from: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ValueFrom {
-    resource_field_ref: ResourceFieldRef,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct ResourceFieldRef {
-    resource: &'static str,
-    divisor: &'static str,
+    /// The `resizePolicy` entry that restarts the container when its memory is resized.
+    Resize,
+    /// A `resizePolicy` of that entry alone.
+    ResizeList,
+    /// `annotations` holding only the status annotation.
+    Annotations(StatusText<'a>),
+    /// `metadata` holding only the status annotation.
+    Metadata(StatusText<'a>),
 }
 
 /// The `resizePolicy` entry that restarts the container when its memory is resized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResizeEntry {
-    resource_name: &'static str,
-    restart_policy: &'static str,
+const RESTART_ON_MEMORY_RESIZE: &[u8] =
+    br#"{"resourceName":"memory","restartPolicy":"RestartContainer"}"#;
+
+impl Value<'_> {
+    /// Writes the value as `serde_json` writes it.
+    fn write<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
+        match self {
+            Value::Text(text) => string(out, text),
+            Value::Status(status) => string(out, status),
+            Value::Memory(memory) => {
+                out.write_all(br#"{"memory":"#)?;
+                string(out, memory)?;
+                out.write_all(b"}")
+            }
+            Value::Resources { limits, requests } => {
+                let mut separator: &[u8] = b"{";
+                for (key, memory) in [(&b"\"limits\":"[..], limits), (b"\"requests\":", requests)] {
+                    let Some(memory) = memory else { continue };
+                    out.write_all(separator)?;
+                    out.write_all(key)?;
+                    Value::Memory(memory).write(out)?;
+                    separator = b",";
+                }
+                out.write_all(b"}")
+            }
+            Value::Env(entry) => entry.write(out),
+            Value::EnvList(entries) => {
+                let mut separator: &[u8] = b"[";
+                for entry in entries {
+                    out.write_all(separator)?;
+                    entry.write(out)?;
+                    separator = b",";
+                }
+                out.write_all(b"]")
+            }
+            Value::Resize => out.write_all(RESTART_ON_MEMORY_RESIZE),
+            Value::ResizeList => {
+                out.write_all(b"[")?;
+                out.write_all(RESTART_ON_MEMORY_RESIZE)?;
+                out.write_all(b"]")
+            }
+            Value::Annotations(status) => {
+                // The annotation's name is the webhook's own, with nothing to escape.
+                write!(out, "{{\"{STATUS}\":")?;
+                string(out, status)?;
+                out.write_all(b"}")
+            }
+            Value::Metadata(status) => {
+                out.write_all(br#"{"annotations":"#)?;
+                Value::Annotations(*status).write(out)?;
+                out.write_all(b"}")
+            }
+        }
+    }
 }
 
-const RESTART_ON_MEMORY_RESIZE: ResizeEntry = ResizeEntry {
-    resource_name: "memory",
-    restart_policy: "RestartContainer",
-};
+/// Writes `value` as a JSON string, escaped as `serde_json` escapes it.
+fn string<W: io::Write, T: Serialize + ?Sized>(out: &mut W, value: &T) -> io::Result<()> {
+    serde_json::to_writer(out, value).map_err(io::Error::from)
+}
+
+/// An `env` entry the webhook adds: the memory limit through the downward API, or a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EnvEntry {
+    /// `GOMEMLIMIT` from the container's memory limit, through the downward API.
+    GomemlimitDownward,
+    /// `GOMEMLIMIT` as a byte count.
+    Gomemlimit(u64),
+    /// `GOGC`.
+    Gogc(String),
+}
+
+impl EnvEntry {
+    /// Writes the entry as `serde_json` writes a `name`, `value` and `valueFrom` struct.
+    fn write<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
+        match self {
+            EnvEntry::GomemlimitDownward => write!(
+                out,
+                r#"{{"name":"{GOMEMLIMIT}","valueFrom":{{"resourceFieldRef":{{"resource":"limits.memory","divisor":"1"}}}}}}"#
+            ),
+            EnvEntry::Gomemlimit(bytes) => {
+                write!(out, r#"{{"name":"{GOMEMLIMIT}","value":"{bytes}"}}"#)
+            }
+            EnvEntry::Gogc(value) => {
+                write!(out, r#"{{"name":"{GOGC}","value":"#)?;
+                string(out, value)?;
+                out.write_all(b"}")
+            }
+        }
+    }
+}
 
 /// The status annotation's text: its JSON, written as a JSON string as it is made, never
 /// held whole.
@@ -265,26 +290,6 @@ impl io::Write for TextWriter<'_, '_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// `annotations` holding only the status annotation.
-#[derive(Debug, Clone)]
-struct Annotations<'a> {
-    status: StatusText<'a>,
-}
-
-impl Serialize for Annotations<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1))?;
-        map.serialize_entry(STATUS, &self.status)?;
-        map.end()
-    }
-}
-
-/// `metadata` holding only the status annotation.
-#[derive(Debug, Clone, Serialize)]
-struct Metadata<'a> {
-    annotations: Annotations<'a>,
 }
 
 /// The JSONPatch of an evaluation: its edits, and the status annotation when it changes,
@@ -360,12 +365,20 @@ impl Patch {
     }
 }
 
-impl Serialize for Patch {
-    /// The JSON array of operations, each made as it is written.
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(None)?;
-        self.each(|op| seq.serialize_element(&op))?;
-        seq.end()
+impl Patch {
+    /// Writes the JSON array of operations, each made as it is written, as `serde_json`
+    /// would write them.
+    pub(crate) fn write_json<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
+        let mut separator: &[u8] = b"[";
+        self.each(|op| {
+            out.write_all(separator)?;
+            separator = b",";
+            op.write(out)
+        })?;
+        if separator == b"[" {
+            out.write_all(separator)?;
+        }
+        out.write_all(b"]")
     }
 }
 
@@ -435,13 +448,13 @@ fn emit<'a, E>(
     }
     if edit.restart_on_memory_resize {
         each(if edit.holder.resize_policy {
-            let entry = Value::Resize(RESTART_ON_MEMORY_RESIZE);
+            let entry = Value::Resize;
             add(
                 below(at, &[Token::Key("resizePolicy"), Token::Key("-")]),
                 entry,
             )
         } else {
-            let list = Value::ResizeList([RESTART_ON_MEMORY_RESIZE]);
+            let list = Value::ResizeList;
             add(below(at, &[Token::Key("resizePolicy")]), list)
         })?;
     }
@@ -449,11 +462,11 @@ fn emit<'a, E>(
         return Ok(());
     };
     let mut env = vec![match value {
-        GomemlimitValue::Downward => EnvEntry::gomemlimit_downward(),
-        GomemlimitValue::Literal { bytes, .. } => EnvEntry::gomemlimit(*bytes),
+        GomemlimitValue::Downward => EnvEntry::GomemlimitDownward,
+        GomemlimitValue::Literal { bytes, .. } => EnvEntry::Gomemlimit(*bytes),
     }];
     if let Some(gogc) = &edit.gogc {
-        env.push(EnvEntry::gogc(gogc.to_string()));
+        env.push(EnvEntry::Gogc(gogc.to_string()));
     }
     if edit.holder.env {
         for entry in env {
@@ -473,13 +486,13 @@ fn emit_memory<'a, E>(
     at: &'a Place,
     each: &mut impl FnMut(Operation<'a>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let limits = edit.limit.as_deref().map(|memory| Memory { memory });
-    let requests = edit.request.as_ref().map(|set| Memory { memory: &set.to });
+    let limits = edit.limit.as_deref();
+    let requests = edit.request.as_ref().map(|set| set.to.as_str());
     if limits.is_none() && requests.is_none() {
         return Ok(());
     }
     if !edit.holder.resources {
-        let resources = Value::Resources(Resources { limits, requests });
+        let resources = Value::Resources { limits, requests };
         return each(add(below(at, &[Token::Key("resources")]), resources));
     }
     let lists = [
@@ -498,7 +511,7 @@ fn emit_memory<'a, E>(
                         Token::Key("memory"),
                     ],
                 ),
-                Value::Text(Cow::Borrowed(memory.memory)),
+                Value::Text(Cow::Borrowed(memory)),
             )
         } else {
             add(
@@ -513,17 +526,15 @@ fn emit_memory<'a, E>(
 /// The operation that writes the status annotation, creating `metadata` or its
 /// `annotations` when the pod has none.
 fn status_annotation(metadata: MetadataShape, status: Merged<'_>) -> Operation<'_> {
-    let annotations = Annotations {
-        status: StatusText(status),
-    };
+    let status = StatusText(status);
     match metadata {
         MetadataShape::Missing => add(
             Pointer::new(None, &[Token::Key("metadata")]),
-            Value::Metadata(Metadata { annotations }),
+            Value::Metadata(status),
         ),
         MetadataShape::NoAnnotations => add(
             Pointer::new(None, &[Token::Key("metadata"), Token::Key("annotations")]),
-            Value::Annotations(annotations),
+            Value::Annotations(status),
         ),
         MetadataShape::Annotations => add(
             Pointer::new(
@@ -534,7 +545,7 @@ fn status_annotation(metadata: MetadataShape, status: Merged<'_>) -> Operation<'
                     Token::Key(STATUS),
                 ],
             ),
-            Value::Status(annotations.status),
+            Value::Status(status),
         ),
     }
 }
@@ -608,10 +619,8 @@ mod tests {
         ];
         for (pointer, text) in cases {
             assert_eq!(pointer.to_string(), text);
-            assert_eq!(
-                serde_json::to_string(&pointer).unwrap(),
-                format!("{text:?}")
-            );
+            // Written into a JSON string as it is: nothing in it is escaped there.
+            assert_eq!(serde_json::to_string(text).unwrap(), format!("\"{text}\""));
         }
     }
 
