@@ -31,11 +31,11 @@ impl Operation<'_> {
     fn write<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
         // The operation and the pointer's keys are the webhook's own: nothing in them is
         // escaped in a JSON string (the pointers test checks the pointers' text).
-        write!(
-            out,
-            "{{\"op\":\"{}\",\"path\":\"{}\",\"value\":",
-            self.op, self.path
-        )?;
+        out.write_all(b"{\"op\":\"")?;
+        out.write_all(self.op.as_bytes())?;
+        out.write_all(b"\",\"path\":\"")?;
+        self.path.write(out)?;
+        out.write_all(b"\",\"value\":")?;
         self.value.write(out)?;
         out.write_all(b"}")
     }
@@ -71,30 +71,32 @@ impl<'a> Pointer<'a> {
     }
 }
 
-impl fmt::Display for Pointer<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Pointer<'_> {
+    /// Writes the pointer's text.
+    fn write<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
         match self.place {
             None => {}
-            Some(Place::Spec) => f.write_str("/spec")?,
-            Some(Place::Container { list, index }) => write!(f, "/spec/{list}/{index}")?,
+            Some(Place::Spec) => out.write_all(b"/spec")?,
+            Some(Place::Container { list, index }) => {
+                out.write_all(b"/spec/")?;
+                out.write_all(list.as_bytes())?;
+                out.write_all(b"/")?;
+                out.write_all(Decimal::of(*index).as_bytes())?;
+            }
         }
         for token in &self.tokens[..self.len] {
+            out.write_all(b"/")?;
             match token {
-                Token::Index(index) => write!(f, "/{index}")?,
+                Token::Index(index) => out.write_all(Decimal::of(*index).as_bytes())?,
                 Token::Key(key) => {
-                    f.write_str("/")?;
                     // RFC 6901: `~` is written `~0` and `/` is written `~1`.
-                    for (i, part) in key.split('/').enumerate() {
-                        if i > 0 {
-                            f.write_str("~1")?;
-                        }
-                        for (j, piece) in part.split('~').enumerate() {
-                            if j > 0 {
-                                f.write_str("~0")?;
-                            }
-                            f.write_str(piece)?;
-                        }
+                    let mut rest = key.as_bytes();
+                    while let Some(at) = rest.iter().position(|b| matches!(b, b'~' | b'/')) {
+                        out.write_all(&rest[..at])?;
+                        out.write_all(if rest[at] == b'~' { b"~0" } else { b"~1" })?;
+                        rest = &rest[at + 1..];
                     }
+                    out.write_all(rest)?;
                 }
             }
         }
@@ -618,7 +620,9 @@ mod tests {
             ),
         ];
         for (pointer, text) in cases {
-            assert_eq!(pointer.to_string(), text);
+            let mut written = Vec::new();
+            pointer.write(&mut written).unwrap();
+            assert_eq!(String::from_utf8(written).unwrap(), text);
             // Written into a JSON string as it is: nothing in it is escaped there.
             assert_eq!(serde_json::to_string(text).unwrap(), format!("\"{text}\""));
         }
