@@ -69,9 +69,7 @@ impl<'a> Pointer<'a> {
             len: tail.len(),
         }
     }
-}
 
-impl Pointer<'_> {
     /// Writes the pointer's text.
     fn write<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
         match self.place {
@@ -146,23 +144,23 @@ impl Value<'_> {
                 out.write_all(b"}")
             }
             Value::Resources { limits, requests } => {
-                let mut separator: &[u8] = b"{";
+                out.write_all(b"{")?;
+                let mut commas = Commas::default();
                 for (key, memory) in [(&b"\"limits\":"[..], limits), (b"\"requests\":", requests)] {
                     let Some(memory) = memory else { continue };
-                    out.write_all(separator)?;
+                    commas.before_item(out)?;
                     out.write_all(key)?;
                     Value::Memory(memory).write(out)?;
-                    separator = b",";
                 }
                 out.write_all(b"}")
             }
             Value::Env(entry) => entry.write(out),
             Value::EnvList(entries) => {
-                let mut separator: &[u8] = b"[";
+                out.write_all(b"[")?;
+                let mut commas = Commas::default();
                 for entry in entries {
-                    out.write_all(separator)?;
+                    commas.before_item(out)?;
                     entry.write(out)?;
-                    separator = b",";
                 }
                 out.write_all(b"]")
             }
@@ -184,6 +182,22 @@ impl Value<'_> {
                 out.write_all(b"}")
             }
         }
+    }
+}
+
+/// The commas between the items of a JSON array or object: none before the first.
+#[derive(Debug, Default)]
+struct Commas {
+    started: bool,
+}
+
+impl Commas {
+    /// Writes the comma that goes before the next item, if it is not the first.
+    fn before_item<W: io::Write>(&mut self, out: &mut W) -> io::Result<()> {
+        if std::mem::replace(&mut self.started, true) {
+            out.write_all(b",")?;
+        }
+        Ok(())
     }
 }
 
@@ -346,6 +360,18 @@ impl Patch {
         3 * self.edits.len() + usize::from(self.status)
     }
 
+    /// Writes the JSON array of operations, each made as it is written, as `serde_json`
+    /// would write them.
+    pub(crate) fn write_json<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
+        out.write_all(b"[")?;
+        let mut commas = Commas::default();
+        self.each(|op| {
+            commas.before_item(out)?;
+            op.write(out)
+        })?;
+        out.write_all(b"]")
+    }
+
     /// Passes every operation, in order, to `each`, stopping at its first error.
     fn each<'a, E>(
         &'a self,
@@ -364,23 +390,6 @@ impl Patch {
             each(status_annotation(self.metadata, merged))?;
         }
         Ok(())
-    }
-}
-
-impl Patch {
-    /// Writes the JSON array of operations, each made as it is written, as `serde_json`
-    /// would write them.
-    pub(crate) fn write_json<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
-        let mut separator: &[u8] = b"[";
-        self.each(|op| {
-            out.write_all(separator)?;
-            separator = b",";
-            op.write(out)
-        })?;
-        if separator == b"[" {
-            out.write_all(separator)?;
-        }
-        out.write_all(b"]")
     }
 }
 
@@ -450,14 +459,10 @@ fn emit<'a, E>(
     }
     if edit.restart_on_memory_resize {
         each(if edit.holder.resize_policy {
-            let entry = Value::Resize;
-            add(
-                below(at, &[Token::Key("resizePolicy"), Token::Key("-")]),
-                entry,
-            )
+            let end = [Token::Key("resizePolicy"), Token::Key("-")];
+            add(below(at, &end), Value::Resize)
         } else {
-            let list = Value::ResizeList;
-            add(below(at, &[Token::Key("resizePolicy")]), list)
+            add(below(at, &[Token::Key("resizePolicy")]), Value::ResizeList)
         })?;
     }
     let Some(GomemlimitEdit::Added(value)) = &edit.gomemlimit else {
