@@ -115,11 +115,19 @@ EOF
 }
 
 # True when PID is a live process of this cluster: its command line must
-# mention DIR, which guards against a recycled pid.
+# mention DIR, which guards against a recycled pid. The command line reads
+# empty for a zombie, and also for a moment in the middle of an exec (launch's
+# setsid, or nsenter, execs the daemon after the command line already matched):
+# an empty one is read again, for half a second at most, unless a zombie.
 of_this_cluster() { # pid
-  local pid="$1" cmdline
+  local pid="$1" cmdline i
   [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null || return 1
-  cmdline="$(tr '\0' ' ' < "/proc/${pid}/cmdline" 2>/dev/null)" || return 1
+  for ((i = 0; i < 50; i++)); do
+    cmdline="$(tr '\0' ' ' 2>/dev/null < "/proc/${pid}/cmdline")" || return 1
+    [[ -z "${cmdline}" ]] || break
+    [[ "$(sed -E 's/.*\) (.).*/\1/' "/proc/${pid}/stat" 2>/dev/null)" != Z ]] || return 1
+    sleep 0.01
+  done
   [[ "${cmdline}" == *"${dir}/"* ]]
 }
 
