@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
-use compact_str::{CompactString, ToCompactString};
+use compact_str::CompactString;
 
 use super::view::{self, Env, EnvVar, Field, QuantityText};
 use super::{INJECT, MIRROR, SkipReason, Target};
@@ -209,7 +209,7 @@ fn memory_field(
     };
     match &list.memory {
         Field::Absent | Field::Null => Ok(None),
-        Field::Present(QuantityText(text)) => Ok(Some(text.to_compact_string())),
+        Field::Present(QuantityText(text)) => Ok(Some(CompactString::from(text.as_ref()))),
         Field::Wrong => Err(Unreadable::MemoryNotAQuantity {
             at: at.clone(),
             kind,

@@ -39,8 +39,8 @@ use crate::policy::Policy;
 use crate::text::LogValue;
 
 /// A review body at least this large is a large review (see the module documentation).
-/// The 28 KB pod of `tests/data/pod-create.json` takes about 150 µs; one at this size,
-/// about half a millisecond.
+/// The 28 KB pod of `tests/data/pod-create.json` takes about 20 µs in memory, so one at
+/// this size takes some tens of microseconds; the 1.9 MB pod of 10,000 containers, 36 ms.
 pub(crate) const LARGE_REVIEW_BYTES: usize = 64 * 1024;
 
 /// How many large reviews are evaluated at once by default (`--max-large-reviews`).
