@@ -3,23 +3,29 @@
 # loopback, loaded by h2load (Debian's nghttp2-client) over HTTP/2 and HTTP/1.1, keep-alive,
 # 8 connections, one request at a time on each.
 #
-# For each protocol it measures, in one run on one server:
-#   - the highest rate of `GET /healthz` (the TLS and HTTP cost alone), before and after
-#     the bodies (their mean is the reference);
-#   - the highest rate of `POST /mutate` for each body, as a ratio of that;
-#   - the server's CPU time per request (utime + stime of /proc/PID/stat), and /healthz's
-#     as a ratio of it: the same comparison, less moved by other processes on the machine;
-#   - p50 and p99 latency of `/mutate` at half that body's highest rate (h2load --rps,
-#     latencies from its --log-file).
-# Absolute rates move with whatever else runs on the machine; the ratios are the result.
+# For each protocol it measures, in one run on one server, BENCH_REPEATS pairs of runs per
+# body, each pair:
+#   - the highest rate of `GET /healthz` (the TLS and HTTP cost alone), then
+#   - the highest rate of `POST /mutate` with the body, as a ratio of the /healthz run just
+#     before it;
+#   - in both, the server's CPU time per request (utime + stime of /proc/PID/stat), and
+#     /healthz's as a ratio of the body's: the same comparison, less moved by other
+#     processes on the machine.
+# Per body it prints the median of the pairs' ratios and their range, then p50 and p99
+# latency of `/mutate` at half the body's median highest rate (h2load --rps, latencies from
+# its --log-file). Absolute rates move with whatever else runs on the machine, within a run
+# too; the ratios of adjacent runs are the result.
 #
 #   hack/bench-load.sh
 #
 # Environment:
 #   BIN               the binary (default target/release/gomemlimit-injector; make builds it)
 #   BENCH_DURATION    seconds per measurement (default 5)
+#   BENCH_REPEATS     pairs of runs per body (default 3)
 #   BENCH_BODIES      the review bodies, in tests/data (default: pod-create.json
 #                     pod-create-small.json)
+#   BENCH_COMPACT     bodies also sent without indentation, as the API server sends a
+#                     review (default: pod-create.json, indented in tests/data); empty for none
 #   BENCH_LOG_LEVEL   the server's --log-level (default info, as deployed)
 #   BENCH_LOG_FORMAT  the server's --log-format (default json, as the chart deploys it)
 #   BENCH_OUT         where the h2load output and latency logs go (default target/bench-load)
@@ -29,11 +35,13 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/.." && pwd)"
 bin="${BIN:-${repo}/target/release/gomemlimit-injector}"
 duration="${BENCH_DURATION:-5}"
+repeats="${BENCH_REPEATS:-3}"
 read -r -a bodies <<<"${BENCH_BODIES:-pod-create.json pod-create-small.json}"
+read -r -a compact <<<"${BENCH_COMPACT-pod-create.json}"
 out="${BENCH_OUT:-${repo}/target/bench-load}"
 clients=8
 
-for tool in h2load curl; do
+for tool in h2load curl python3; do
   if ! command -v "${tool}" >/dev/null 2>&1; then
     echo "error: ${tool} is required (h2load: apt-get install nghttp2-client)" >&2
     exit 1
@@ -44,7 +52,21 @@ if [[ ! -x "${bin}" ]]; then
   exit 1
 fi
 mkdir -p "${out}"
-rm -f "${out}"/*.log "${out}"/*.txt
+rm -f "${out}"/*.log "${out}"/*.txt "${out}"/*.json
+
+# Each body's file: tests/data/NAME, or NAME compacted into ${out} (NAME.compact.json).
+body_file() {
+  case "$1" in
+  *.compact.json) echo "${out}/$1" ;;
+  *) echo "${repo}/tests/data/$1" ;;
+  esac
+}
+for body in "${compact[@]}"; do
+  python3 -c 'import json, sys
+json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), separators=(",", ":"))' \
+    "${repo}/tests/data/${body}" "${out}/${body%.json}.compact.json"
+  bodies+=("${body%.json}.compact.json")
+done
 
 # The server picks free ports and logs them; it stops with this script.
 "${bin}" serve --self-signed --ca-out "${out}/ca.crt" \
@@ -83,7 +105,7 @@ load() {
   local args=(-c "${clients}" -m 1 -t 1 -D "${duration}"
     --log-file "${out}/${name}.log")
   [[ "${proto}" == h1 ]] && args+=(--h1)
-  [[ -n "${body}" ]] && args+=(-d "${repo}/tests/data/${body}" -H 'content-type: application/json')
+  [[ -n "${body}" ]] && args+=(-d "$(body_file "${body}")" -H 'content-type: application/json')
   local before
   before="$(cpu_ticks)"
   timeout $((duration + 30)) h2load "${args[@]}" "$@" "https://${addr}${path}" >"${out}/${name}.txt"
@@ -110,32 +132,54 @@ percentile() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; h2load -c ${clients} -m 1, ${duration} s per run"
-printf '%-6s %-30s %9s %10s %12s %10s %11s %9s %9s\n' protocol body 'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'half rate' 'p50 ms' 'p99 ms'
+# The median of the numbers on stdin, one per line.
+median() {
+  sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+# Column C (1-based) of the pairs in "$1" (one "healthz cpu rate cpu" line each): min, median, max.
+spread() {
+  local values
+  values="$(awk -v c="$2" '{ print $c }' <<<"$1" | sort -g)"
+  echo "$(head -1 <<<"${values}") $(median <<<"${values}") $(tail -1 <<<"${values}")"
+}
+
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; h2load -c ${clients} -m 1, ${duration} s per run, ${repeats} pairs per body"
+printf '%-6s %-34s %9s %17s %12s %10s %11s %9s %9s\n' protocol body 'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'half rate' 'p50 ms' 'p99 ms'
 for proto in h2 h1; do
-  read -r first first_cpu <<<"$(load "${proto}-healthz" "${proto}" /healthz "")"
-  results=()
+  # Each run of a body follows a /healthz run of its own, and each ratio is taken within
+  # its pair, so that what the machine's neighbours do between pairs does not enter it.
+  declare -A pairs=()
+  for ((r = 1; r <= repeats; r++)); do
+    for body in "${bodies[@]}"; do
+      name="${proto}-${body%.json}-${r}"
+      read -r healthz healthz_cpu <<<"$(load "${name}-healthz" "${proto}" /healthz "")"
+      read -r rate cpu <<<"$(load "${name}" "${proto}" /mutate "${body}")"
+      pairs["${body}"]+="$(awk -v h="${healthz}" -v hc="${healthz_cpu}" -v m="${rate}" -v mc="${cpu}" \
+        'BEGIN { printf "%s %s %s %s %.4f %.4f", h, hc, m, mc, m / h, hc / mc }')"$'\n'
+    done
+  done
+  all="$(printf '%s' "${pairs[@]}")"
+  read -r low mid high <<<"$(spread "${all}" 1)"
+  printf '%-6s %-34s %9.0f %17s %12.1f %10s   (%.0f to %.0f req/s)\n' "${proto}" "GET /healthz" \
+    "${mid}" 1.00 "$(spread "${all}" 2 | cut -d' ' -f2)" 1.00 "${low}" "${high}"
   for body in "${bodies[@]}"; do
+    runs="${pairs[${body}]%$'\n'}"
+    read -r _ max _ <<<"$(spread "${runs}" 3)"
+    read -r _ cpu _ <<<"$(spread "${runs}" 4)"
+    read -r low mid high <<<"$(spread "${runs}" 5)"
+    read -r _ cpu_ratio _ <<<"$(spread "${runs}" 6)"
     name="${proto}-${body%.json}"
-    read -r max cpu <<<"$(load "${name}" "${proto}" /mutate "${body}")"
     per_client="$(awk -v r="${max}" -v c="${clients}" 'BEGIN { n = int(r / 2 / c); print (n < 1 ? 1 : n) }')"
     load "${name}-half" "${proto}" /mutate "${body}" --rps "${per_client}" >/dev/null
-    results+=("${body} ${max} ${cpu} ${per_client}")
-  done
-  read -r second second_cpu <<<"$(load "${proto}-healthz-after" "${proto}" /healthz "")"
-  healthz="$(awk -v a="${first}" -v b="${second}" 'BEGIN { print (a + b) / 2 }')"
-  healthz_cpu="$(awk -v a="${first_cpu}" -v b="${second_cpu}" 'BEGIN { print (a + b) / 2 }')"
-  printf '%-6s %-30s %9.0f %10s %12s %10s   (%.0f and %.0f req/s)\n' "${proto}" "GET /healthz" \
-    "${healthz}" 1.00 "${healthz_cpu}" 1.00 "${first}" "${second}"
-  for result in "${results[@]}"; do
-    read -r body max cpu per_client <<<"${result}"
-    name="${proto}-${body%.json}"
-    size="$(stat -c %s "${repo}/tests/data/${body}")"
-    printf '%-6s %-30s %9.0f %10s %12s %10s %11s %9.3f %9.3f\n' "${proto}" \
-      "${body} ($(((size + 500) / 1000)) kB)" "${max}" "$(ratio "${max}" "${healthz}")" \
-      "${cpu}" "$(ratio "${healthz_cpu}" "${cpu}")" "$((per_client * clients))/s" \
+    size="$(stat -c %s "$(body_file "${body}")")"
+    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %11s %9.3f %9.3f\n' "${proto}" \
+      "${body} ($(((size + 500) / 1000)) kB)" "${max}" \
+      "$(awk -v l="${low}" -v m="${mid}" -v h="${high}" 'BEGIN { printf "%.2f [%.2f-%.2f]", m, l, h }')" \
+      "${cpu}" "${cpu_ratio}" "$((per_client * clients))/s" \
       "$(awk -v u="$(percentile "${out}/${name}-half.log" 50)" 'BEGIN { print u / 1000 }')" \
       "$(awk -v u="$(percentile "${out}/${name}-half.log" 99)" 'BEGIN { print u / 1000 }')"
   done
+  unset pairs
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
