@@ -41,6 +41,12 @@ read -r -a compact <<<"${BENCH_COMPACT-pod-create.json}"
 out="${BENCH_OUT:-${repo}/target/bench-load}"
 clients=8
 
+for setting in BENCH_DURATION="${duration}" BENCH_REPEATS="${repeats}"; do
+  if [[ ! "${setting#*=}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: ${setting%%=*} must be a positive whole number, not '${setting#*=}'" >&2
+    exit 1
+  fi
+done
 for tool in h2load curl python3; do
   if ! command -v "${tool}" >/dev/null 2>&1; then
     echo "error: ${tool} is required (h2load: apt-get install nghttp2-client)" >&2
