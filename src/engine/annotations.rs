@@ -1,8 +1,9 @@
 //! The per-pod annotations: overrides of the policy within its bounds, container
 //! exclusions, and a message for each annotation that is not valid.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
+use super::read::Strings;
 use super::{EXCLUDE_CONTAINERS, GOGC_ANNOTATION, MODE, PERCENT};
 use crate::policy::{Gogc, Policy};
 
@@ -20,11 +21,7 @@ pub(super) struct Settings<'a> {
 impl<'a> Settings<'a> {
     /// The settings for a pod with `annotations`, starting from `policy` in a mode that is
     /// audit only or not.
-    pub(super) fn read(
-        annotations: &BTreeMap<&'a str, &'a str>,
-        policy: &'a Policy,
-        audit_only: bool,
-    ) -> Self {
+    pub(super) fn read(annotations: &Strings<'a>, policy: &'a Policy, audit_only: bool) -> Self {
         let mut settings = Settings {
             percent: policy.percent,
             gogc: policy.gogc,

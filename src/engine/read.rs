@@ -4,7 +4,7 @@
 //! API server validates the pod after the admission webhooks have run. The parts come from
 //! the [`view`] of the pod, read without building a document of it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 
 use compact_str::CompactString;
@@ -66,8 +66,19 @@ impl fmt::Display for Place {
 pub(super) struct Metadata<'a> {
     /// Where the status annotation goes.
     pub(super) shape: MetadataShape,
-    pub(super) labels: BTreeMap<&'a str, &'a str>,
-    pub(super) annotations: BTreeMap<&'a str, &'a str>,
+    pub(super) labels: Strings<'a>,
+    pub(super) annotations: Strings<'a>,
+}
+
+/// Labels or annotations whose values are all strings, as sent (none when absent).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Strings<'a>(Option<&'a view::StringMap<'a>>);
+
+impl<'a> Strings<'a> {
+    /// The value of `key`.
+    pub(super) fn get(&self, key: &str) -> Option<&'a str> {
+        self.0.and_then(|map| map.get(key))
+    }
 }
 
 /// What holds the annotations, as the status annotation must be added to it.
@@ -105,23 +116,21 @@ impl<'a> Metadata<'a> {
 
     /// Why the pod is not ours to change, if it is not: it opted out, or it is a mirror pod.
     pub(super) fn opted_out(&self) -> Option<SkipReason> {
-        let disabled = |map: &BTreeMap<&str, &str>| map.get(INJECT) == Some(&"disabled");
+        let disabled = |map: &Strings<'_>| map.get(INJECT) == Some("disabled");
         if disabled(&self.labels) || disabled(&self.annotations) {
             return Some(SkipReason::Disabled);
         }
-        self.annotations
-            .contains_key(MIRROR)
-            .then_some(SkipReason::Mirror)
+        self.annotations.get(MIRROR).map(|_| SkipReason::Mirror)
     }
 }
 
 /// The labels or annotations as strings; any other shape is unreadable.
 fn string_map<'a>(
-    map: Option<&'a Field<view::StringMap<'_>>>,
+    map: Option<&'a Field<view::StringMap<'a>>>,
     key: &'static str,
-) -> Result<BTreeMap<&'a str, &'a str>, Unreadable> {
+) -> Result<Strings<'a>, Unreadable> {
     let map = match map {
-        None | Some(Field::Absent | Field::Null) => return Ok(BTreeMap::new()),
+        None | Some(Field::Absent | Field::Null) => return Ok(Strings::default()),
         Some(Field::Wrong) => return Err(Unreadable::MetadataNotAnObject { key }),
         Some(Field::Present(map)) => map,
     };
@@ -129,7 +138,7 @@ fn string_map<'a>(
         let entry = entry.to_owned();
         return Err(Unreadable::MetadataNotAString { key, entry });
     }
-    Ok(map.strings().collect())
+    Ok(Strings(Some(map)))
 }
 
 /// The pod's `spec`.

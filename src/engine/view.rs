@@ -318,11 +318,9 @@ pub(crate) struct StringMap<'a> {
 }
 
 impl<'a> StringMap<'a> {
-    /// The entries whose value is a string.
-    pub(crate) fn strings(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.values
-            .iter()
-            .filter_map(|(k, (_, v))| v.as_deref().map(|v| (k.as_ref(), v)))
+    /// The value of `key`, when it is a string.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).and_then(|(_, v)| v.as_deref())
     }
 
     /// The first key, in the order sent, whose value is not a string.
