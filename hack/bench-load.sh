@@ -136,18 +136,11 @@ percentile() {
   cut -f3 "$1" | sort -n | awk -v p="$2" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] }'
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-
-# The median of the numbers on stdin, one per line.
-median() {
-  sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
-
-# Column C (1-based) of the pairs in "$1" (one "healthz cpu rate cpu" line each): min, median, max.
+# Column C (1-based) of the pairs in "$1" (one line each: /healthz req/s and CPU, the
+# body's req/s and CPU, the two ratios): its min, median and max.
 spread() {
-  local values
-  values="$(awk -v c="$2" '{ print $c }' <<<"$1" | sort -g)"
-  echo "$(head -1 <<<"${values}") $(median <<<"${values}") $(tail -1 <<<"${values}")"
+  awk -v c="$2" '{ print $c }' <<<"$1" | sort -g | awk '{ v[NR] = $1 } END {
+    print v[1], (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[NR] }'
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; h2load -c ${clients} -m 1, ${duration} s per run, ${repeats} pairs per body"
