@@ -15,8 +15,10 @@ use crate::node::{ALLOC_IMAGE, NodeEnv};
 /// Runs per case.
 const RUNS: usize = 5;
 const LIMIT_BYTES: u64 = 64 << 20;
-/// A live set of 40 MiB, 384 MiB allocated at 256 MiB/s (`workloads/alloc`).
-const ARGS: [&str; 6] = ["-live-mib", "40", "-alloc-mib", "384", "-rate-mib", "256"];
+/// A live set of 40 MiB, 256 MiB allocated at 128 MiB/s (`workloads/alloc`). Faster
+/// allocation on a node whose two cores are shared with the control plane can overshoot a
+/// 100 % GOMEMLIMIT (the limit is soft); the README gives the measured odds.
+const ARGS: [&str; 6] = ["-live-mib", "40", "-alloc-mib", "256", "-rate-mib", "128"];
 
 /// What happened to one pod.
 #[derive(Debug, PartialEq)]

@@ -21,6 +21,9 @@ import (
 	"time"
 )
 
+// How far allocation may fall behind its schedule before the schedule moves instead.
+const maxLag = 10 * time.Millisecond
+
 func main() {
 	liveMiB := flag.Int("live-mib", 24, "live set, in MiB")
 	allocMiB := flag.Int("alloc-mib", 1024, "MiB allocated while running")
@@ -34,6 +37,8 @@ func main() {
 	live := make([][]byte, *liveMiB*perMiB)
 	iterations := *allocMiB * perMiB
 	start := time.Now()
+	// The pacing schedule's origin: start, moved later by every stall longer than maxLag.
+	paced := start
 	fill := func() []byte {
 		b := make([]byte, *objectKiB<<10)
 		// Touch every page, so the memory is resident and the cgroup counts it.
@@ -47,11 +52,16 @@ func main() {
 	}
 	for i := 0; i < iterations; i++ {
 		live[rng.Intn(len(live))] = fill()
-		// Pace allocation like a service under steady load, not a tight loop.
+		// Pace allocation like a service under steady load, not a tight loop. Time lost to
+		// being descheduled is not made up afterwards: catching up would be a burst at full
+		// speed, a tight loop after every stall on a busy machine.
 		if *rate > 0 && i%perMiB == 0 {
 			due := time.Duration(float64(i/perMiB) / float64(*rate) * float64(time.Second))
-			if ahead := due - time.Since(start); ahead > 0 {
+			ahead := due - time.Since(paced)
+			if ahead > 0 {
 				time.Sleep(ahead)
+			} else if ahead < -maxLag {
+				paced = paced.Add(-ahead)
 			}
 		}
 	}
