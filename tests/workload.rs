@@ -15,11 +15,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_gomemlimit-injector");
 /// The container's memory limit.
 const LIMIT: &str = "64Mi";
 const LIMIT_BYTES: u64 = 64 << 20;
-/// The workload, as in the node suite: a 40 MiB live set (GOGC=100, whose heap target is
-/// twice the live heap, overshoots the limit by a quarter; a live set of half the limit
-/// would put that target at the limit itself) and 256 MiB allocated at 128 MiB/s, a busy
-/// service.
-const WORKLOAD_ARGS: &str = "-live-mib 40 -alloc-mib 256 -rate-mib 128";
 
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
@@ -71,13 +66,15 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
-    /// Runs `program` inside the cgroup with exactly `env`; returns (exit code, stdout).
+    /// Runs `program` inside the cgroup with exactly `env` and its default load (the
+    /// experiment's: a 40 MiB live set, 256 MiB allocated at 128 MiB/s); returns (exit
+    /// code, stdout).
     fn run(&self, program: &Path, env: &[(String, String)]) -> (Option<i32>, String) {
         let procs = self.dir.join("cgroup.procs");
         let out = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "echo $$ > '{}' && exec '{}' {WORKLOAD_ARGS}",
+                "echo $$ > '{}' && exec '{}'",
                 procs.display(),
                 program.display()
             ))

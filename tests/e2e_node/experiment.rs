@@ -15,10 +15,6 @@ use crate::node::{ALLOC_IMAGE, NodeEnv};
 /// Runs per case.
 const RUNS: usize = 5;
 const LIMIT_BYTES: u64 = 64 << 20;
-/// A live set of 40 MiB, 256 MiB allocated at 128 MiB/s (`workloads/alloc`). Faster
-/// allocation on a node whose two cores are shared with the control plane can overshoot a
-/// 100 % GOMEMLIMIT (the limit is soft); the README gives the measured odds.
-const ARGS: [&str; 6] = ["-live-mib", "40", "-alloc-mib", "256", "-rate-mib", "128"];
 
 /// What happened to one pod.
 #[derive(Debug, PartialEq)]
@@ -47,7 +43,8 @@ fn workload(name: &str, annotations: &Value) -> Value {
             "automountServiceAccountToken": false,
             "terminationGracePeriodSeconds": 0,
             "containers": [{
-                "name": "app", "image": ALLOC_IMAGE, "args": ARGS,
+                // The workload's defaults: 40 MiB live, 256 MiB allocated at 128 MiB/s.
+                "name": "app", "image": ALLOC_IMAGE,
                 "resources": {"limits": {"memory": "64Mi"}}
             }]
         }

@@ -4,6 +4,11 @@
 // live set, the default GOGC=100 lets the heap outgrow the limit and the kernel kills the
 // process; with GOMEMLIMIT at the limit and GOGC=off the GC collects in time.
 //
+// Its defaults are the experiment the tests run under a 64 MiB limit: a 40 MiB live set
+// (GOGC=100's heap target, twice that, is a quarter above the limit) and 256 MiB allocated
+// at 128 MiB/s, a busy service that a 100 % GOMEMLIMIT keeps alive even when it is starved
+// of CPU (faster allocation can overshoot it then: the limit is soft).
+//
 // It prints one JSON line with what happened, for the test to read: the GOMEMLIMIT and GOGC
 // it was given, and the limit and GC percent the runtime took from them.
 package main
@@ -25,10 +30,10 @@ import (
 const maxLag = 10 * time.Millisecond
 
 func main() {
-	liveMiB := flag.Int("live-mib", 24, "live set, in MiB")
-	allocMiB := flag.Int("alloc-mib", 1024, "MiB allocated while running")
+	liveMiB := flag.Int("live-mib", 40, "live set, in MiB")
+	allocMiB := flag.Int("alloc-mib", 256, "MiB allocated while running")
 	objectKiB := flag.Int("object-kib", 64, "size of each buffer, in KiB")
-	rate := flag.Int("rate-mib", 1024, "allocation rate in MiB/s (0: as fast as possible)")
+	rate := flag.Int("rate-mib", 128, "allocation rate in MiB/s (0: as fast as possible)")
 	wait := flag.Bool("wait", false, "after the report, wait for SIGTERM or SIGINT (a long-running service)")
 	flag.Parse()
 
