@@ -10,7 +10,11 @@
 #     before it;
 #   - in both, the server's CPU time per request (utime + stime of /proc/PID/stat), and
 #     /healthz's as a ratio of the body's: the same comparison, less moved by other
-#     processes on the machine.
+#     processes on the machine;
+#   - then the highest rate of the same body sent as `text/plain`, which the server reads
+#     in full and refuses (400) before reading any of it as JSON: the transport of the body
+#     alone (TLS, HTTP, the log line and the metrics, and h2load's own work to send it), as
+#     a ratio of the same /healthz run. It is the most a review of that body could reach.
 # Per body it prints the median of the pairs' ratios and their range, then p50 and p99
 # latency of `/mutate` at half the body's median highest rate (h2load --rps, latencies from
 # its --log-file). Absolute rates move with whatever else runs on the machine, within a run
@@ -103,24 +107,28 @@ fi
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${server}/stat"; }
 ticks_per_second="$(getconf CLK_TCK)"
 
-# h2load NAME PROTO PATH [BODY] [h2load options...]: one bounded run; prints req/s and the
-# server's CPU microseconds per request.
+# h2load NAME PROTO PATH [BODY [TYPE]] [h2load options...]: one bounded run of BODY sent as
+# TYPE (default application/json), every answer 2xx, or every answer 4xx when TYPE is not
+# JSON; prints req/s and the server's CPU microseconds per request.
 load() {
-  local name="$1" proto="$2" path="$3" body="$4"
-  shift 4
+  local name="$1" proto="$2" path="$3" body="$4" type="${5:-application/json}"
+  shift 5
   local args=(-c "${clients}" -m 1 -t 1 -D "${duration}"
     --log-file "${out}/${name}.log")
   [[ "${proto}" == h1 ]] && args+=(--h1)
-  [[ -n "${body}" ]] && args+=(-d "$(body_file "${body}")" -H 'content-type: application/json')
+  [[ -n "${body}" ]] && args+=(-d "$(body_file "${body}")" -H "content-type: ${type}")
   local before
   before="$(cpu_ticks)"
   timeout $((duration + 30)) h2load "${args[@]}" "$@" "https://${addr}${path}" >"${out}/${name}.txt"
   local ticks=$(($(cpu_ticks) - before))
-  local finished succeeded
+  local finished answered class=2
+  [[ "${type}" == application/json ]] || class=4
   finished="$(sed -nE 's/^requests: .* ([0-9]+) done.*/\1/p' "${out}/${name}.txt")"
-  succeeded="$(sed -nE 's/^status codes: ([0-9]+) 2xx.*/\1/p' "${out}/${name}.txt")"
-  if [[ -z "${finished}" || "${finished}" == 0 || "${succeeded}" != "${finished}" ]]; then
-    echo "error: ${name}: not every request succeeded; see ${out}/${name}.txt" >&2
+  # `status codes: N 2xx, N 3xx, N 4xx, N 5xx`
+  answered="$(sed -nE 's/^status codes: //p' "${out}/${name}.txt" | tr ',' '\n' |
+    awk -v class="${class}xx" '$2 == class { print $1 }')"
+  if [[ -z "${finished}" || "${finished}" == 0 || "${answered}" != "${finished}" ]]; then
+    echo "error: ${name}: not every answer was ${class}xx; see ${out}/${name}.txt" >&2
     exit 1
   fi
   local total
@@ -137,14 +145,15 @@ percentile() {
 }
 
 # Column C (1-based) of the pairs in "$1" (one line each: /healthz req/s and CPU, the
-# body's req/s and CPU, the two ratios): its min, median and max.
+# body's req/s and CPU, the two ratios, the refused body's ratio): its min, median and max.
 spread() {
   awk -v c="$2" '{ print $c }' <<<"$1" | sort -g | awk '{ v[NR] = $1 } END {
     print v[1], (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[NR] }'
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; h2load -c ${clients} -m 1, ${duration} s per run, ${repeats} pairs per body"
-printf '%-6s %-34s %9s %17s %12s %10s %11s %9s %9s\n' protocol body 'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'half rate' 'p50 ms' 'p99 ms'
+printf '%-6s %-34s %9s %17s %12s %10s %17s %11s %9s %9s\n' protocol body 'req/s' 'x healthz' \
+  'CPU us/req' 'x healthz' 'refused x healthz' 'half rate' 'p50 ms' 'p99 ms'
 for proto in h2 h1; do
   # Each run of a body follows a /healthz run of its own, and each ratio is taken within
   # its pair, so that what the machine's neighbours do between pairs does not enter it.
@@ -152,30 +161,33 @@ for proto in h2 h1; do
   for ((r = 1; r <= repeats; r++)); do
     for body in "${bodies[@]}"; do
       name="${proto}-${body%.json}-${r}"
-      read -r healthz healthz_cpu <<<"$(load "${name}-healthz" "${proto}" /healthz "")"
-      read -r rate cpu <<<"$(load "${name}" "${proto}" /mutate "${body}")"
+      read -r healthz healthz_cpu <<<"$(load "${name}-healthz" "${proto}" /healthz "" "")"
+      read -r rate cpu <<<"$(load "${name}" "${proto}" /mutate "${body}" "")"
+      read -r refused _ <<<"$(load "${name}-refused" "${proto}" /mutate "${body}" text/plain)"
       pairs["${body}"]+="$(awk -v h="${healthz}" -v hc="${healthz_cpu}" -v m="${rate}" -v mc="${cpu}" \
-        'BEGIN { printf "%s %s %s %s %.4f %.4f", h, hc, m, mc, m / h, hc / mc }')"$'\n'
+        -v r="${refused}" \
+        'BEGIN { printf "%s %s %s %s %.4f %.4f %.4f", h, hc, m, mc, m / h, hc / mc, r / h }')"$'\n'
     done
   done
   all="$(printf '%s' "${pairs[@]}")"
   read -r low mid high <<<"$(spread "${all}" 1)"
-  printf '%-6s %-34s %9.0f %17s %12.1f %10s   (%.0f to %.0f req/s)\n' "${proto}" "GET /healthz" \
-    "${mid}" 1.00 "$(spread "${all}" 2 | cut -d' ' -f2)" 1.00 "${low}" "${high}"
+  printf '%-6s %-34s %9.0f %17s %12.1f %10s %17s   (%.0f to %.0f req/s)\n' "${proto}" "GET /healthz" \
+    "${mid}" 1.00 "$(spread "${all}" 2 | cut -d' ' -f2)" 1.00 "" "${low}" "${high}"
   for body in "${bodies[@]}"; do
     runs="${pairs[${body}]%$'\n'}"
     read -r _ max _ <<<"$(spread "${runs}" 3)"
     read -r _ cpu _ <<<"$(spread "${runs}" 4)"
     read -r low mid high <<<"$(spread "${runs}" 5)"
     read -r _ cpu_ratio _ <<<"$(spread "${runs}" 6)"
+    read -r _ refused _ <<<"$(spread "${runs}" 7)"
     name="${proto}-${body%.json}"
     per_client="$(awk -v r="${max}" -v c="${clients}" 'BEGIN { n = int(r / 2 / c); print (n < 1 ? 1 : n) }')"
-    load "${name}-half" "${proto}" /mutate "${body}" --rps "${per_client}" >/dev/null
+    load "${name}-half" "${proto}" /mutate "${body}" "" --rps "${per_client}" >/dev/null
     size="$(stat -c %s "$(body_file "${body}")")"
-    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %11s %9.3f %9.3f\n' "${proto}" \
+    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %17.2f %11s %9.3f %9.3f\n' "${proto}" \
       "${body} ($(((size + 500) / 1000)) kB)" "${max}" \
       "$(awk -v l="${low}" -v m="${mid}" -v h="${high}" 'BEGIN { printf "%.2f [%.2f-%.2f]", m, l, h }')" \
-      "${cpu}" "${cpu_ratio}" "$((per_client * clients))/s" \
+      "${cpu}" "${cpu_ratio}" "${refused}" "$((per_client * clients))/s" \
       "$(awk -v u="$(percentile "${out}/${name}-half.log" 50)" 'BEGIN { print u / 1000 }')" \
       "$(awk -v u="$(percentile "${out}/${name}-half.log" 99)" 'BEGIN { print u / 1000 }')"
   done
