@@ -107,9 +107,9 @@ fi
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${server}/stat"; }
 ticks_per_second="$(getconf CLK_TCK)"
 
-# h2load NAME PROTO PATH [BODY [TYPE]] [h2load options...]: one bounded run of BODY sent as
-# TYPE (default application/json), every answer 2xx, or every answer 4xx when TYPE is not
-# JSON; prints req/s and the server's CPU microseconds per request.
+# h2load NAME PROTO PATH BODY TYPE [h2load options...]: one bounded run of BODY (empty for
+# none) sent as TYPE (empty for application/json), every answer 2xx, or every answer 4xx
+# when TYPE is not JSON; prints req/s and the server's CPU microseconds per request.
 load() {
   local name="$1" proto="$2" path="$3" body="$4" type="${5:-application/json}"
   shift 5
