@@ -17,10 +17,10 @@
 #     a ratio of the same /healthz run. It is the most a review of that body could reach.
 # Per body it prints the median of the pairs' ratios and their range, then p50 and p99
 # latency of `/mutate` at half the body's median highest rate (h2load --rps, latencies from
-# its --log-file). h2load's rate timer fires at most every 10 ms and each connection sends
-# what it released one request after another, so that load comes in bursts at the highest
-# rate, most of it within about half of each 10 ms (the README's performance section
-# measures what evenly spaced requests do instead). Absolute rates move with whatever else
+# its --log-file). h2load's rate timer fires no more often than every 10 ms and each
+# connection sends what it released one request after another, so that load comes in
+# bursts at the highest rate, most of it within about half of each 10 ms (the README's
+# performance section measures what evenly spaced requests do instead). Absolute rates move with whatever else
 # runs on the machine, within a run too; the ratios of adjacent runs are the result.
 #
 #   hack/bench-load.sh
