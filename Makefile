@@ -85,8 +85,8 @@ bench-engines: controlplane
 
 # Load on the release binary over loopback (h2load, from Debian's nghttp2-client): /mutate
 # throughput per body as a ratio of GET /healthz, beside the same body read and refused
-# (the transport alone), and p50/p99 latency at half that rate, over HTTP/2 and HTTP/1.1
-# (hack/bench-load.sh).
+# (the transport alone), and p50/p99 latency at half that rate, in h2load's bursts and
+# evenly spaced, over HTTP/2 and HTTP/1.1 (hack/bench-load.sh).
 bench-load: release
 	hack/bench-load.sh
 

@@ -16,12 +16,16 @@
 #     alone (TLS, HTTP, the log line and the metrics, and h2load's own work to send it), as
 #     a ratio of the same /healthz run. It is the most a review of that body could reach.
 # Per body it prints the median of the pairs' ratios and their range, then p50 and p99
-# latency of `/mutate` at half the body's median highest rate (h2load --rps, latencies from
-# its --log-file). h2load's rate timer fires no more often than every 10 ms and each
-# connection sends what it released one request after another, so that load comes in
-# bursts at the highest rate, most of it within about half of each 10 ms (the README's
-# performance section measures what evenly spaced requests do instead). Absolute rates move with whatever else
-# runs on the machine, within a run too; the ratios of adjacent runs are the result.
+# latency of `/mutate` at half the body's median highest rate, twice (latencies from
+# h2load's --log-file):
+#   - in bursts, as h2load --rps sends them: its rate timer fires no more often than every
+#     10 ms, and each connection sends what it released one request after another, so most
+#     of the load comes within about half of each 10 ms, at the highest rate;
+#   - evenly spaced, from a --timing-script-file with one line every CONNECTIONS / RATE
+#     seconds for each connection. h2load times each line from the one before, so the rate
+#     it reaches is lower than the one asked; the script prints the rate reached.
+# Absolute rates move with whatever else runs on the machine, within a run too; the ratios
+# of adjacent runs are the result.
 #
 #   hack/bench-load.sh
 #
@@ -65,7 +69,7 @@ if [[ ! -x "${bin}" ]]; then
   exit 1
 fi
 mkdir -p "${out}"
-rm -f "${out}"/*.log "${out}"/*.txt "${out}"/*.json
+rm -f "${out}"/*.log "${out}"/*.txt "${out}"/*.json "${out}"/*.script
 
 # Each body's file: tests/data/NAME, or NAME compacted into ${out} (NAME.compact.json).
 body_file() {
@@ -110,9 +114,25 @@ fi
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${server}/stat"; }
 ticks_per_second="$(getconf CLK_TCK)"
 
-# h2load NAME PROTO PATH BODY TYPE [h2load options...]: one bounded run of BODY (empty for
-# none) sent as TYPE (empty for application/json), every answer 2xx, or every answer 4xx
-# when TYPE is not JSON; prints req/s and the server's CPU microseconds per request.
+# Checks the h2load run NAME: every request answered, 2xx, or 4xx when TYPE is not
+# application/json; prints how many requests it made.
+requests_made() {
+  local name="$1" type="$2" finished answered class=2
+  [[ "${type}" == application/json ]] || class=4
+  finished="$(sed -nE 's/^requests: .* ([0-9]+) done.*/\1/p' "${out}/${name}.txt")"
+  # `status codes: N 2xx, N 3xx, N 4xx, N 5xx`
+  answered="$(sed -nE 's/^status codes: //p' "${out}/${name}.txt" | tr ',' '\n' |
+    awk -v class="${class}xx" '$2 == class { print $1 }')"
+  if [[ -z "${finished}" || "${finished}" == 0 || "${answered}" != "${finished}" ]]; then
+    echo "error: ${name}: not every answer was ${class}xx; see ${out}/${name}.txt" >&2
+    exit 1
+  fi
+  sed -nE 's/^requests: ([0-9]+) total.*/\1/p' "${out}/${name}.txt"
+}
+
+# load NAME PROTO PATH BODY TYPE [h2load options...]: one bounded run of BODY (empty for
+# none) sent as TYPE (empty for application/json), checked by requests_made; prints req/s
+# and the server's CPU microseconds per request.
 load() {
   local name="$1" proto="$2" path="$3" body="$4" type="${5:-application/json}"
   shift 5
@@ -124,22 +144,32 @@ load() {
   before="$(cpu_ticks)"
   timeout $((duration + 30)) h2load "${args[@]}" "$@" "https://${addr}${path}" >"${out}/${name}.txt"
   local ticks=$(($(cpu_ticks) - before))
-  local finished answered class=2
-  [[ "${type}" == application/json ]] || class=4
-  finished="$(sed -nE 's/^requests: .* ([0-9]+) done.*/\1/p' "${out}/${name}.txt")"
-  # `status codes: N 2xx, N 3xx, N 4xx, N 5xx`
-  answered="$(sed -nE 's/^status codes: //p' "${out}/${name}.txt" | tr ',' '\n' |
-    awk -v class="${class}xx" '$2 == class { print $1 }')"
-  if [[ -z "${finished}" || "${finished}" == 0 || "${answered}" != "${finished}" ]]; then
-    echo "error: ${name}: not every answer was ${class}xx; see ${out}/${name}.txt" >&2
-    exit 1
-  fi
   local total
-  total="$(sed -nE 's/^requests: ([0-9]+) total.*/\1/p' "${out}/${name}.txt")"
+  # A command substitution does not stop on an error (set -e) by itself.
+  total="$(requests_made "${name}" "${type}")" || exit 1
   local rate
   rate="$(sed -nE 's/^finished in [^,]*, ([0-9.]+) req\/s.*/\1/p' "${out}/${name}.txt")"
   echo "${rate} $(awk -v t="${ticks}" -v hz="${ticks_per_second}" -v n="${total}" \
     'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+}
+
+# paced NAME PROTO BODY RATE: BODY to /mutate evenly spaced, RATE req/s in all, for
+# BENCH_DURATION seconds of timing-script lines (one every CONNECTIONS / RATE seconds on
+# each connection), checked by requests_made; prints the rate reached: the requests over
+# the time from the first start to the last.
+paced() {
+  local name="$1" proto="$2" body="$3" rate="$4"
+  awk -v c="${clients}" -v r="${rate}" -v d="${duration}" -v url="https://${addr}/mutate" \
+    'BEGIN { step = c / r * 1000; for (i = 0; i * step < d * 1000; i++) printf "%.3f\t%s\n", i * step, url }' \
+    >"${out}/${name}.script"
+  local args=(-c "${clients}" -m 1 -t 1 --timing-script-file "${out}/${name}.script"
+    --log-file "${out}/${name}.log" -d "$(body_file "${body}")"
+    -H "content-type: application/json")
+  [[ "${proto}" == h1 ]] && args+=(--h1)
+  timeout $((duration * 3 + 30)) h2load "${args[@]}" >"${out}/${name}.txt"
+  requests_made "${name}" application/json >/dev/null
+  awk 'NR == 1 || $1 < first { first = $1 } $1 > last { last = $1 }
+    END { printf "%.0f", (NR - 1) / ((last - first) / 1e6) }' "${out}/${name}.log"
 }
 
 # Percentile P (0-100) of the latencies in an h2load log, in microseconds.
@@ -155,8 +185,9 @@ spread() {
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; h2load -c ${clients} -m 1, ${duration} s per run, ${repeats} pairs per body"
-printf '%-6s %-34s %9s %17s %12s %10s %17s %11s %9s %9s\n' protocol body 'req/s' 'x healthz' \
-  'CPU us/req' 'x healthz' 'refused x healthz' 'half rate' 'p50 ms' 'p99 ms'
+printf '%-6s %-34s %9s %17s %12s %10s %17s %11s %9s %9s %11s %9s %9s\n' protocol body \
+  'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'refused x healthz' 'half rate' 'p50 ms' \
+  'p99 ms' 'evenly at' 'p50 ms' 'p99 ms'
 for proto in h2 h1; do
   # Each run of a body follows a /healthz run of its own, and each ratio is taken within
   # its pair, so that what the machine's neighbours do between pairs does not enter it.
@@ -164,9 +195,13 @@ for proto in h2 h1; do
   for ((r = 1; r <= repeats; r++)); do
     for body in "${bodies[@]}"; do
       name="${proto}-${body%.json}-${r}"
-      read -r healthz healthz_cpu <<<"$(load "${name}-healthz" "${proto}" /healthz "" "")"
-      read -r rate cpu <<<"$(load "${name}" "${proto}" /mutate "${body}" "")"
-      read -r refused _ <<<"$(load "${name}-refused" "${proto}" /mutate "${body}" text/plain)"
+      # Assigned first, so that a failed run stops the script (set -e).
+      run="$(load "${name}-healthz" "${proto}" /healthz "" "")"
+      read -r healthz healthz_cpu <<<"${run}"
+      run="$(load "${name}" "${proto}" /mutate "${body}" "")"
+      read -r rate cpu <<<"${run}"
+      run="$(load "${name}-refused" "${proto}" /mutate "${body}" text/plain)"
+      read -r refused _ <<<"${run}"
       pairs["${body}"]+="$(awk -v h="${healthz}" -v hc="${healthz_cpu}" -v m="${rate}" -v mc="${cpu}" \
         -v r="${refused}" \
         'BEGIN { printf "%s %s %s %s %.4f %.4f %.4f", h, hc, m, mc, m / h, hc / mc, r / h }')"$'\n'
@@ -186,13 +221,18 @@ for proto in h2 h1; do
     name="${proto}-${body%.json}"
     per_client="$(awk -v r="${max}" -v c="${clients}" 'BEGIN { n = int(r / 2 / c); print (n < 1 ? 1 : n) }')"
     load "${name}-half" "${proto}" /mutate "${body}" "" --rps "${per_client}" >/dev/null
+    even="$(paced "${name}-even" "${proto}" "${body}" "$((per_client * clients))")"
     size="$(stat -c %s "$(body_file "${body}")")"
-    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %17.2f %11s %9.3f %9.3f\n' "${proto}" \
+    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %17.2f %11s %9.3f %9.3f %11s %9.3f %9.3f\n' \
+      "${proto}" \
       "${body} ($(((size + 500) / 1000)) kB)" "${max}" \
       "$(awk -v l="${low}" -v m="${mid}" -v h="${high}" 'BEGIN { printf "%.2f [%.2f-%.2f]", m, l, h }')" \
       "${cpu}" "${cpu_ratio}" "${refused}" "$((per_client * clients))/s" \
       "$(awk -v u="$(percentile "${out}/${name}-half.log" 50)" 'BEGIN { print u / 1000 }')" \
-      "$(awk -v u="$(percentile "${out}/${name}-half.log" 99)" 'BEGIN { print u / 1000 }')"
+      "$(awk -v u="$(percentile "${out}/${name}-half.log" 99)" 'BEGIN { print u / 1000 }')" \
+      "${even}/s" \
+      "$(awk -v u="$(percentile "${out}/${name}-even.log" 50)" 'BEGIN { print u / 1000 }')" \
+      "$(awk -v u="$(percentile "${out}/${name}-even.log" 99)" 'BEGIN { print u / 1000 }')"
   done
   unset pairs
 done
