@@ -130,19 +130,28 @@ requests_made() {
   sed -nE 's/^requests: ([0-9]+) total.*/\1/p' "${out}/${name}.txt"
 }
 
+# run_h2load NAME PROTO BODY TYPE SECONDS [h2load options...]: h2load on the 8 connections,
+# one request at a time on each, BODY (empty for none) sent as TYPE, stopped after SECONDS;
+# its output in NAME.txt, its latencies in NAME.log.
+run_h2load() {
+  local name="$1" proto="$2" body="$3" type="$4" seconds="$5"
+  shift 5
+  local args=(-c "${clients}" -m 1 -t 1 --log-file "${out}/${name}.log")
+  [[ "${proto}" == h1 ]] && args+=(--h1)
+  [[ -n "${body}" ]] && args+=(-d "$(body_file "${body}")" -H "content-type: ${type}")
+  timeout "${seconds}" h2load "${args[@]}" "$@" >"${out}/${name}.txt"
+}
+
 # load NAME PROTO PATH BODY TYPE [h2load options...]: one bounded run of BODY (empty for
 # none) sent as TYPE (empty for application/json), checked by requests_made; prints req/s
 # and the server's CPU microseconds per request.
 load() {
   local name="$1" proto="$2" path="$3" body="$4" type="${5:-application/json}"
   shift 5
-  local args=(-c "${clients}" -m 1 -t 1 -D "${duration}"
-    --log-file "${out}/${name}.log")
-  [[ "${proto}" == h1 ]] && args+=(--h1)
-  [[ -n "${body}" ]] && args+=(-d "$(body_file "${body}")" -H "content-type: ${type}")
   local before
   before="$(cpu_ticks)"
-  timeout $((duration + 30)) h2load "${args[@]}" "$@" "https://${addr}${path}" >"${out}/${name}.txt"
+  run_h2load "${name}" "${proto}" "${body}" "${type}" $((duration + 30)) -D "${duration}" \
+    "$@" "https://${addr}${path}"
   local ticks=$(($(cpu_ticks) - before))
   local total
   # A command substitution does not stop on an error (set -e) by itself.
@@ -162,19 +171,16 @@ paced() {
   awk -v c="${clients}" -v r="${rate}" -v d="${duration}" -v url="https://${addr}/mutate" \
     'BEGIN { step = c / r * 1000; for (i = 0; i * step < d * 1000; i++) printf "%.3f\t%s\n", i * step, url }' \
     >"${out}/${name}.script"
-  local args=(-c "${clients}" -m 1 -t 1 --timing-script-file "${out}/${name}.script"
-    --log-file "${out}/${name}.log" -d "$(body_file "${body}")"
-    -H "content-type: application/json")
-  [[ "${proto}" == h1 ]] && args+=(--h1)
-  timeout $((duration * 3 + 30)) h2load "${args[@]}" >"${out}/${name}.txt"
+  run_h2load "${name}" "${proto}" "${body}" application/json $((duration * 3 + 30)) \
+    --timing-script-file "${out}/${name}.script"
   requests_made "${name}" application/json >/dev/null
   awk 'NR == 1 || $1 < first { first = $1 } $1 > last { last = $1 }
     END { printf "%.0f", (NR - 1) / ((last - first) / 1e6) }' "${out}/${name}.log"
 }
 
-# Percentile P (0-100) of the latencies in an h2load log, in microseconds.
+# Percentile P (0-100) of the latencies in an h2load log (microseconds), in milliseconds.
 percentile() {
-  cut -f3 "$1" | sort -n | awk -v p="$2" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] }'
+  cut -f3 "$1" | sort -n | awk -v p="$2" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] / 1000 }'
 }
 
 # Column C (1-based) of the pairs in "$1" (one line each: /healthz req/s and CPU, the
@@ -220,19 +226,18 @@ for proto in h2 h1; do
     read -r _ refused _ <<<"$(spread "${runs}" 7)"
     name="${proto}-${body%.json}"
     per_client="$(awk -v r="${max}" -v c="${clients}" 'BEGIN { n = int(r / 2 / c); print (n < 1 ? 1 : n) }')"
+    half=$((per_client * clients))
     load "${name}-half" "${proto}" /mutate "${body}" "" --rps "${per_client}" >/dev/null
-    even="$(paced "${name}-even" "${proto}" "${body}" "$((per_client * clients))")"
+    even="$(paced "${name}-even" "${proto}" "${body}" "${half}")"
     size="$(stat -c %s "$(body_file "${body}")")"
     printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %17.2f %11s %9.3f %9.3f %11s %9.3f %9.3f\n' \
       "${proto}" \
       "${body} ($(((size + 500) / 1000)) kB)" "${max}" \
       "$(awk -v l="${low}" -v m="${mid}" -v h="${high}" 'BEGIN { printf "%.2f [%.2f-%.2f]", m, l, h }')" \
-      "${cpu}" "${cpu_ratio}" "${refused}" "$((per_client * clients))/s" \
-      "$(awk -v u="$(percentile "${out}/${name}-half.log" 50)" 'BEGIN { print u / 1000 }')" \
-      "$(awk -v u="$(percentile "${out}/${name}-half.log" 99)" 'BEGIN { print u / 1000 }')" \
+      "${cpu}" "${cpu_ratio}" "${refused}" "${half}/s" \
+      "$(percentile "${out}/${name}-half.log" 50)" "$(percentile "${out}/${name}-half.log" 99)" \
       "${even}/s" \
-      "$(awk -v u="$(percentile "${out}/${name}-even.log" 50)" 'BEGIN { print u / 1000 }')" \
-      "$(awk -v u="$(percentile "${out}/${name}-even.log" 99)" 'BEGIN { print u / 1000 }')"
+      "$(percentile "${out}/${name}-even.log" 50)" "$(percentile "${out}/${name}-even.log" 99)"
   done
   unset pairs
 done
