@@ -28,13 +28,20 @@ ENV CARGO_PROFILE_RELEASE_STRIP=symbols \
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# The release build is profile-guided (hack/release.sh, as `make release`): an instrumented
+# build serves the review bodies of tests/data on loopback (sent by curl, which the rust
+# image has), and llvm-profdata of rustc's LLVM version (rustup's llvm-tools) merges the
+# profile for the build that ships. Each platform trains on its own build.
+COPY hack/release.sh ./hack/release.sh
+COPY tests/data ./tests/data
+RUN rustup component add llvm-tools
 # BuildKit cache mounts keep the registry and target directory between builds; the binary
 # is copied out of the cache inside the same step.
 RUN --mount=type=cache,id=gomemlimit-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=gomemlimit-cargo-git,target=/usr/local/cargo/git \
     --mount=type=cache,id=gomemlimit-target,target=/src/target \
-    cargo build --release --locked --bin gomemlimit-injector \
- && install -D -m 0755 target/release/gomemlimit-injector /out/gomemlimit-injector \
+    CARGO_TARGET_DIR=/src/target hack/release.sh \
+ && install -D -m 0755 target/pgo/release/gomemlimit-injector /out/gomemlimit-injector \
  && /out/gomemlimit-injector --version
 
 FROM ${RUNTIME_IMAGE}

@@ -8,8 +8,11 @@ all: build
 build:
 	$(CARGO) build --locked
 
+# The release binary, optimized with the profile of a training run on the review bodies of
+# tests/data (hack/release.sh; llvm-profdata of rustc's LLVM version: rustup component add
+# llvm-tools, or apt-get install llvm-N).
 release:
-	$(CARGO) build --locked --release
+	hack/release.sh
 
 # Everything: unit, property and integration tests (the integration tests start the real
 # TLS server on loopback), the end-to-end suites against a real control plane and on a
@@ -91,9 +94,10 @@ bench-load: release
 	hack/bench-load.sh
 
 # `serve` as a process against its bounds: start-up time, idle memory, peak memory per large
-# review, latency beside large reviews, 2,000 slow or idle connections (benches/limits.rs).
-bench-limits:
-	$(CARGO) bench --locked --bench limits
+# review, latency beside large reviews, 2,000 slow or idle connections (benches/limits.rs),
+# the release binary's.
+bench-limits: release
+	BENCH_BIN="$${CARGO_TARGET_DIR:-target}/pgo/release/gomemlimit-injector" $(CARGO) bench --locked --bench limits
 
 # Coverage-guided fuzzing of the review handler (fuzz/, hack/fuzz.sh; cargo-fuzz is installed
 # from crates.io when missing). fuzz-smoke, part of test: 20,000 inputs per target, at most

@@ -30,7 +30,8 @@
 #   hack/bench-load.sh
 #
 # Environment:
-#   BIN               the binary (default target/release/gomemlimit-injector; make builds it)
+#   BIN               the binary (default ${CARGO_TARGET_DIR:-target}/pgo/release/gomemlimit-injector,
+#                     the release binary make release builds)
 #   BENCH_DURATION    seconds per measurement (default 5)
 #   BENCH_REPEATS     pairs of runs per body (default 3)
 #   BENCH_BODIES      the review bodies, in tests/data (default: pod-create.json
@@ -44,7 +45,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/.." && pwd)"
-bin="${BIN:-${repo}/target/release/gomemlimit-injector}"
+bin="${BIN:-${CARGO_TARGET_DIR:-${repo}/target}/pgo/release/gomemlimit-injector}"
 duration="${BENCH_DURATION:-5}"
 repeats="${BENCH_REPEATS:-3}"
 read -r -a bodies <<<"${BENCH_BODIES:-pod-create.json pod-create-small.json}"

@@ -8,8 +8,9 @@
 #
 # webhook: the image the Dockerfile builds (gcr.io/distroless/cc-debian12:nonroot plus
 #   the binary), made from a release binary built on this host:
-#     cargo build --release --locked && hack/build-image.sh webhook
-#   --binary   default ${CARGO_TARGET_DIR:-<repo>/target}/release/gomemlimit-injector
+#     make release && hack/build-image.sh webhook
+#   --binary   default ${CARGO_TARGET_DIR:-<repo>/target}/pgo/release/gomemlimit-injector (the
+#              release binary of make release)
 #   --ref      default ghcr.io/gomemlimit/gomemlimit-injector:<version> (the Helm chart's
 #              default image: repository ghcr.io/gomemlimit/gomemlimit-injector, tag =
 #              appVersion)
@@ -210,8 +211,8 @@ config_args=()
 stage_webhook() {
   need ldd "install libc-bin"
   local bin version_out toml_version
-  bin="${binary:-${CARGO_TARGET_DIR:-${repo}/target}/release/gomemlimit-injector}"
-  [[ -f "${bin}" ]] || die "no webhook binary at ${bin}: run 'cargo build --release --locked' first, or pass --binary PATH"
+  bin="${binary:-${CARGO_TARGET_DIR:-${repo}/target}/pgo/release/gomemlimit-injector}"
+  [[ -f "${bin}" ]] || die "no webhook binary at ${bin}: run 'make release' first, or pass --binary PATH"
   arch="$(elf_arch "${bin}")"
   [[ -n "${arch}" ]] || die "${bin} is not an ELF executable of a known architecture"
   local host_arch
