@@ -93,22 +93,21 @@ fi
 
 # repeat N URL: URL N times, for one curl that sends them all on one connection.
 repeat() { for _ in $(seq "$1"); do printf '%s\n' "$2"; done; }
-# send PROTO PATH BODY TYPE: the body REQUESTS times; fails on an answer of 400 or more.
+# send PROTO PATH [BODY TYPE]: REQUESTS requests, a POST of BODY as TYPE when given, else a
+# GET; fails on an answer of 400 or more.
 send() {
-  local proto="$1" path="$2" body="$3" type="$4"
+  local proto="$1" path="$2" body="${3:-}" type="${4:-}"
+  local args=(-sS --fail --noproxy '*' "--${proto}" --cacert "${work}/ca.crt")
+  [[ -n "${body}" ]] && args+=(-H "content-type: ${type}" --data-binary "@${body}")
   # shellcheck disable=SC2046 # one word per URL
-  curl -sS --fail --noproxy '*' "--${proto}" --cacert "${work}/ca.crt" \
-    -H "content-type: ${type}" --data-binary "@${body}" \
-    $(repeat "${requests}" "https://${addr}${path}") >/dev/null
+  curl "${args[@]}" $(repeat "${requests}" "https://${addr}${path}") >/dev/null
 }
 for proto in http1.1 http2; do
   for body in "${repo}"/tests/data/pod-*.json; do
     send "${proto}" /mutate "${body}" application/json
   done
   send "${proto}" /audit "${repo}/tests/data/pod-create.json" application/json
-  # shellcheck disable=SC2046
-  curl -sS --fail --noproxy '*' "--${proto}" --cacert "${work}/ca.crt" \
-    $(repeat "${requests}" "https://${addr}/healthz") >/dev/null
+  send "${proto}" /healthz
 done
 curl -sS --fail --noproxy '*' "http://${metrics}/metrics" >/dev/null
 kill -TERM "${server}"
