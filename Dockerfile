@@ -30,11 +30,18 @@ COPY src ./src
 COPY benches ./benches
 # The release build is profile-guided (hack/release.sh, as `make release`): an instrumented
 # build serves the review bodies of tests/data on loopback (sent by curl, which the rust
-# image has), and llvm-profdata of rustc's LLVM version (rustup's llvm-tools) merges the
-# profile for the build that ships. Each platform trains on its own build.
+# image has), llvm-profdata of rustc's LLVM version (rustup's llvm-tools) merges the
+# profile for the build that ships, and on x86_64 BOLT (Debian's newest bolt-N) rewrites it
+# from a second training run. Each platform trains on its own build.
 COPY hack/release.sh ./hack/release.sh
 COPY tests/data ./tests/data
-RUN rustup component add llvm-tools
+RUN rustup component add llvm-tools \
+ && if [ "$(uname -m)" = x86_64 ]; then \
+      apt-get update \
+      && bolt="$(apt-cache search --names-only '^bolt-[0-9]+$' | cut -d' ' -f1 | sort -V | tail -1)" \
+      && apt-get install -y --no-install-recommends "${bolt}" \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 # BuildKit cache mounts keep the registry and target directory between builds; the binary
 # is copied out of the cache inside the same step.
 RUN --mount=type=cache,id=gomemlimit-cargo-registry,target=/usr/local/cargo/registry \

@@ -59,6 +59,25 @@ if ! "${profdata}" --version | grep -q "LLVM version ${llvm}\."; then
   exit 1
 fi
 
+# BOLT (llvm-bolt) rewrites the linked binary: any LLVM version's, the newest found. Only on
+# x86_64, where its gain was measured; elsewhere the binary is profile-guided only.
+bolt="${LLVM_BOLT:-}"
+use_bolt=false
+[[ "$(uname -m)" == x86_64 ]] && use_bolt=true
+if "${use_bolt}" && [[ -z "${bolt}" ]]; then
+  bolt="$(compgen -c llvm-bolt- | grep -E '^llvm-bolt-[0-9]+$' | sort -t- -k3 -n | tail -1 || true)"
+  if [[ -z "${bolt}" ]]; then
+    for candidate in /usr/lib/llvm-*/bin/llvm-bolt; do
+      [[ -x "${candidate}" ]] && bolt="${candidate}"
+    done
+  fi
+  [[ -n "${bolt}" ]] || bolt="$(command -v llvm-bolt || true)"
+fi
+if "${use_bolt}" && [[ -z "${bolt}" ]]; then
+  echo "error: llvm-bolt is required: apt-get install bolt-${llvm}; or set LLVM_BOLT" >&2
+  exit 1
+fi
+
 work="${target}/pgo-profile"
 rm -rf "${work}"
 mkdir -p "${work}/raw"
@@ -69,50 +88,58 @@ RUSTFLAGS="-Cprofile-generate=${work}/raw" \
 # The build scripts cargo ran were instrumented too; only the server's profile is wanted.
 rm -f "${work}"/raw/*
 
-echo "--- release: training run"
-"${target}/pgo-train/release/gomemlimit-injector" serve --self-signed --ca-out "${work}/ca.crt" \
-  --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --shutdown-delay 0s \
-  --log-level info --log-format json 2>"${work}/server.log" &
-server=$!
-trap 'kill "${server}" 2>/dev/null || true' EXIT
-addr="" metrics=""
-for _ in $(seq 100); do
-  line="$(grep -m1 '"local_addr"' "${work}/server.log" || true)"
-  if [[ -n "${line}" ]]; then
-    addr="$(sed -E 's/.*"local_addr":"([0-9.:]+)".*/\1/' <<<"${line}")"
-    metrics="$(sed -E 's/.*"metrics_addr":"([0-9.:]+)".*/\1/' <<<"${line}")"
-    break
+# train BIN NAME: BIN as `serve --self-signed` on loopback, sent the training requests, then
+# stopped with SIGTERM (an instrumented binary writes its profile as it exits).
+train() {
+  local bin="$1" name="$2" server line addr="" metrics=""
+  echo "--- release: training run (${name})"
+  "${bin}" serve --self-signed --ca-out "${work}/ca.crt" \
+    --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --shutdown-delay 0s \
+    --log-level info --log-format json 2>"${work}/${name}.log" &
+  server=$!
+  # shellcheck disable=SC2064 # the server of this run
+  trap "kill ${server} 2>/dev/null || true" EXIT
+  for _ in $(seq 100); do
+    line="$(grep -m1 '"local_addr"' "${work}/${name}.log" || true)"
+    if [[ -n "${line}" ]]; then
+      addr="$(sed -E 's/.*"local_addr":"([0-9.:]+)".*/\1/' <<<"${line}")"
+      metrics="$(sed -E 's/.*"metrics_addr":"([0-9.:]+)".*/\1/' <<<"${line}")"
+      break
+    fi
+    sleep 0.1
+  done
+  if [[ -z "${addr}" ]]; then
+    echo "error: the ${name} server did not start; its log:" >&2
+    cat "${work}/${name}.log" >&2
+    exit 1
   fi
-  sleep 0.1
-done
-if [[ -z "${addr}" ]]; then
-  echo "error: the instrumented server did not start; its log:" >&2
-  cat "${work}/server.log" >&2
-  exit 1
-fi
+  local proto body
+  for proto in http1.1 http2; do
+    for body in "${repo}"/tests/data/pod-*.json; do
+      send "${addr}" "${proto}" /mutate "${body}" application/json
+    done
+    send "${addr}" "${proto}" /audit "${repo}/tests/data/pod-create.json" application/json
+    send "${addr}" "${proto}" /healthz
+  done
+  curl -sS --fail --noproxy '*' "http://${metrics}/metrics" >/dev/null
+  kill -TERM "${server}"
+  wait "${server}"
+  trap - EXIT
+}
 
 # repeat N URL: URL N times, for one curl that sends them all on one connection.
 repeat() { for _ in $(seq "$1"); do printf '%s\n' "$2"; done; }
-# send PROTO PATH [BODY TYPE]: REQUESTS requests, a POST of BODY as TYPE when given, else a
-# GET; fails on an answer of 400 or more.
+# send ADDR PROTO PATH [BODY TYPE]: REQUESTS requests, a POST of BODY as TYPE when given,
+# else a GET; fails on an answer of 400 or more.
 send() {
-  local proto="$1" path="$2" body="${3:-}" type="${4:-}"
+  local addr="$1" proto="$2" path="$3" body="${4:-}" type="${5:-}"
   local args=(-sS --fail --noproxy '*' "--${proto}" --cacert "${work}/ca.crt")
   [[ -n "${body}" ]] && args+=(-H "content-type: ${type}" --data-binary "@${body}")
   # shellcheck disable=SC2046 # one word per URL
   curl "${args[@]}" $(repeat "${requests}" "https://${addr}${path}") >/dev/null
 }
-for proto in http1.1 http2; do
-  for body in "${repo}"/tests/data/pod-*.json; do
-    send "${proto}" /mutate "${body}" application/json
-  done
-  send "${proto}" /audit "${repo}/tests/data/pod-create.json" application/json
-  send "${proto}" /healthz
-done
-curl -sS --fail --noproxy '*' "http://${metrics}/metrics" >/dev/null
-kill -TERM "${server}"
-wait "${server}"
-trap - EXIT
+
+train "${target}/pgo-train/release/gomemlimit-injector" profile
 if ! compgen -G "${work}/raw/*.profraw" >/dev/null; then
   echo "error: the training run wrote no profile into ${work}/raw" >&2
   exit 1
@@ -121,7 +148,28 @@ fi
 
 echo "--- release: optimized build (${target}/pgo)"
 # The profile is an input of every crate (rustc lists it among each one's dependencies), so
-# each new training rebuilds them all here: about 5 minutes on 2 cores.
-RUSTFLAGS="-Cprofile-use=${work}/merged.profdata" \
+# each new training rebuilds them all here: about 5 minutes on 2 cores. The relocations stay
+# in the binary for BOLT.
+RUSTFLAGS="-Cprofile-use=${work}/merged.profdata -Clink-arg=-Wl,--emit-relocs" \
   cargo build --locked --release --bin gomemlimit-injector --target-dir "${target}/pgo"
-echo "release: ${target}/pgo/release/gomemlimit-injector"
+built="${target}/pgo/release/gomemlimit-injector"
+
+if ! "${use_bolt}"; then
+  echo "release: ${built} (no BOLT on $(uname -m))"
+  exit 0
+fi
+echo "--- release: BOLT"
+"${bolt}" "${built}" -instrument -instrumentation-file="${work}/bolt.fdata" \
+  -o "${work}/gomemlimit-injector.bolt-train" >"${work}/bolt-instrument.log"
+train "${work}/gomemlimit-injector.bolt-train" bolt
+if [[ ! -s "${work}/bolt.fdata" ]]; then
+  echo "error: the BOLT training run wrote no profile (${work}/bolt.fdata)" >&2
+  exit 1
+fi
+"${bolt}" "${built}" -o "${work}/gomemlimit-injector" -data="${work}/bolt.fdata" \
+  -reorder-blocks=ext-tsp -reorder-functions=cdsort -split-functions -split-all-cold \
+  -split-eh -icf=all -use-gnu-stack >"${work}/bolt-optimize.log"
+# Over cargo's own output, which only this script builds, and each time after cargo.
+mv "${work}/gomemlimit-injector" "${built}"
+"${built}" --version >/dev/null
+echo "release: ${built}"
