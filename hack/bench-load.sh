@@ -24,6 +24,9 @@
 #   - evenly spaced, from a --timing-script-file with one line every CONNECTIONS / RATE
 #     seconds for each connection. h2load times each line from the one before, so the rate
 #     it reaches is lower than the one asked; the script prints the rate reached.
+# Beside each, the p99 of `GET /healthz` sent the same way at the same rate: what the
+# machine, TLS and HTTP add to any answer at that rate (a sleeping core's wake-up, a
+# neighbour's time slice), against which the review's own share of its p99 shows.
 # Absolute rates move with whatever else runs on the machine, within a run too; the ratios
 # of adjacent runs are the result.
 #
@@ -163,13 +166,13 @@ load() {
     'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
 }
 
-# paced NAME PROTO BODY RATE: BODY to /mutate evenly spaced, RATE req/s in all, for
-# BENCH_DURATION seconds of timing-script lines (one every CONNECTIONS / RATE seconds on
-# each connection), checked by requests_made; prints the rate reached: the requests over
-# the time from the first start to the last.
+# paced NAME PROTO PATH BODY RATE: BODY (empty for none) to PATH evenly spaced, RATE req/s
+# in all, for BENCH_DURATION seconds of timing-script lines (one every CONNECTIONS / RATE
+# seconds on each connection), checked by requests_made; prints the rate reached: the
+# requests over the time from the first start to the last.
 paced() {
-  local name="$1" proto="$2" body="$3" rate="$4"
-  awk -v c="${clients}" -v r="${rate}" -v d="${duration}" -v url="https://${addr}/mutate" \
+  local name="$1" proto="$2" path="$3" body="$4" rate="$5"
+  awk -v c="${clients}" -v r="${rate}" -v d="${duration}" -v url="https://${addr}${path}" \
     'BEGIN { step = c / r * 1000; for (i = 0; i * step < d * 1000; i++) printf "%.3f\t%s\n", i * step, url }' \
     >"${out}/${name}.script"
   run_h2load "${name}" "${proto}" "${body}" application/json $((duration * 3 + 30)) \
@@ -192,9 +195,9 @@ spread() {
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; h2load -c ${clients} -m 1, ${duration} s per run, ${repeats} pairs per body"
-printf '%-6s %-34s %9s %17s %12s %10s %17s %11s %9s %9s %11s %9s %9s\n' protocol body \
+printf '%-6s %-34s %9s %17s %12s %10s %17s %11s %9s %9s %12s %11s %9s %9s %12s\n' protocol body \
   'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'refused x healthz' 'half rate' 'p50 ms' \
-  'p99 ms' 'evenly at' 'p50 ms' 'p99 ms'
+  'p99 ms' 'healthz p99' 'evenly at' 'p50 ms' 'p99 ms' 'healthz p99'
 for proto in h2 h1; do
   # Each run of a body follows a /healthz run of its own, and each ratio is taken within
   # its pair, so that what the machine's neighbours do between pairs does not enter it.
@@ -229,16 +232,19 @@ for proto in h2 h1; do
     per_client="$(awk -v r="${max}" -v c="${clients}" 'BEGIN { n = int(r / 2 / c); print (n < 1 ? 1 : n) }')"
     half=$((per_client * clients))
     load "${name}-half" "${proto}" /mutate "${body}" "" --rps "${per_client}" >/dev/null
-    even="$(paced "${name}-even" "${proto}" "${body}" "${half}")"
+    load "${name}-half-healthz" "${proto}" /healthz "" "" --rps "${per_client}" >/dev/null
+    even="$(paced "${name}-even" "${proto}" /mutate "${body}" "${half}")"
+    paced "${name}-even-healthz" "${proto}" /healthz "" "${half}" >/dev/null
     size="$(stat -c %s "$(body_file "${body}")")"
-    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %17.2f %11s %9.3f %9.3f %11s %9.3f %9.3f\n' \
+    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %17.2f %11s %9.3f %9.3f %12.3f %11s %9.3f %9.3f %12.3f\n' \
       "${proto}" \
       "${body} ($(((size + 500) / 1000)) kB)" "${max}" \
       "$(awk -v l="${low}" -v m="${mid}" -v h="${high}" 'BEGIN { printf "%.2f [%.2f-%.2f]", m, l, h }')" \
       "${cpu}" "${cpu_ratio}" "${refused}" "${half}/s" \
       "$(percentile "${out}/${name}-half.log" 50)" "$(percentile "${out}/${name}-half.log" 99)" \
-      "${even}/s" \
-      "$(percentile "${out}/${name}-even.log" 50)" "$(percentile "${out}/${name}-even.log" 99)"
+      "$(percentile "${out}/${name}-half-healthz.log" 99)" "${even}/s" \
+      "$(percentile "${out}/${name}-even.log" 50)" "$(percentile "${out}/${name}-even.log" 99)" \
+      "$(percentile "${out}/${name}-even-healthz.log" 99)"
   done
   unset pairs
 done
