@@ -9,8 +9,9 @@ build:
 	$(CARGO) build --locked
 
 # The release binary, optimized with the profile of a training run on the review bodies of
-# tests/data (hack/release.sh; llvm-profdata of rustc's LLVM version: rustup component add
-# llvm-tools, or apt-get install llvm-N).
+# tests/data and, on x86_64, rewritten by BOLT from a second one (hack/release.sh;
+# llvm-profdata of rustc's LLVM version: rustup component add llvm-tools, or apt-get install
+# llvm-N; llvm-bolt: apt-get install bolt-N).
 release:
 	hack/release.sh
 

@@ -6,13 +6,14 @@
 #      tests/data over HTTP/1.1 and HTTP/2 with curl (each on one kept-alive connection),
 #      and the probes; then stopped, which writes its profile;
 #   3. the profile merged by llvm-profdata (the one of rustc's own LLVM version);
-#   4. the binary built again with it (-Cprofile-use) into TARGET/pgo: the release binary,
+#   4. the binary built again with it (-Cprofile-use) into TARGET/pgo, its relocations kept;
+#   5. on x86_64, that binary instrumented by BOLT (llvm-bolt), trained as in 2, and
+#      rewritten by llvm-bolt from what it counted, in place: the release binary,
 #      TARGET/pgo/release/gomemlimit-injector, which `hack/build-image.sh webhook`,
 #      `make bench-load` and `make bench-limits` take. Not TARGET/release: any plain
 #      `cargo build --release` or `cargo bench` writes its own build there.
-# The profile changes only how the code is laid out and which paths are made fast, never
-# what it does. A review costs about a quarter less server CPU this way (README,
-# Performance). TARGET is CARGO_TARGET_DIR, or target/.
+# The profiles change only how the code is laid out and which paths are made fast, never
+# what it does (README, Performance). TARGET is CARGO_TARGET_DIR, or target/.
 #
 #   hack/release.sh
 #
@@ -21,6 +22,8 @@
 #   LLVM_PROFDATA      the llvm-profdata to merge with (default: the first of rustup's
 #                      llvm-tools component, llvm-profdata-N and /usr/lib/llvm-N/bin,
 #                      N being the major LLVM version `rustc -vV` prints)
+#   LLVM_BOLT          the llvm-bolt to rewrite with, on x86_64 (default: the newest
+#                      llvm-bolt-N on PATH, as Debian's bolt-N installs it, else llvm-bolt)
 #   PGO_REQUESTS       requests per body and protocol in the training run (default 400)
 set -euo pipefail
 
@@ -66,11 +69,6 @@ use_bolt=false
 [[ "$(uname -m)" == x86_64 ]] && use_bolt=true
 if "${use_bolt}" && [[ -z "${bolt}" ]]; then
   bolt="$(compgen -c llvm-bolt- | grep -E '^llvm-bolt-[0-9]+$' | sort -t- -k3 -n | tail -1 || true)"
-  if [[ -z "${bolt}" ]]; then
-    for candidate in /usr/lib/llvm-*/bin/llvm-bolt; do
-      [[ -x "${candidate}" ]] && bolt="${candidate}"
-    done
-  fi
   [[ -n "${bolt}" ]] || bolt="$(command -v llvm-bolt || true)"
 fi
 if "${use_bolt}" && [[ -z "${bolt}" ]]; then
