@@ -33,7 +33,7 @@ COPY benches ./benches
 # image has), llvm-profdata of rustc's LLVM version (rustup's llvm-tools) merges the
 # profile for the build that ships, and on x86_64 BOLT (Debian's newest bolt-N) rewrites it
 # from a second training run. Each platform trains on its own build.
-COPY hack/release.sh ./hack/release.sh
+COPY hack/release.sh hack/lib-release.sh hack/lib-serve.sh ./hack/
 COPY tests/data ./tests/data
 RUN rustup component add llvm-tools \
  && if [ "$(uname -m)" = x86_64 ]; then \
@@ -48,7 +48,7 @@ RUN --mount=type=cache,id=gomemlimit-cargo-registry,target=/usr/local/cargo/regi
     --mount=type=cache,id=gomemlimit-cargo-git,target=/usr/local/cargo/git \
     --mount=type=cache,id=gomemlimit-target,target=/src/target \
     CARGO_TARGET_DIR=/src/target hack/release.sh \
- && install -D -m 0755 target/pgo/release/gomemlimit-injector /out/gomemlimit-injector \
+ && install -D -m 0755 "$(hack/release.sh --print-path)" /out/gomemlimit-injector \
  && /out/gomemlimit-injector --version
 
 FROM ${RUNTIME_IMAGE}

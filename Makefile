@@ -98,7 +98,7 @@ bench-load: release
 # review, latency beside large reviews, 2,000 slow or idle connections (benches/limits.rs),
 # the release binary's.
 bench-limits: release
-	BENCH_BIN="$${CARGO_TARGET_DIR:-target}/pgo/release/gomemlimit-injector" $(CARGO) bench --locked --bench limits
+	BENCH_BIN="$$(hack/release.sh --print-path)" $(CARGO) bench --locked --bench limits
 
 # Coverage-guided fuzzing of the review handler (fuzz/, hack/fuzz.sh; cargo-fuzz is installed
 # from crates.io when missing). fuzz-smoke, part of test: 20,000 inputs per target, at most

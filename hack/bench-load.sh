@@ -33,8 +33,8 @@
 #   hack/bench-load.sh
 #
 # Environment:
-#   BIN               the binary (default ${CARGO_TARGET_DIR:-target}/pgo/release/gomemlimit-injector,
-#                     the release binary make release builds)
+#   BIN               the binary (default the release binary make release builds:
+#                     pgo/release/gomemlimit-injector in CARGO_TARGET_DIR, or in target)
 #   BENCH_DURATION    seconds per measurement (default 5)
 #   BENCH_REPEATS     pairs of runs per body (default 3)
 #   BENCH_BODIES      the review bodies, in tests/data (default: pod-create.json
@@ -48,7 +48,11 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/.." && pwd)"
-bin="${BIN:-${CARGO_TARGET_DIR:-${repo}/target}/pgo/release/gomemlimit-injector}"
+# shellcheck source=lib-release.sh source-path=SCRIPTDIR
+source "${here}/lib-release.sh"
+# shellcheck source=lib-serve.sh source-path=SCRIPTDIR
+source "${here}/lib-serve.sh"
+bin="${BIN:-$(release_binary)}"
 duration="${BENCH_DURATION:-5}"
 repeats="${BENCH_REPEATS:-3}"
 read -r -a bodies <<<"${BENCH_BODIES:-pod-create.json pod-create-small.json}"
@@ -90,29 +94,10 @@ json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), separators=(",",
 done
 
 # The server picks free ports and logs them; it stops with this script.
-"${bin}" serve --self-signed --ca-out "${out}/ca.crt" \
-  --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --shutdown-delay 0s \
-  --log-level "${BENCH_LOG_LEVEL:-info}" --log-format "${BENCH_LOG_FORMAT:-json}" \
-  2>"${out}/server.log" &
-server=$!
+serve_locally "${bin}" "${out}" server \
+  --log-level "${BENCH_LOG_LEVEL:-info}" --log-format "${BENCH_LOG_FORMAT:-json}"
+server="${served_pid}" addr="${served_addr}"
 trap 'kill "${server}" 2>/dev/null; wait "${server}" 2>/dev/null || true' EXIT
-
-addr="" metrics=""
-for _ in $(seq 100); do
-  # `local_addr=ADDR` in a text line, `"local_addr":"ADDR"` in a JSON one.
-  line="$(grep -m1 'local_addr' "${out}/server.log" || true)"
-  if [[ -n "${line}" ]]; then
-    addr="$(sed -E 's/.*local_addr(=|":")([0-9.:]+).*/\2/' <<<"${line}")"
-    metrics="$(sed -E 's/.*metrics_addr(=|":")([0-9.:]+).*/\2/' <<<"${line}")"
-    break
-  fi
-  sleep 0.1
-done
-if [[ -z "${addr}" ]] || ! curl -sf --noproxy "*" "http://${metrics}/readyz" >/dev/null; then
-  echo "error: the server did not start; its log:" >&2
-  cat "${out}/server.log" >&2
-  exit 1
-fi
 
 # The server's CPU time so far, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${server}/stat"; }

@@ -9,8 +9,8 @@
 # webhook: the image the Dockerfile builds (gcr.io/distroless/cc-debian12:nonroot plus
 #   the binary), made from a release binary built on this host:
 #     make release && hack/build-image.sh webhook
-#   --binary   default ${CARGO_TARGET_DIR:-<repo>/target}/pgo/release/gomemlimit-injector (the
-#              release binary of make release)
+#   --binary   default the release binary of make release (pgo/release/gomemlimit-injector
+#              in CARGO_TARGET_DIR, or in <repo>/target)
 #   --ref      default ghcr.io/gomemlimit/gomemlimit-injector:<version> (the Helm chart's
 #              default image: repository ghcr.io/gomemlimit/gomemlimit-injector, tag =
 #              appVersion)
@@ -66,6 +66,8 @@ umask 022
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/.." && pwd)"
+# shellcheck source=lib-release.sh source-path=SCRIPTDIR
+source "${here}/lib-release.sh"
 self="${here}/$(basename "${BASH_SOURCE[0]}")"
 nice_n="${BUILD_IMAGE_NICE:-19}"
 
@@ -211,7 +213,7 @@ config_args=()
 stage_webhook() {
   need ldd "install libc-bin"
   local bin version_out toml_version
-  bin="${binary:-${CARGO_TARGET_DIR:-${repo}/target}/pgo/release/gomemlimit-injector}"
+  bin="${binary:-$(release_binary)}"
   [[ -f "${bin}" ]] || die "no webhook binary at ${bin}: run 'make release' first, or pass --binary PATH"
   arch="$(elf_arch "${bin}")"
   [[ -n "${arch}" ]] || die "${bin} is not an ELF executable of a known architecture"

@@ -15,7 +15,8 @@
 # The profiles change only how the code is laid out and which paths are made fast, never
 # what it does (README, Performance). TARGET is CARGO_TARGET_DIR, or target/.
 #
-#   hack/release.sh
+#   hack/release.sh                # build
+#   hack/release.sh --print-path   # print the path of the release binary and exit
 #
 # Environment:
 #   CARGO_TARGET_DIR   where cargo builds (default: target in the repository)
@@ -28,8 +29,22 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-target="${CARGO_TARGET_DIR:-${repo}/target}"
-case "${target}" in /*) ;; *) target="${repo}/${target}" ;; esac
+# shellcheck source=lib-release.sh source-path=SCRIPTDIR
+source "${repo}/hack/lib-release.sh"
+# shellcheck source=lib-serve.sh source-path=SCRIPTDIR
+source "${repo}/hack/lib-serve.sh"
+target="$(release_target)"
+case "${1:-}" in
+"") ;;
+--print-path)
+  release_binary
+  exit 0
+  ;;
+*)
+  echo "error: unknown argument '$1' (hack/release.sh takes none, or --print-path)" >&2
+  exit 1
+  ;;
+esac
 requests="${PGO_REQUESTS:-400}"
 if [[ ! "${requests}" =~ ^[1-9][0-9]*$ ]]; then
   echo "error: PGO_REQUESTS must be a positive whole number, not '${requests}'" >&2
@@ -41,12 +56,11 @@ if ! command -v curl >/dev/null 2>&1; then
 fi
 
 # llvm-profdata reads only the profile format of its own LLVM major version.
-llvm="$(rustc -vV | sed -nE 's/^LLVM version: ([0-9]+).*/\1/p')"
+llvm="$(rustc_llvm)"
 profdata="${LLVM_PROFDATA:-}"
 if [[ -z "${profdata}" ]]; then
-  host="$(rustc -vV | sed -nE 's/^host: //p')"
-  for candidate in "$(rustc --print sysroot)/lib/rustlib/${host}/bin/llvm-profdata" \
-    "$(command -v "llvm-profdata-${llvm}" || true)" "/usr/lib/llvm-${llvm}/bin/llvm-profdata"; do
+  for candidate in "$(rustup_profdata)" "$(command -v "llvm-profdata-${llvm}" || true)" \
+    "/usr/lib/llvm-${llvm}/bin/llvm-profdata"; do
     if [[ -n "${candidate}" && -x "${candidate}" ]]; then
       profdata="${candidate}"
       break
@@ -89,37 +103,21 @@ rm -f "${work}"/raw/*
 # train BIN NAME: BIN as `serve --self-signed` on loopback, sent the training requests, then
 # stopped with SIGTERM (an instrumented binary writes its profile as it exits).
 train() {
-  local bin="$1" name="$2" server line addr="" metrics=""
+  local bin="$1" name="$2" server
   echo "--- release: training run (${name})"
-  "${bin}" serve --self-signed --ca-out "${work}/ca.crt" \
-    --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --shutdown-delay 0s \
-    --log-level info --log-format json 2>"${work}/${name}.log" &
-  server=$!
+  serve_locally "${bin}" "${work}" "${name}" --log-level info --log-format json
+  server="${served_pid}"
   # shellcheck disable=SC2064 # the server of this run
   trap "kill ${server} 2>/dev/null || true" EXIT
-  for _ in $(seq 100); do
-    line="$(grep -m1 '"local_addr"' "${work}/${name}.log" || true)"
-    if [[ -n "${line}" ]]; then
-      addr="$(sed -E 's/.*"local_addr":"([0-9.:]+)".*/\1/' <<<"${line}")"
-      metrics="$(sed -E 's/.*"metrics_addr":"([0-9.:]+)".*/\1/' <<<"${line}")"
-      break
-    fi
-    sleep 0.1
-  done
-  if [[ -z "${addr}" ]]; then
-    echo "error: the ${name} server did not start; its log:" >&2
-    cat "${work}/${name}.log" >&2
-    exit 1
-  fi
   local proto body
   for proto in http1.1 http2; do
     for body in "${repo}"/tests/data/pod-*.json; do
-      send "${addr}" "${proto}" /mutate "${body}" application/json
+      send "${served_addr}" "${proto}" /mutate "${body}" application/json
     done
-    send "${addr}" "${proto}" /audit "${repo}/tests/data/pod-create.json" application/json
-    send "${addr}" "${proto}" /healthz
+    send "${served_addr}" "${proto}" /audit "${repo}/tests/data/pod-create.json" application/json
+    send "${served_addr}" "${proto}" /healthz
   done
-  curl -sS --fail --noproxy '*' "http://${metrics}/metrics" >/dev/null
+  curl -sS --fail --noproxy '*' "http://${served_metrics}/metrics" >/dev/null
   kill -TERM "${server}"
   wait "${server}"
   trap - EXIT
@@ -150,7 +148,7 @@ echo "--- release: optimized build (${target}/pgo)"
 # in the binary for BOLT.
 RUSTFLAGS="-Cprofile-use=${work}/merged.profdata -Clink-arg=-Wl,--emit-relocs" \
   cargo build --locked --release --bin gomemlimit-injector --target-dir "${target}/pgo"
-built="${target}/pgo/release/gomemlimit-injector"
+built="$(release_binary)"
 
 if ! "${use_bolt}"; then
   echo "release: ${built} (no BOLT on $(uname -m))"
