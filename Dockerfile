@@ -43,11 +43,13 @@ RUN rustup component add llvm-tools \
       && rm -rf /var/lib/apt/lists/*; \
     fi
 # BuildKit cache mounts keep the registry and target directory between builds; the binary
-# is copied out of the cache inside the same step.
+# is copied out of the cache inside the same step, from where release.sh says it built it
+# (the build and the question share CARGO_TARGET_DIR).
 RUN --mount=type=cache,id=gomemlimit-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=gomemlimit-cargo-git,target=/usr/local/cargo/git \
     --mount=type=cache,id=gomemlimit-target,target=/src/target \
-    CARGO_TARGET_DIR=/src/target hack/release.sh \
+    export CARGO_TARGET_DIR=/src/target \
+ && hack/release.sh \
  && install -D -m 0755 "$(hack/release.sh --print-path)" /out/gomemlimit-injector \
  && /out/gomemlimit-injector --version
 
