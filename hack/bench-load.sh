@@ -24,6 +24,8 @@
 #   - evenly spaced, a request every 1 / RATE seconds: each connection an h2load process
 #     of its own with a --timing-script-file, offset from the others (see paced). The
 #     script prints the rate reached, within 3 % of the one asked unless three runs missed.
+#     BENCH_REPEATS runs, each followed by `GET /healthz` the same way: the medians, and
+#     the p99s' range.
 # Beside each, the p99 of `GET /healthz` sent the same way at the same rate: what the
 # machine, TLS and HTTP add to any answer at that rate (a sleeping core's wake-up, a
 # neighbour's time slice), against which the review's own share of its p99 shows.
@@ -152,7 +154,8 @@ load() {
 }
 
 # paced NAME PROTO PATH BODY RATE: BODY (empty for none) to PATH evenly spaced, RATE req/s
-# in all, for BENCH_DURATION seconds, checked by requests_made; prints the rate reached: the
+# in all, for half a second and then BENCH_DURATION seconds, checked by requests_made; its
+# latencies, after the first half second, in NAME.log; prints the rate reached in them: the
 # requests over the time from the first start to the last. Each connection is an h2load
 # process of its own, sending a request every CONNECTIONS / RATE seconds from a timing
 # script, the i-th offset by i / RATE seconds, so that a request comes every 1 / RATE
@@ -173,7 +176,7 @@ paced() {
         -v url="https://${addr}${path}" 'BEGIN {
           step = c / r * 1000
           printf "0.000\t%s\n", url
-          for (k = 1; k * step < d * 1000; k++) printf "%.3f\t%s\n", k * step + i * step / c, url
+          for (k = 1; k * step < d * 1000 + 500; k++) printf "%.3f\t%s\n", k * step + i * step / c, url
         }' >"${out}/${name}-${i}.script"
       LIBEV_FLAGS=1 run_clients=1 run_h2load "${name}-${i}" "${proto}" "${body}" \
         application/json $((duration * 3 + 30)) --timing-script-file "${out}/${name}-${i}.script" &
@@ -186,7 +189,9 @@ paced() {
       fi
       requests_made "${name}-${i}" application/json >/dev/null
     done
-    cat "${out}/${name}"-[0-9]*.log >"${out}/${name}.log"
+    # The first half second (the processes starting, their TLS handshakes) is left out.
+    sort -n "${out}/${name}"-[0-9]*.log |
+      awk 'NR == 1 { from = $1 + 500000 } $1 >= from' >"${out}/${name}.log"
     reached="$(awk 'NR == 1 || $1 < first { first = $1 } $1 > last { last = $1 }
       END { printf "%.0f", (NR - 1) / ((last - first) / 1e6) }' "${out}/${name}.log")"
     if awk -v a="${reached}" -v r="${rate}" 'BEGIN { exit !(a >= 0.97 * r && a <= 1.03 * r) }'; then
@@ -210,7 +215,7 @@ spread() {
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; h2load -c ${clients} -m 1, ${duration} s per run, ${repeats} pairs per body"
-printf '%-6s %-34s %9s %17s %12s %10s %17s %11s %9s %9s %12s %11s %9s %9s %12s\n' protocol body \
+printf '%-6s %-34s %9s %17s %12s %10s %17s %11s %9s %9s %12s %13s %9s %19s %12s\n' protocol body \
   'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'refused x healthz' 'half rate' 'p50 ms' \
   'p99 ms' 'healthz p99' 'evenly at' 'p50 ms' 'p99 ms' 'healthz p99'
 for proto in h2 h1; do
@@ -248,18 +253,31 @@ for proto in h2 h1; do
     half=$((per_client * clients))
     load "${name}-half" "${proto}" /mutate "${body}" "" --rps "${per_client}" >/dev/null
     load "${name}-half-healthz" "${proto}" /healthz "" "" --rps "${per_client}" >/dev/null
-    even="$(paced "${name}-even" "${proto}" /mutate "${body}" "${half}")"
-    paced "${name}-even-healthz" "${proto}" /healthz "" "${half}" >/dev/null
+    # Evenly spaced, BENCH_REPEATS pairs: the body, then /healthz at the same rate; per pair
+    # the rate reached, p50, p99 and /healthz's p99.
+    evens=""
+    for ((r = 1; r <= repeats; r++)); do
+      even="$(paced "${name}-even-${r}" "${proto}" /mutate "${body}" "${half}")"
+      paced "${name}-even-healthz-${r}" "${proto}" /healthz "" "${half}" >/dev/null
+      evens+="${even} $(percentile "${out}/${name}-even-${r}.log" 50)"
+      evens+=" $(percentile "${out}/${name}-even-${r}.log" 99)"
+      evens+=" $(percentile "${out}/${name}-even-healthz-${r}.log" 99)"$'\n'
+    done
+    evens="${evens%$'\n'}"
+    read -r _ even _ <<<"$(spread "${evens}" 1)"
+    read -r _ even_p50 _ <<<"$(spread "${evens}" 2)"
+    read -r even_low even_p99 even_high <<<"$(spread "${evens}" 3)"
+    read -r _ even_healthz _ <<<"$(spread "${evens}" 4)"
     size="$(stat -c %s "$(body_file "${body}")")"
-    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %17.2f %11s %9.3f %9.3f %12.3f %11s %9.3f %9.3f %12.3f\n' \
+    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %17.2f %11s %9.3f %9.3f %12.3f %11.0f/s %9.3f %19s %12.3f\n' \
       "${proto}" \
       "${body} ($(((size + 500) / 1000)) kB)" "${max}" \
       "$(awk -v l="${low}" -v m="${mid}" -v h="${high}" 'BEGIN { printf "%.2f [%.2f-%.2f]", m, l, h }')" \
       "${cpu}" "${cpu_ratio}" "${refused}" "${half}/s" \
       "$(percentile "${out}/${name}-half.log" 50)" "$(percentile "${out}/${name}-half.log" 99)" \
-      "$(percentile "${out}/${name}-half-healthz.log" 99)" "${even}/s" \
-      "$(percentile "${out}/${name}-even.log" 50)" "$(percentile "${out}/${name}-even.log" 99)" \
-      "$(percentile "${out}/${name}-even-healthz.log" 99)"
+      "$(percentile "${out}/${name}-half-healthz.log" 99)" "${even}" "${even_p50}" \
+      "$(awk -v l="${even_low}" -v m="${even_p99}" -v h="${even_high}" \
+        'BEGIN { printf "%.3f [%.2f-%.2f]", m, l, h }')" "${even_healthz}"
   done
   unset pairs
 done
