@@ -207,8 +207,9 @@ percentile() {
   cut -f3 "$1" | sort -n | awk -v p="$2" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] / 1000 }'
 }
 
-# Column C (1-based) of the pairs in "$1" (one line each: /healthz req/s and CPU, the
-# body's req/s and CPU, the two ratios, the refused body's ratio): its min, median and max.
+# Column C (1-based) of the lines in "$1" (the pairs, one line each: /healthz req/s and CPU,
+# the body's req/s and CPU, the two ratios, the refused body's ratio; or the evenly spaced
+# runs, one line each: the rate reached, p50, p99, /healthz's p99): its min, median and max.
 spread() {
   awk -v c="$2" '{ print $c }' <<<"$1" | sort -g | awk '{ v[NR] = $1 } END {
     print v[1], (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[NR] }'
