@@ -14,6 +14,7 @@ mod read_ahead;
 mod reload;
 mod routes;
 mod signals;
+mod streamed;
 
 use std::future::Future;
 use std::net::SocketAddr;

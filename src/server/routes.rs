@@ -9,27 +9,24 @@
 //! neither the other reviews nor the probes wait behind it, and memory is bounded by the
 //! slots rather than by how many arrive at once.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::body::{Body, Bytes, HttpBody};
+use axum::body::Body;
 use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::body::Frame;
 use prometheus_client::registry::Registry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::LOG_TARGET;
+use super::streamed::ChunkWriter;
 use crate::admission::{
     self, Endpoint, HttpReply, MAX_BODY_BYTES, Outcome, Rejection, ReviewReport,
 };
@@ -235,8 +232,8 @@ enum Upload {
 }
 
 /// Answers a large review in its slot on a blocking thread (see the module documentation):
-/// once decided, the answer is written to the connection as it is made, a chunk at a time,
-/// and the slot is held until it is sent.
+/// once decided, the answer is written to the connection as it is made, a chunk at a time
+/// ([`super::streamed`]), and the slot is held until it is sent.
 async fn evaluate_large(
     state: &AppState,
     endpoint: Endpoint,
@@ -247,17 +244,15 @@ async fn evaluate_large(
     let policy = state.policy();
     let timeout = state.shared.request_timeout;
     let (decided, decision) = tokio::sync::oneshot::channel();
-    let (chunks, stream) = tokio::sync::mpsc::channel(STREAMED_CHUNKS);
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let (prepared, report) =
             admission::prepare(endpoint, content_type(&headers), &body, &policy);
+        let (mut out, answer) = ChunkWriter::new(runtime, Instant::now() + timeout);
         let head = (prepared.status(), prepared.content_type(), report);
-        if decided.send(head).is_err() {
+        if decided.send((head, answer)).is_err() {
             return;
         }
-        let deadline = Instant::now() + timeout;
-        let mut out = ChunkWriter::new(runtime, chunks, deadline);
         if let Err(e) = prepared.write_to(&mut out).and_then(|()| out.finish()) {
             tracing::warn!(target: LOG_TARGET, error = %e, "an answer was not sent in full");
         }
@@ -266,8 +261,8 @@ async fn evaluate_large(
         drop(slot);
     });
     match decision.await {
-        Ok((status, content_type, report)) => {
-            let mut response = Response::new(Body::new(ChunkBody(stream)));
+        Ok(((status, content_type, report), answer)) => {
+            let mut response = Response::new(answer);
             *response.status_mut() = status;
             let value = HeaderValue::from_static(content_type);
             response.headers_mut().insert(header::CONTENT_TYPE, value);
@@ -277,94 +272,6 @@ async fn evaluate_large(
             tracing::error!(target: LOG_TARGET, "a review failed");
             answer(internal_error("the review failed"))
         }
-    }
-}
-
-/// How many chunks of an answer wait for the connection at most.
-const STREAMED_CHUNKS: usize = 2;
-
-/// The size of the chunks an answer is sent in.
-const CHUNK_BYTES: usize = 64 * 1024;
-
-/// Sends what is written to it, in chunks of about [`CHUNK_BYTES`], to a response body; waits
-/// while the connection is slow, until `deadline`.
-struct ChunkWriter {
-    runtime: tokio::runtime::Handle,
-    chunks: tokio::sync::mpsc::Sender<Bytes>,
-    deadline: Instant,
-    buffer: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn new(
-        runtime: tokio::runtime::Handle,
-        chunks: tokio::sync::mpsc::Sender<Bytes>,
-        deadline: Instant,
-    ) -> Self {
-        ChunkWriter {
-            runtime,
-            chunks,
-            deadline,
-            buffer: Vec::with_capacity(CHUNK_BYTES),
-        }
-    }
-
-    fn send(&mut self) -> io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(CHUNK_BYTES),
-        ));
-        let sent = tokio::time::timeout_at(self.deadline, self.chunks.send(chunk));
-        match self.runtime.block_on(sent) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_closed)) => Err(io::Error::other("the connection closed")),
-            Err(_elapsed) => Err(io::Error::other(
-                "the answer was not read within the request timeout",
-            )),
-        }
-    }
-
-    /// Sends what is left.
-    fn finish(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
-impl io::Write for ChunkWriter {
-    /// Takes all of `buf` (a writer that takes part of it can be taken for one that is full),
-    /// sending a chunk once there is one.
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.buffer.extend_from_slice(buf);
-        if self.buffer.len() >= CHUNK_BYTES {
-            self.send()?;
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A response body of the chunks a [`ChunkWriter`] sends; it ends when the writer is
-/// dropped (a writer that stops early leaves the answer short, and the client sees a
-/// malformed answer rather than a wrong one).
-struct ChunkBody(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl HttpBody for ChunkBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
     }
 }
 
