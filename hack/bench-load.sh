@@ -61,6 +61,8 @@ read -r -a bodies <<<"${BENCH_BODIES:-pod-create.json pod-create-small.json}"
 read -r -a compact <<<"${BENCH_COMPACT-pod-create.json}"
 out="${BENCH_OUT:-${repo}/target/bench-load}"
 clients=8
+# How long each evenly spaced run goes on before its latencies count (paced), in ms.
+settle_ms=500
 
 for setting in BENCH_DURATION="${duration}" BENCH_REPEATS="${repeats}"; do
   if [[ ! "${setting#*=}" =~ ^[1-9][0-9]*$ ]]; then
@@ -154,8 +156,8 @@ load() {
 }
 
 # paced NAME PROTO PATH BODY RATE: BODY (empty for none) to PATH evenly spaced, RATE req/s
-# in all, for half a second and then BENCH_DURATION seconds, checked by requests_made; its
-# latencies, after the first half second, in NAME.log; prints the rate reached in them: the
+# in all, for settle_ms and then BENCH_DURATION seconds, checked by requests_made; its
+# latencies, after the first settle_ms, in NAME.log; prints the rate reached in them: the
 # requests over the time from the first start to the last. Each connection is an h2load
 # process of its own, sending a request every CONNECTIONS / RATE seconds from a timing
 # script, the i-th offset by i / RATE seconds, so that a request comes every 1 / RATE
@@ -172,11 +174,11 @@ paced() {
     local pids=()
     rm -f "${out}/${name}"-[0-9]*.log
     for ((i = 0; i < clients; i++)); do
-      awk -v c="${clients}" -v r="${asked}" -v i="${i}" -v d="${duration}" \
+      awk -v c="${clients}" -v r="${asked}" -v i="${i}" -v d="${duration}" -v s="${settle_ms}" \
         -v url="https://${addr}${path}" 'BEGIN {
           step = c / r * 1000
           printf "0.000\t%s\n", url
-          for (k = 1; k * step < d * 1000 + 500; k++) printf "%.3f\t%s\n", k * step + i * step / c, url
+          for (k = 1; k * step < d * 1000 + s; k++) printf "%.3f\t%s\n", k * step + i * step / c, url
         }' >"${out}/${name}-${i}.script"
       LIBEV_FLAGS=1 run_clients=1 run_h2load "${name}-${i}" "${proto}" "${body}" \
         application/json $((duration * 3 + 30)) --timing-script-file "${out}/${name}-${i}.script" &
@@ -189,9 +191,9 @@ paced() {
       fi
       requests_made "${name}-${i}" application/json >/dev/null
     done
-    # The first half second (the processes starting, their TLS handshakes) is left out.
+    # The first settle_ms (the processes starting, their TLS handshakes) is left out.
     sort -n "${out}/${name}"-[0-9]*.log |
-      awk 'NR == 1 { from = $1 + 500000 } $1 >= from' >"${out}/${name}.log"
+      awk -v s="${settle_ms}" 'NR == 1 { from = $1 + s * 1000 } $1 >= from' >"${out}/${name}.log"
     reached="$(awk 'NR == 1 || $1 < first { first = $1 } $1 > last { last = $1 }
       END { printf "%.0f", (NR - 1) / ((last - first) / 1e6) }' "${out}/${name}.log")"
     if awk -v a="${reached}" -v r="${rate}" 'BEGIN { exit !(a >= 0.97 * r && a <= 1.03 * r) }'; then
