@@ -110,10 +110,14 @@ mod tests {
 
     use super::*;
 
-    /// Writes `total` bytes of a pattern, `piece` bytes at a time, then finishes.
+    /// `total` bytes that repeat only every 251, so that a chunk lost, repeated or moved shows.
+    fn pattern(total: usize) -> Vec<u8> {
+        (0..total).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Writes [`pattern`] of `total` bytes, `piece` bytes at a time, then finishes.
     fn write_pattern(out: &mut ChunkWriter, total: usize, piece: usize) -> io::Result<()> {
-        let pattern: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
-        for part in pattern.chunks(piece) {
+        for part in pattern(total).chunks(piece) {
             out.write_all(part)?;
         }
         out.finish()
@@ -133,8 +137,7 @@ mod tests {
             received.extend_from_slice(&data);
         }
         writer.await.unwrap().unwrap();
-        let expected: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
-        assert!(received == expected, "the answer arrived changed");
+        assert!(received == pattern(total), "the answer arrived changed");
         // Each chunk but the last is sent once it reaches CHUNK_BYTES, within one write.
         let (last, full) = sizes.split_last().unwrap();
         assert_eq!(full.len(), 3, "chunk sizes: {sizes:?}");
