@@ -9,18 +9,26 @@ use gomemlimit_injector::cli::{self, Cli};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in the `mimalloc.h` (v3) that libmimalloc-sys builds, which
-/// names no constant for it (its number changed between mimalloc versions; the dependency is
-/// pinned to one version).
+/// Options of the `mimalloc.h` (v3) that libmimalloc-sys builds, which names no constants
+/// for them (their numbers changed between mimalloc versions; the dependency is pinned to
+/// one version): `mi_option_purge_delay` and `mi_option_arena_purge_mult`.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_OPTION_ARENA_PURGE_MULT: libmimalloc_sys::mi_option_t = 24;
 
 fn main() -> ExitCode {
-    // Memory freed goes back to the system at once, not 10 ms later: a large review frees
-    // and allocates megabytes within milliseconds, and with the delay its peak resident
-    // memory was about the sum of them (see the README, Performance). Reviews of ordinary
-    // pods free no whole pages, and run as fast either way.
-    // SAFETY: sets an option before any thread is started; mimalloc reads it on each purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    // Memory freed goes back to the system a millisecond later, not 100 ms (10 ms times 10
+    // for the arenas that hold pages): a large review frees and allocates megabytes within
+    // milliseconds, and with mimalloc's delay its peak resident memory was about the sum of
+    // them. Not at once either: serving many small reviews, some pages empty and fill again
+    // within microseconds, and giving each back and faulting it in again took a third of the
+    // CPU time of a review over HTTP/2 (see the README, Performance). What waits after a
+    // large review is given back when it ends (`release_memory`).
+    // SAFETY: sets options before any thread is started; mimalloc reads them on each purge.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1);
+        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_PURGE_MULT, 1);
+    }
+    gomemlimit_injector::server::set_memory_release(release_memory);
     match cli::run(Cli::parse_invoked()) {
         Ok(code) => code,
         Err(e) => {
@@ -29,4 +37,11 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Gives back to the system now what mimalloc has freed and waits to give back.
+fn release_memory() {
+    // SAFETY: mi_collect may be called from any thread; forced, it also purges what other
+    // threads freed.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }

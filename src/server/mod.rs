@@ -10,6 +10,7 @@
 //! what is left at `--shutdown-timeout` is dropped. A second signal aborts at once.
 
 mod conn;
+mod memory;
 mod read_ahead;
 mod reload;
 mod routes;
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
+pub use memory::set_release as set_memory_release;
 pub use routes::{AppState, DEFAULT_MAX_LARGE_REVIEWS, router};
 pub(crate) use signals::serve_until_signalled;
 

@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::LOG_TARGET;
+use super::memory;
 use super::streamed::ChunkWriter;
 use crate::admission::{
     self, Endpoint, HttpReply, MAX_BODY_BYTES, Outcome, Rejection, ReviewReport,
@@ -250,14 +251,15 @@ async fn evaluate_large(
             admission::prepare(endpoint, content_type(&headers), &body, &policy);
         let (mut out, answer) = ChunkWriter::new(runtime, Instant::now() + timeout);
         let head = (prepared.status(), prepared.content_type(), report);
-        if decided.send((head, answer)).is_err() {
-            return;
-        }
-        if let Err(e) = prepared.write_to(&mut out).and_then(|()| out.finish()) {
+        if decided.send((head, answer)).is_ok()
+            && let Err(e) = prepared.write_to(&mut out).and_then(|()| out.finish())
+        {
             tracing::warn!(target: LOG_TARGET, error = %e, "an answer was not sent in full");
         }
-        // The body's memory is returned before the next large review may start.
-        drop(body);
+        // The review's memory is freed and given back to the system before the next large
+        // review may start.
+        drop((prepared, out, body));
+        memory::release();
         drop(slot);
     });
     match decision.await {
