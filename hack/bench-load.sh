@@ -43,6 +43,8 @@
 #                     pod-create-small.json)
 #   BENCH_COMPACT     bodies also sent without indentation, as the API server sends a
 #                     review (default: pod-create.json, indented in tests/data); empty for none
+#   BENCH_WORKERS     the server's async worker threads (TOKIO_WORKER_THREADS; default 1, as
+#                     deployed: the chart's CPU limit of 100m makes the runtime start one)
 #   BENCH_LOG_LEVEL   the server's --log-level (default info, as deployed)
 #   BENCH_LOG_FORMAT  the server's --log-format (default json, as the chart deploys it)
 #   BENCH_OUT         where the h2load output and latency logs go (default target/bench-load)
@@ -56,6 +58,7 @@ source "${here}/lib-release.sh"
 source "${here}/lib-serve.sh"
 bin="${BIN:-$(release_binary)}"
 duration="${BENCH_DURATION:-5}"
+workers="${BENCH_WORKERS:-1}"
 repeats="${BENCH_REPEATS:-3}"
 read -r -a bodies <<<"${BENCH_BODIES:-pod-create.json pod-create-small.json}"
 read -r -a compact <<<"${BENCH_COMPACT-pod-create.json}"
@@ -64,7 +67,8 @@ clients=8
 # How long each evenly spaced run goes on before its latencies count (paced), in ms.
 settle_ms=500
 
-for setting in BENCH_DURATION="${duration}" BENCH_REPEATS="${repeats}"; do
+for setting in BENCH_DURATION="${duration}" BENCH_REPEATS="${repeats}" \
+  BENCH_WORKERS="${workers}"; do
   if [[ ! "${setting#*=}" =~ ^[1-9][0-9]*$ ]]; then
     echo "error: ${setting%%=*} must be a positive whole number, not '${setting#*=}'" >&2
     exit 1
@@ -98,7 +102,7 @@ json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), separators=(",",
 done
 
 # The server picks free ports and logs them; it stops with this script.
-serve_locally "${bin}" "${out}" server \
+TOKIO_WORKER_THREADS="${workers}" serve_locally "${bin}" "${out}" server \
   --log-level "${BENCH_LOG_LEVEL:-info}" --log-format "${BENCH_LOG_FORMAT:-json}"
 server="${served_pid}" addr="${served_addr}"
 trap 'kill "${server}" 2>/dev/null; wait "${server}" 2>/dev/null || true' EXIT
@@ -217,7 +221,7 @@ spread() {
     print v[1], (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[NR] }'
 }
 
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; h2load -c ${clients} -m 1, ${duration} s per run, ${repeats} pairs per body"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; the server on ${workers} async worker(s); h2load -c ${clients} -m 1, ${duration} s per run, ${repeats} pairs per body"
 printf '%-6s %-34s %9s %17s %12s %10s %17s %11s %9s %9s %12s %13s %9s %19s %12s\n' protocol body \
   'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'refused x healthz' 'half rate' 'p50 ms' \
   'p99 ms' 'healthz p99' 'evenly at' 'p50 ms' 'p99 ms' 'healthz p99'
