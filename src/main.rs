@@ -20,9 +20,9 @@ fn main() -> ExitCode {
     // for the arenas that hold pages): a large review frees and allocates megabytes within
     // milliseconds, and with mimalloc's delay its peak resident memory was about the sum of
     // them. Not at once either: serving many small reviews, some pages empty and fill again
-    // within microseconds, and giving each back and faulting it in again took a third of the
-    // CPU time of a review over HTTP/2 (see the README, Performance). What waits after a
-    // large review is given back when it ends (`release_memory`).
+    // within microseconds, and giving each back and faulting it in again took a quarter of
+    // the CPU time of a review over HTTP/2 on one worker (see the README, Performance). What
+    // waits after a large review is given back when it ends (`release_memory`).
     // SAFETY: sets options before any thread is started; mimalloc reads them on each purge.
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1);
