@@ -25,14 +25,7 @@ async fn a_large_review_gives_its_memory_back_when_it_ends() {
     let client = server.http2();
 
     for _ in 0..3 {
-        let reply = server
-            .post(
-                &client,
-                "/mutate",
-                JSON,
-                support::fixture("pod-create.json"),
-            )
-            .await;
+        let reply = server.review(&client, "/mutate").await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     assert_eq!(
