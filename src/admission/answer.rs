@@ -2,12 +2,11 @@
 //! API server reads it.
 
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::write::EncoderWriter;
 use serde::Serialize;
 
+use super::base64_writer::Base64Writer;
 use super::request::{API_VERSION, KIND};
 use crate::engine::Patch;
 
@@ -93,16 +92,12 @@ impl Answer {
     }
 }
 
-/// Writes the base64 of the patch's JSON to `out`, as it is made: in chunks of a few
-/// kilobytes, since JSON is written a token at a time.
+/// Writes the base64 of the patch's JSON to `out`, as it is made.
 fn base64_json<W: Write>(out: W, patch: &Patch) -> serde_json::Result<()> {
-    let mut chunks = BufWriter::with_capacity(6 * 1024, EncoderWriter::new(out, &STANDARD));
+    let mut encoder = Base64Writer::new(out);
     patch
-        .write_json(&mut chunks)
+        .write_json(&mut encoder)
         .map_err(serde_json::Error::io)?;
-    let mut encoder = chunks
-        .into_inner()
-        .map_err(|e| serde_json::Error::io(e.into_error()))?;
     encoder.finish().map_err(serde_json::Error::io)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! logging; the server records metrics and logs from the returned report.
 
 mod answer;
+mod base64_writer;
 mod envelope;
 mod rejection;
 mod request;

@@ -172,7 +172,9 @@ impl Value<'_> {
             }
             Value::Annotations(status) => {
                 // The annotation's name is the webhook's own, with nothing to escape.
-                write!(out, "{{\"{STATUS}\":")?;
+                out.write_all(b"{\"")?;
+                out.write_all(STATUS.as_bytes())?;
+                out.write_all(b"\":")?;
                 string(out, status)?;
                 out.write_all(b"}")
             }
@@ -220,16 +222,24 @@ enum EnvEntry {
 impl EnvEntry {
     /// Writes the entry as `serde_json` writes a `name`, `value` and `valueFrom` struct.
     fn write<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
+        // The names are the webhook's own, with nothing to escape.
+        out.write_all(b"{\"name\":\"")?;
         match self {
-            EnvEntry::GomemlimitDownward => write!(
-                out,
-                r#"{{"name":"{GOMEMLIMIT}","valueFrom":{{"resourceFieldRef":{{"resource":"limits.memory","divisor":"1"}}}}}}"#
-            ),
+            EnvEntry::GomemlimitDownward => {
+                out.write_all(GOMEMLIMIT.as_bytes())?;
+                out.write_all(
+                    br#"","valueFrom":{"resourceFieldRef":{"resource":"limits.memory","divisor":"1"}}}"#,
+                )
+            }
             EnvEntry::Gomemlimit(bytes) => {
-                write!(out, r#"{{"name":"{GOMEMLIMIT}","value":"{bytes}"}}"#)
+                out.write_all(GOMEMLIMIT.as_bytes())?;
+                out.write_all(br#"","value":""#)?;
+                out.write_all(Decimal::of_u64(*bytes).as_bytes())?;
+                out.write_all(br#""}"#)
             }
             EnvEntry::Gogc(value) => {
-                write!(out, r#"{{"name":"{GOGC}","value":"#)?;
+                out.write_all(GOGC.as_bytes())?;
+                out.write_all(br#"","value":"#)?;
                 string(out, value)?;
                 out.write_all(b"}")
             }
@@ -422,7 +432,12 @@ struct Decimal {
 }
 
 impl Decimal {
-    fn of(mut n: usize) -> Self {
+    fn of(n: usize) -> Self {
+        // A usize has at most 64 bits on every target Rust supports.
+        Self::of_u64(n as u64)
+    }
+
+    fn of_u64(mut n: u64) -> Self {
         let mut digits = [0; 20];
         let mut start = digits.len();
         loop {
