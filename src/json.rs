@@ -20,6 +20,9 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 /// Objects and arrays nested deeper than this are not read here (`serde_json` allows 127).
 pub(crate) const MAX_DEPTH: u32 = 100;
 
+// A skipped value's reader keeps its levels of nesting as bits of a `u128` ([`Nesting`]).
+const _: () = assert!(MAX_DEPTH <= 128);
+
 /// Why the text was not read; the document reading says what is wrong with it, if anything.
 #[derive(Debug)]
 pub(crate) struct Error;
@@ -58,6 +61,31 @@ enum Text<'de> {
 enum Integer {
     U64(u64),
     I64(i64),
+}
+
+/// The objects and arrays a skipped value's reader is inside of: whether each is an object,
+/// a bit per level, the innermost in the lowest bit.
+#[derive(Default)]
+struct Nesting {
+    objects: u128,
+    levels: u32,
+}
+
+impl Nesting {
+    fn open(&mut self, object: bool) {
+        self.objects = self.objects << 1 | u128::from(object);
+        self.levels += 1;
+    }
+
+    /// Whether the innermost is an object; `None` outside of any.
+    fn innermost(&self) -> Option<bool> {
+        (self.levels > 0).then_some(self.objects & 1 == 1)
+    }
+
+    fn close(&mut self) {
+        self.objects >>= 1;
+        self.levels -= 1;
+    }
 }
 
 impl<'de> Deserializer<'de> {
@@ -109,6 +137,7 @@ impl<'de> Deserializer<'de> {
     }
 
     /// Consumes `byte` as the next byte that is not whitespace.
+    #[inline]
     fn expect(&mut self, byte: u8) -> Result<()> {
         if self.peek() == Some(byte) {
             self.at += 1;
@@ -141,6 +170,7 @@ impl<'de> Deserializer<'de> {
     }
 
     /// Reads the string whose opening quote is the next byte.
+    #[inline(always)]
     fn string(&mut self) -> Result<Text<'de>> {
         let bytes = self.text.as_bytes();
         let start = self.at + 1;
@@ -162,6 +192,7 @@ impl<'de> Deserializer<'de> {
     }
 
     /// Checks the string whose opening quote is the next byte, and consumes it.
+    #[inline]
     fn skip_string(&mut self) -> Result<()> {
         let bytes = self.text.as_bytes();
         let end = plain_run(bytes, self.at + 1);
@@ -263,41 +294,92 @@ impl<'de> Deserializer<'de> {
         }
     }
 
-    /// Checks the value at the next byte and consumes it.
+    /// Checks the value at the next byte and consumes it: one loop over its tokens, with
+    /// the objects and arrays it is inside of kept as bits, not as calls.
     fn skip_value(&mut self) -> Result<()> {
-        match self.peek().ok_or(Error)? {
-            b'"' => self.skip_string(),
-            b'{' => self.skip_items(b'}', Self::skip_entry),
-            b'[' => self.skip_items(b']', Self::skip_value),
-            b't' => self.word(b"true"),
-            b'f' => self.word(b"false"),
-            b'n' => self.word(b"null"),
-            b'-' | b'0'..=b'9' => self.number().map(drop),
-            _ => Err(Error),
+        let mut nesting = Nesting::default();
+        loop {
+            if self.skip_or_open(&mut nesting)? {
+                continue;
+            }
+            if !self.close_or_go_on(&mut nesting)? {
+                return Ok(());
+            }
         }
     }
 
-    /// Checks the object or array whose opening bracket is the next byte, each of its items
-    /// with `item`, up to `close`, and consumes it.
-    fn skip_items(
-        &mut self,
-        close: u8,
-        mut item: impl FnMut(&mut Self) -> Result<()>,
-    ) -> Result<()> {
-        self.enter()?;
-        self.at += 1;
-        let mut first = true;
-        while self.next_item(&mut first, close)? {
-            item(self)?;
+    /// At a value: consumes it when it is a scalar or an empty object or array (`false`);
+    /// otherwise opens the object or array, up to the value of its first item (`true`).
+    #[inline(always)]
+    fn skip_or_open(&mut self, nesting: &mut Nesting) -> Result<bool> {
+        match self.peek().ok_or(Error)? {
+            b'"' => self.skip_string()?,
+            open @ (b'{' | b'[') => {
+                if self.depth + nesting.levels >= MAX_DEPTH {
+                    return Err(Error);
+                }
+                self.at += 1;
+                let object = open == b'{';
+                if self.peek() == Some(if object { b'}' } else { b']' }) {
+                    self.at += 1;
+                    return Ok(false);
+                }
+                nesting.open(object);
+                if object {
+                    self.skip_key()?;
+                }
+                return Ok(true);
+            }
+            b't' => self.word(b"true")?,
+            b'f' => self.word(b"false")?,
+            b'n' => self.word(b"null")?,
+            b'-' | b'0'..=b'9' => {
+                self.number()?;
+            }
+            _ => return Err(Error),
         }
-        self.at += 1;
-        self.leave();
-        Ok(())
+        Ok(false)
+    }
+
+    /// After a value: consumes the ends of the objects and arrays it closes, then, when one
+    /// of them goes on, the comma and (in an object) the key before its next value (`true`).
+    /// `false` when the outermost value has ended.
+    #[inline(always)]
+    fn close_or_go_on(&mut self, nesting: &mut Nesting) -> Result<bool> {
+        while let Some(object) = nesting.innermost() {
+            match self.peek() {
+                Some(b',') => {
+                    self.at += 1;
+                    if object {
+                        self.skip_key()?;
+                    }
+                    return Ok(true);
+                }
+                Some(b'}') if object => {}
+                Some(b']') if !object => {}
+                _ => return Err(Error),
+            }
+            self.at += 1;
+            nesting.close();
+        }
+        Ok(false)
+    }
+
+    /// Checks the key of an object's entry at the next byte, and the colon after it, and
+    /// consumes them.
+    #[inline(always)]
+    fn skip_key(&mut self) -> Result<()> {
+        if self.peek() != Some(b'"') {
+            return Err(Error);
+        }
+        self.skip_string()?;
+        self.expect(b':')
     }
 
     /// Moves to the next item of the object or array being read, which `close` ends: `false`
     /// at its end (not consumed), `true` at an item, past the comma that separates it from
     /// the one before. A comma before `close` (a trailing comma) is refused.
+    #[inline]
     fn next_item(&mut self, first: &mut bool, close: u8) -> Result<bool> {
         match self.peek() {
             Some(byte) if byte == close => return Ok(false),
@@ -312,17 +394,6 @@ impl<'de> Deserializer<'de> {
         }
         *first = false;
         Ok(true)
-    }
-
-    /// Checks an object's entry at the next byte (its key, a colon, its value) and consumes
-    /// it.
-    fn skip_entry(&mut self) -> Result<()> {
-        if self.peek() != Some(b'"') {
-            return Err(Error);
-        }
-        self.skip_string()?;
-        self.expect(b':')?;
-        self.skip_value()
     }
 
     /// Hands the object or array whose opening bracket is the next byte, up to `close`, to
@@ -346,6 +417,7 @@ impl<'de> Deserializer<'de> {
 
 /// The index of the first byte from `at` on that is a quote, a backslash or a control
 /// character (or the end): eight bytes at a time, as `serde_json` does.
+#[inline(always)]
 fn plain_run(bytes: &[u8], mut at: usize) -> usize {
     const ONES: u64 = u64::MAX / 255;
     while let Some(chunk) = bytes.get(at..at + 8) {
@@ -504,7 +576,10 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek() {
-            Some(b'"') => self.deserialize_any(visitor),
+            Some(b'"') => match self.string()? {
+                Text::Borrowed(text) => visitor.visit_borrowed_str(text),
+                Text::Owned(text) => visitor.visit_string(text),
+            },
             _ => Err(Error),
         }
     }
@@ -647,6 +722,8 @@ mod tests {
             "[]",
             "{}",
             "[[[[]]]]",
+            r#"{"a":{"b":[{},[],{"c":[null,{"d":"e"},-1]}]},"f":[],"g":{}}"#,
+            r#"[{"a":[]},[{}],{"b":{"c":[[],{}]}}]"#,
         ] {
             assert!(skips(text), "not taken: {text:?}");
             assert_eq!(read(text), document(text), "{text:?}");
@@ -691,13 +768,43 @@ mod tests {
             "[1] x",
             "\u{feff}{}",
         ] {
-            assert!(!skips(text), "taken: {text:?}");
-            assert!(read(text).is_none(), "read: {text:?}");
-            assert!(
-                document(text).is_none(),
-                "the fixture is wrong: {text:?} is a document"
-            );
+            assert_refused(text);
         }
+    }
+
+    #[test]
+    fn refuses_the_same_mistakes_inside_objects_and_arrays() {
+        for text in [
+            r#"[{"a":[1,]}]"#,
+            r#"{"a":{"b":1,}}"#,
+            r#"[[1],[2,]]"#,
+            r#"[[1],[,2]]"#,
+            r#"{"a":{"b" 1}}"#,
+            r#"{"a":{"b":1 "c":2}}"#,
+            r#"{"a":{1:2}}"#,
+            r#"{"a":[{"b":1}}]"#,
+            r#"[{"b":1]}"#,
+            r#"[{]}"#,
+            r#"{"a":{}"#,
+            r#"[[[]]"#,
+            r#"{"a":1}}"#,
+            r#"{"a":[],}"#,
+            r#"{"a":{},"#,
+            "[{\"a\":\"\u{1}\"}]",
+            r#"[{"a":"\x"}]"#,
+        ] {
+            assert_refused(text);
+        }
+    }
+
+    /// Refused here, and as a document.
+    fn assert_refused(text: &str) {
+        assert!(!skips(text), "taken: {text:?}");
+        assert!(read(text).is_none(), "read: {text:?}");
+        assert!(
+            document(text).is_none(),
+            "the fixture is wrong: {text:?} is a document"
+        );
     }
 
     #[test]
