@@ -424,13 +424,12 @@ fn plain_run(bytes: &[u8], mut at: usize) -> usize {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let chars = u64::from_le_bytes(word);
-        let control = chars.wrapping_sub(ONES * 0x20) & !chars;
-        let quote = chars ^ (ONES * u64::from(b'"'));
-        let quote = quote.wrapping_sub(ONES) & !quote;
-        let backslash = chars ^ (ONES * u64::from(b'\\'));
-        let backslash = backslash.wrapping_sub(ONES) & !backslash;
-        // The lowest byte flagged is the first one that matches.
-        let found = (control | quote | backslash) & (ONES << 7);
+        let control = chars.wrapping_sub(ONES * 0x20);
+        let quote = (chars ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+        let backslash = (chars ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+        // `!chars` stands for `!quote` and `!backslash` too: XOR with an ASCII byte keeps each
+        // byte's high bit, the only one kept. The lowest byte flagged is the first match.
+        let found = (control | quote | backslash) & !chars & (ONES << 7);
         if found != 0 {
             return at + found.trailing_zeros() as usize / 8;
         }
