@@ -19,6 +19,7 @@ use axum::body::Body;
 use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
@@ -227,9 +228,52 @@ impl From<Rejection> for NotRead {
 
 /// A body that has arrived.
 enum Upload {
-    Small(Vec<u8>),
+    Small(Bytes),
     /// At least [`LARGE_REVIEW_BYTES`], with its large-review slot.
-    Large(Vec<u8>, OwnedSemaphorePermit),
+    Large(Bytes, OwnedSemaphorePermit),
+}
+
+/// The frames of a body as they arrive: one is kept as it came, a second one starts a copy
+/// of them all in one buffer.
+enum Frames {
+    None,
+    One(Bytes),
+    Many(Vec<u8>),
+}
+
+impl Frames {
+    fn len(&self) -> usize {
+        match self {
+            Frames::None => 0,
+            Frames::One(bytes) => bytes.len(),
+            Frames::Many(bytes) => bytes.len(),
+        }
+    }
+
+    /// Adds `data`; a copy, when one starts, has room for `expected` bytes in all.
+    fn push(&mut self, data: Bytes, expected: usize) {
+        *self = match std::mem::replace(self, Frames::None) {
+            Frames::None => Frames::One(data),
+            Frames::One(first) => {
+                let mut bytes = Vec::with_capacity(expected.max(first.len() + data.len()));
+                bytes.extend_from_slice(&first);
+                bytes.extend_from_slice(&data);
+                Frames::Many(bytes)
+            }
+            Frames::Many(mut bytes) => {
+                bytes.extend_from_slice(&data);
+                Frames::Many(bytes)
+            }
+        };
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Frames::None => Bytes::new(),
+            Frames::One(bytes) => bytes,
+            Frames::Many(bytes) => Bytes::from(bytes),
+        }
+    }
 }
 
 /// Answers a large review in its slot on a blocking thread (see the module documentation):
@@ -239,7 +283,7 @@ async fn evaluate_large(
     state: &AppState,
     endpoint: Endpoint,
     headers: HeaderMap,
-    body: Vec<u8>,
+    body: Bytes,
     slot: OwnedSemaphorePermit,
 ) -> (Response, ReviewReport) {
     let policy = state.policy();
@@ -307,10 +351,11 @@ fn plain_answer(status: StatusCode, reason: &str) -> (HttpReply, ReviewReport) {
     (reply, report)
 }
 
-/// Reads at most [`MAX_BODY_BYTES`] into one buffer: a declared `Content-Length` over the
-/// limit is refused before any of the body is read, a chunked body is cut off as soon as it
-/// passes it, and each frame is copied once and dropped, so the body is held once. A large
-/// body then waits for a large-review slot; none free before `deadline` is a 503.
+/// Reads at most [`MAX_BODY_BYTES`]: a declared `Content-Length` over the limit is refused
+/// before any of the body is read, a chunked body is cut off as soon as it passes it. A body
+/// of one frame is kept as it came; the frames of a longer one are copied into one buffer as
+/// they arrive and dropped, so the body is held once. A large body then waits for a
+/// large-review slot; none free before `deadline` is a 503.
 async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
@@ -325,16 +370,18 @@ async fn read_body(
         return Err(Rejection::TooLarge.into());
     }
     // At most the limit, by the check above.
-    let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let expected = declared.unwrap_or(0) as usize;
+    let mut frames = Frames::None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Rejection::BodyRead(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > MAX_BODY_BYTES {
+            if frames.len() + data.len() > MAX_BODY_BYTES {
                 return Err(Rejection::TooLarge.into());
             }
-            bytes.extend_from_slice(&data);
+            frames.push(data, expected);
         }
     }
+    let bytes = frames.into_bytes();
     if bytes.len() < LARGE_REVIEW_BYTES {
         return Ok(Upload::Small(bytes));
     }
@@ -419,5 +466,31 @@ impl IntoResponse for HttpReply {
             HeaderValue::from_static(self.content_type),
         );
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_of_one_frame_is_kept_as_it_came() {
+        let frame = Bytes::from(vec![7u8; 100]);
+        let mut frames = Frames::None;
+        frames.push(frame.clone(), 100);
+        let body = frames.into_bytes();
+        assert_eq!(body, frame);
+        assert_eq!(body.as_ptr(), frame.as_ptr(), "the frame was copied");
+    }
+
+    #[test]
+    fn the_frames_of_a_longer_body_are_joined_in_order() {
+        let mut frames = Frames::None;
+        for (i, len) in [(1u8, 3), (2, 0), (3, 5), (4, 1)] {
+            frames.push(Bytes::from(vec![i; len]), 2);
+            assert_eq!(frames.len(), [3, 3, 8, 9][usize::from(i) - 1]);
+        }
+        assert_eq!(&frames.into_bytes()[..], [1, 1, 1, 3, 3, 3, 3, 3, 4]);
+        assert!(Frames::None.into_bytes().is_empty());
     }
 }
