@@ -78,23 +78,27 @@ impl Answer {
         out.write_all(b"}}").map_err(io)
     }
 
-    /// About the length of the answer, so that writing it rarely grows the buffer: a patch
-    /// operation is rarely over 192 bytes of JSON, 256 in base64 (the status annotation is
-    /// one operation that can be longer, and the buffer then grows).
+    /// About the length of the answer, so that writing it rarely grows the buffer (the
+    /// status annotation is one operation that can be longer, and the buffer then grows).
     fn estimated_len(&self) -> usize {
         let patch = self
             .patch
             .as_ref()
-            .map_or(0, |p| 256 * p.estimated_operations());
+            .map_or(0, |p| 4 * estimated_json_len(p).div_ceil(3));
         let warnings: usize = self.warnings.iter().map(|w| w.len() + 4).sum();
         let denied = self.denied.as_ref().map_or(0, String::len);
         512 + patch + warnings + denied
     }
 }
 
+/// About the length of the patch's JSON: an operation is rarely over 192 bytes.
+fn estimated_json_len(patch: &Patch) -> usize {
+    192 * patch.estimated_operations()
+}
+
 /// Writes the base64 of the patch's JSON to `out`, as it is made.
 fn base64_json<W: Write>(out: W, patch: &Patch) -> serde_json::Result<()> {
-    let mut encoder = Base64Writer::new(out);
+    let mut encoder = Base64Writer::new(out, estimated_json_len(patch));
     patch
         .write_json(&mut encoder)
         .map_err(serde_json::Error::io)?;

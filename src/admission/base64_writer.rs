@@ -19,11 +19,13 @@ pub(super) struct Base64Writer<W: Write> {
 }
 
 impl<W: Write> Base64Writer<W> {
-    pub(super) fn new(out: W) -> Self {
+    /// A writer to `out` that holds about `expected` bytes (at most a chunk) before it
+    /// encodes them.
+    pub(super) fn new(out: W, expected: usize) -> Self {
         Base64Writer {
             out,
-            pending: Vec::with_capacity(CHUNK),
-            encoded: Vec::with_capacity(STANDARD.encoded_length(CHUNK)),
+            pending: Vec::with_capacity(expected.min(CHUNK)),
+            encoded: Vec::new(),
         }
     }
 
@@ -86,7 +88,7 @@ mod tests {
     use super::*;
 
     fn encoded(pieces: &[Vec<u8>]) -> Vec<u8> {
-        let mut writer = Base64Writer::new(Vec::new());
+        let mut writer = Base64Writer::new(Vec::new(), 10);
         for piece in pieces {
             writer.write_all(piece).unwrap();
         }
