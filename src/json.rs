@@ -191,6 +191,16 @@ impl<'de> Deserializer<'de> {
         }
     }
 
+    /// Hands the string whose opening quote is the next byte to `visitor`: borrowed from the
+    /// text unless it has an escape.
+    #[inline(always)]
+    fn string_to<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
+        match self.string()? {
+            Text::Borrowed(text) => visitor.visit_borrowed_str(text),
+            Text::Owned(text) => visitor.visit_string(text),
+        }
+    }
+
     /// Checks the string whose opening quote is the next byte, and consumes it.
     #[inline]
     fn skip_string(&mut self) -> Result<()> {
@@ -526,10 +536,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek().ok_or(Error)? {
-            b'"' => match self.string()? {
-                Text::Borrowed(text) => visitor.visit_borrowed_str(text),
-                Text::Owned(text) => visitor.visit_string(text),
-            },
+            b'"' => self.string_to(visitor),
             b'{' => self.items(b'}', |items| visitor.visit_map(items)),
             b'[' => self.items(b']', |items| visitor.visit_seq(items)),
             b't' => {
@@ -575,10 +582,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek() {
-            Some(b'"') => match self.string()? {
-                Text::Borrowed(text) => visitor.visit_borrowed_str(text),
-                Text::Owned(text) => visitor.visit_string(text),
-            },
+            Some(b'"') => self.string_to(visitor),
             _ => Err(Error),
         }
     }
