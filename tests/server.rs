@@ -828,3 +828,117 @@ fn background_audit_without_a_cluster_configuration_refuses_to_start() {
         "{err}"
     );
 }
+
+/// Writes one HTTP/2 frame: its 9-byte header (length, type, flags, stream) and payload.
+async fn write_frame<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    kind: u8,
+    flags: u8,
+    id: u32,
+    payload: &[u8],
+) {
+    let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], kind, flags];
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(payload);
+    stream.write_all(&frame).await.unwrap();
+}
+
+/// Reads one HTTP/2 frame: its type, flags, stream and payload.
+async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> (u8, u8, u32, Vec<u8>) {
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).await.unwrap();
+    let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; length];
+    stream.read_exact(&mut payload).await.unwrap();
+    (head[3], head[4], id, payload)
+}
+
+/// A header block of literal fields, neither indexed nor Huffman-coded (RFC 7541, 6.2.2).
+fn literal_headers(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.push(0);
+        for text in [name, value] {
+            block.push(u8::try_from(text.len()).unwrap());
+            block.extend_from_slice(text.as_bytes());
+        }
+    }
+    block
+}
+
+const HTTP2_SETTINGS: u8 = 0x4;
+const HTTP2_MAX_FRAME_SIZE: u16 = 0x5;
+
+/// Opens HTTP/2 on `tls`: the preface and empty SETTINGS, then the server's SETTINGS,
+/// acknowledged (the server applies them from then on); returns their MAX_FRAME_SIZE.
+async fn open_http2<S: AsyncRead + AsyncWrite + Unpin>(tls: &mut S) -> Option<u32> {
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    write_frame(tls, HTTP2_SETTINGS, 0, 0, &[]).await;
+    let (kind, flags, _, settings) = read_frame(tls).await;
+    assert_eq!(
+        (kind, flags),
+        (HTTP2_SETTINGS, 0),
+        "the server's first frame"
+    );
+    write_frame(tls, HTTP2_SETTINGS, 0x1, 0, &[]).await;
+    settings.chunks_exact(6).find_map(|setting| {
+        (u16::from_be_bytes([setting[0], setting[1]]) == HTTP2_MAX_FRAME_SIZE)
+            .then(|| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]))
+    })
+}
+
+/// The body of the answer on stream `id`, read to its END_STREAM; fails on a GOAWAY or a
+/// RST_STREAM.
+async fn http2_answer<S: AsyncRead + Unpin>(tls: &mut S, id: u32) -> Vec<u8> {
+    let mut answer = Vec::new();
+    loop {
+        let (kind, flags, on, payload) = read_frame(tls).await;
+        assert_ne!(kind, 0x7, "GOAWAY: {payload:?}");
+        assert_ne!(kind, 0x3, "RST_STREAM: {payload:?}");
+        if kind == 0x0 && on == id {
+            answer.extend_from_slice(&payload);
+            if flags & 0x1 != 0 {
+                return answer;
+            }
+        }
+    }
+}
+
+/// The API server's HTTP/2 client sends a request body in frames as large as the server's
+/// SETTINGS allow. A 28 KB review in one DATA frame, above HTTP/2's default limit of
+/// 16 KiB, is answered, not refused with FRAME_SIZE_ERROR.
+#[tokio::test]
+async fn takes_an_http2_review_in_one_frame_of_up_to_64_kib() {
+    let server = TestServer::start().await;
+    let body = fixture("pod-create.json");
+    assert!(body.len() > 16 * 1024 && body.len() < 64 * 1024);
+    let mut tls = server.tls_connect(&[b"h2"]).await;
+    assert_eq!(open_http2(&mut tls).await, Some(64 * 1024));
+    let length = body.len().to_string();
+    let headers = literal_headers(&[
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":path", "/mutate"),
+        (":authority", "localhost"),
+        ("content-type", JSON),
+        ("content-length", &length),
+    ]);
+    write_frame(&mut tls, 0x1, 0x4, 1, &headers).await; // HEADERS, END_HEADERS
+    write_frame(&mut tls, 0x0, 0x1, 1, &body).await; // DATA, END_STREAM
+    let answer = tokio::time::timeout(Duration::from_secs(10), http2_answer(&mut tls, 1))
+        .await
+        .expect("no answer to a review in one frame");
+    let review: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(
+        review["response"]["uid"],
+        "9a0c5b7e-51d2-4f0a-b6c1-7e4d2f8a3c10"
+    );
+    assert_eq!(review["response"]["allowed"], true);
+    assert_eq!(review["response"]["patchType"], "JSONPatch");
+    drop(tls);
+    server.stop().await;
+}

@@ -74,6 +74,12 @@ const HTTP2_STREAM_WINDOW: u32 = 256 * 1024;
 /// The same for all the requests of one HTTP/2 connection (hyper's default, 1 MiB).
 const HTTP2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
+/// The largest HTTP/2 frame the server takes (the protocol's default is 16 KiB). Clients
+/// that send a body in frames as large as the server allows, as the API server's does,
+/// send a review of less than 64 KiB (one that is not large) in one DATA frame. It is then
+/// read where it arrived, not first joined from pieces.
+const HTTP2_MAX_FRAME_SIZE: u32 = 64 * 1024;
+
 /// How much of one answer waits in an HTTP/2 connection's buffers for the client to read
 /// it (hyper's default is 400 KiB).
 const HTTP2_SEND_BUFFER: usize = 128 * 1024;
@@ -101,6 +107,7 @@ impl Http {
             .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+            .max_frame_size(HTTP2_MAX_FRAME_SIZE)
             .max_send_buf_size(HTTP2_SEND_BUFFER);
         Http {
             h1: builder.clone().http1_only(),
