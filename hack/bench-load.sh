@@ -11,6 +11,10 @@
 #   - in both, the server's CPU time per request (utime + stime of /proc/PID/stat), and
 #     /healthz's as a ratio of the body's: the same comparison, less moved by other
 #     processes on the machine;
+#   - in both, h2load's own CPU time per request (user + system, from the shell's `times`):
+#     the load generator shares the machine with the server, and what it spends to send a
+#     body (TLS, and the kernel's loopback, which delivers each segment in the sender's
+#     time) bounds the rate as the server's time does;
 #   - then the highest rate of the same body sent as `text/plain`, which the server reads
 #     in full and refuses (400) before reading any of it as JSON: the transport of the body
 #     alone (TLS, HTTP, the log line and the metrics, and h2load's own work to send it), as
@@ -85,7 +89,7 @@ if [[ ! -x "${bin}" ]]; then
   exit 1
 fi
 mkdir -p "${out}"
-rm -f "${out}"/*.log "${out}"/*.txt "${out}"/*.json "${out}"/*.script
+rm -f "${out}"/*.log "${out}"/*.txt "${out}"/*.json "${out}"/*.script "${out}"/*.times
 
 # Each body's file: tests/data/NAME, or NAME compacted into ${out} (NAME.compact.json).
 body_file() {
@@ -139,24 +143,36 @@ run_h2load() {
   timeout "${seconds}" h2load "${args[@]}" "$@" >"${out}/${name}.txt"
 }
 
+# The CPU seconds (user + system) of the processes this shell has waited for, from the
+# `times` it wrote to $1 (a builtin: the count is the calling shell's, not a subshell's).
+children_cpu() {
+  awk 'function s(t, p) { split(t, p, "m"); return p[1] * 60 + p[2] }
+    NR == 2 { printf "%.6f", s($1) + s($2) }' "$1"
+}
+
 # load NAME PROTO PATH BODY TYPE [h2load options...]: one bounded run of BODY (empty for
-# none) sent as TYPE (empty for application/json), checked by requests_made; prints req/s
-# and the server's CPU microseconds per request.
+# none) sent as TYPE (empty for application/json), checked by requests_made; prints req/s,
+# the server's CPU microseconds per request and h2load's.
 load() {
   local name="$1" proto="$2" path="$3" body="$4" type="${5:-application/json}"
   shift 5
   local before
   before="$(cpu_ticks)"
+  times >"${out}/${name}.before.times"
   run_h2load "${name}" "${proto}" "${body}" "${type}" $((duration + 30)) -D "${duration}" \
     "$@" "https://${addr}${path}"
+  times >"${out}/${name}.after.times"
   local ticks=$(($(cpu_ticks) - before))
+  local generator
+  generator="$(awk -v a="$(children_cpu "${out}/${name}.after.times")" \
+    -v b="$(children_cpu "${out}/${name}.before.times")" 'BEGIN { print a - b }')"
   local total
   # A command substitution does not stop on an error (set -e) by itself.
   total="$(requests_made "${name}" "${type}")" || exit 1
   local rate
   rate="$(sed -nE 's/^finished in [^,]*, ([0-9.]+) req\/s.*/\1/p' "${out}/${name}.txt")"
   echo "${rate} $(awk -v t="${ticks}" -v hz="${ticks_per_second}" -v n="${total}" \
-    'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+    -v g="${generator}" 'BEGIN { printf "%.1f %.1f", t / hz * 1e6 / n, g * 1e6 / n }')"
 }
 
 # paced NAME PROTO PATH BODY RATE: BODY (empty for none) to PATH evenly spaced, RATE req/s
@@ -214,7 +230,8 @@ percentile() {
 }
 
 # Column C (1-based) of the lines in "$1" (the pairs, one line each: /healthz req/s and CPU,
-# the body's req/s and CPU, the two ratios, the refused body's ratio; or the evenly spaced
+# the body's req/s and CPU, the two ratios, the refused body's ratio, h2load's CPU for
+# /healthz and for the body; or the evenly spaced
 # runs, one line each: the rate reached, p50, p99, /healthz's p99): its min, median and max.
 spread() {
   awk -v c="$2" '{ print $c }' <<<"$1" | sort -g | awk '{ v[NR] = $1 } END {
@@ -222,8 +239,8 @@ spread() {
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; the server on ${workers} async worker(s); h2load -c ${clients} -m 1, ${duration} s per run, ${repeats} pairs per body"
-printf '%-6s %-34s %9s %17s %12s %10s %17s %11s %9s %9s %12s %13s %9s %19s %12s\n' protocol body \
-  'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'refused x healthz' 'half rate' 'p50 ms' \
+printf '%-6s %-34s %9s %17s %12s %10s %14s %17s %11s %9s %9s %12s %13s %9s %19s %12s\n' protocol body \
+  'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'h2load us/req' 'refused x healthz' 'half rate' 'p50 ms' \
   'p99 ms' 'healthz p99' 'evenly at' 'p50 ms' 'p99 ms' 'healthz p99'
 for proto in h2 h1; do
   # Each run of a body follows a /healthz run of its own, and each ratio is taken within
@@ -234,20 +251,21 @@ for proto in h2 h1; do
       name="${proto}-${body%.json}-${r}"
       # Assigned first, so that a failed run stops the script (set -e).
       run="$(load "${name}-healthz" "${proto}" /healthz "" "")"
-      read -r healthz healthz_cpu <<<"${run}"
+      read -r healthz healthz_cpu healthz_generator <<<"${run}"
       run="$(load "${name}" "${proto}" /mutate "${body}" "")"
-      read -r rate cpu <<<"${run}"
+      read -r rate cpu generator <<<"${run}"
       run="$(load "${name}-refused" "${proto}" /mutate "${body}" text/plain)"
       read -r refused _ <<<"${run}"
       pairs["${body}"]+="$(awk -v h="${healthz}" -v hc="${healthz_cpu}" -v m="${rate}" -v mc="${cpu}" \
-        -v r="${refused}" \
-        'BEGIN { printf "%s %s %s %s %.4f %.4f %.4f", h, hc, m, mc, m / h, hc / mc, r / h }')"$'\n'
+        -v r="${refused}" -v hg="${healthz_generator}" -v mg="${generator}" \
+        'BEGIN { printf "%s %s %s %s %.4f %.4f %.4f %s %s", h, hc, m, mc, m / h, hc / mc, r / h, hg, mg }')"$'\n'
     done
   done
   all="$(printf '%s' "${pairs[@]}")"
   read -r low mid high <<<"$(spread "${all}" 1)"
-  printf '%-6s %-34s %9.0f %17s %12.1f %10s %17s   (%.0f to %.0f req/s)\n' "${proto}" "GET /healthz" \
-    "${mid}" 1.00 "$(spread "${all}" 2 | cut -d' ' -f2)" 1.00 "" "${low}" "${high}"
+  printf '%-6s %-34s %9.0f %17s %12.1f %10s %14.1f %17s   (%.0f to %.0f req/s)\n' "${proto}" \
+    "GET /healthz" "${mid}" 1.00 "$(spread "${all}" 2 | cut -d' ' -f2)" 1.00 \
+    "$(spread "${all}" 8 | cut -d' ' -f2)" "" "${low}" "${high}"
   for body in "${bodies[@]}"; do
     runs="${pairs[${body}]%$'\n'}"
     read -r _ max _ <<<"$(spread "${runs}" 3)"
@@ -255,6 +273,7 @@ for proto in h2 h1; do
     read -r low mid high <<<"$(spread "${runs}" 5)"
     read -r _ cpu_ratio _ <<<"$(spread "${runs}" 6)"
     read -r _ refused _ <<<"$(spread "${runs}" 7)"
+    read -r _ generator _ <<<"$(spread "${runs}" 9)"
     name="${proto}-${body%.json}"
     per_client="$(awk -v r="${max}" -v c="${clients}" 'BEGIN { n = int(r / 2 / c); print (n < 1 ? 1 : n) }')"
     half=$((per_client * clients))
@@ -276,11 +295,11 @@ for proto in h2 h1; do
     read -r even_low even_p99 even_high <<<"$(spread "${evens}" 3)"
     read -r _ even_healthz _ <<<"$(spread "${evens}" 4)"
     size="$(stat -c %s "$(body_file "${body}")")"
-    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %17.2f %11s %9.3f %9.3f %12.3f %11.0f/s %9.3f %19s %12.3f\n' \
+    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %14.1f %17.2f %11s %9.3f %9.3f %12.3f %11.0f/s %9.3f %19s %12.3f\n' \
       "${proto}" \
       "${body} ($(((size + 500) / 1000)) kB)" "${max}" \
       "$(awk -v l="${low}" -v m="${mid}" -v h="${high}" 'BEGIN { printf "%.2f [%.2f-%.2f]", m, l, h }')" \
-      "${cpu}" "${cpu_ratio}" "${refused}" "${half}/s" \
+      "${cpu}" "${cpu_ratio}" "${generator}" "${refused}" "${half}/s" \
       "$(percentile "${out}/${name}-half.log" 50)" "$(percentile "${out}/${name}-half.log" 99)" \
       "$(percentile "${out}/${name}-half-healthz.log" 99)" "${even}" "${even_p50}" \
       "$(awk -v l="${even_low}" -v m="${even_p99}" -v h="${even_high}" \
