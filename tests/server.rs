@@ -861,14 +861,24 @@ fn literal_headers(fields: &[(&str, &str)]) -> Vec<u8> {
     for (name, value) in fields {
         block.push(0);
         for text in [name, value] {
-            block.push(u8::try_from(text.len()).unwrap());
+            // The length's first byte holds lengths under 127.
+            let length = u8::try_from(text.len()).ok().filter(|length| *length < 127);
+            block.push(length.expect("a name or value under 127 bytes"));
             block.extend_from_slice(text.as_bytes());
         }
     }
     block
 }
 
+// HTTP/2 frame types, flags and a setting (RFC 9113).
+const HTTP2_DATA: u8 = 0x0;
+const HTTP2_HEADERS: u8 = 0x1;
+const HTTP2_RST_STREAM: u8 = 0x3;
 const HTTP2_SETTINGS: u8 = 0x4;
+const HTTP2_GOAWAY: u8 = 0x7;
+const HTTP2_END_STREAM: u8 = 0x1;
+const HTTP2_ACK: u8 = 0x1;
+const HTTP2_END_HEADERS: u8 = 0x4;
 const HTTP2_MAX_FRAME_SIZE: u16 = 0x5;
 
 /// Opens HTTP/2 on `tls`: the preface and empty SETTINGS, then the server's SETTINGS,
@@ -884,7 +894,7 @@ async fn open_http2<S: AsyncRead + AsyncWrite + Unpin>(tls: &mut S) -> Option<u3
         (HTTP2_SETTINGS, 0),
         "the server's first frame"
     );
-    write_frame(tls, HTTP2_SETTINGS, 0x1, 0, &[]).await;
+    write_frame(tls, HTTP2_SETTINGS, HTTP2_ACK, 0, &[]).await;
     settings.chunks_exact(6).find_map(|setting| {
         (u16::from_be_bytes([setting[0], setting[1]]) == HTTP2_MAX_FRAME_SIZE)
             .then(|| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]))
@@ -897,11 +907,11 @@ async fn http2_answer<S: AsyncRead + Unpin>(tls: &mut S, id: u32) -> Vec<u8> {
     let mut answer = Vec::new();
     loop {
         let (kind, flags, on, payload) = read_frame(tls).await;
-        assert_ne!(kind, 0x7, "GOAWAY: {payload:?}");
-        assert_ne!(kind, 0x3, "RST_STREAM: {payload:?}");
-        if kind == 0x0 && on == id {
+        assert_ne!(kind, HTTP2_GOAWAY, "GOAWAY: {payload:?}");
+        assert_ne!(kind, HTTP2_RST_STREAM, "RST_STREAM: {payload:?}");
+        if kind == HTTP2_DATA && on == id {
             answer.extend_from_slice(&payload);
-            if flags & 0x1 != 0 {
+            if flags & HTTP2_END_STREAM != 0 {
                 return answer;
             }
         }
@@ -927,8 +937,8 @@ async fn takes_an_http2_review_in_one_frame_of_up_to_64_kib() {
         ("content-type", JSON),
         ("content-length", &length),
     ]);
-    write_frame(&mut tls, 0x1, 0x4, 1, &headers).await; // HEADERS, END_HEADERS
-    write_frame(&mut tls, 0x0, 0x1, 1, &body).await; // DATA, END_STREAM
+    write_frame(&mut tls, HTTP2_HEADERS, HTTP2_END_HEADERS, 1, &headers).await;
+    write_frame(&mut tls, HTTP2_DATA, HTTP2_END_STREAM, 1, &body).await;
     let answer = tokio::time::timeout(Duration::from_secs(10), http2_answer(&mut tls, 1))
         .await
         .expect("no answer to a review in one frame");
