@@ -231,8 +231,8 @@ percentile() {
 
 # Column C (1-based) of the lines in "$1" (the pairs, one line each: /healthz req/s and CPU,
 # the body's req/s and CPU, the two ratios, the refused body's ratio, h2load's CPU for
-# /healthz and for the body; or the evenly spaced
-# runs, one line each: the rate reached, p50, p99, /healthz's p99): its min, median and max.
+# /healthz and for the body; or the evenly spaced runs, one line each: the rate reached,
+# p50, p99, /healthz's p99): its min, median and max.
 spread() {
   awk -v c="$2" '{ print $c }' <<<"$1" | sort -g | awk '{ v[NR] = $1 } END {
     print v[1], (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[NR] }'
