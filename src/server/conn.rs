@@ -40,6 +40,7 @@ use tracing::{debug, error, info, warn};
 
 use super::LOG_TARGET;
 use super::read_ahead::ReadAhead;
+use super::routes::LARGE_REVIEW_BYTES;
 
 /// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY). The API
 /// server reuses connections well within it, and reconnects cheaply when it does not.
@@ -74,11 +75,11 @@ const HTTP2_STREAM_WINDOW: u32 = 256 * 1024;
 /// The same for all the requests of one HTTP/2 connection (hyper's default, 1 MiB).
 const HTTP2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
-/// The largest HTTP/2 frame the server takes (the protocol's default is 16 KiB). Clients
-/// that send a body in frames as large as the server allows, as the API server's does,
-/// send a review of less than 64 KiB (one that is not large) in one DATA frame. It is then
+/// The largest HTTP/2 frame the server takes (the protocol's default is 16 KiB): the size
+/// of a large review. Clients that send a body in frames as large as the server allows, as
+/// the API server's does, send any review that is not large in one DATA frame. It is then
 /// read where it arrived, not first joined from pieces.
-const HTTP2_MAX_FRAME_SIZE: u32 = 64 * 1024;
+const HTTP2_MAX_FRAME_SIZE: u32 = LARGE_REVIEW_BYTES as u32;
 
 /// How much of one answer waits in an HTTP/2 connection's buffers for the client to read
 /// it (hyper's default is 400 KiB).
