@@ -143,11 +143,12 @@ run_h2load() {
   timeout "${seconds}" h2load "${args[@]}" "$@" >"${out}/${name}.txt"
 }
 
-# The CPU seconds (user + system) of the processes this shell has waited for, from the
-# `times` it wrote to $1 (a builtin: the count is the calling shell's, not a subshell's).
+# The CPU seconds (user + system) of the processes this shell waited for between the
+# `times` it wrote to $1 and the one it wrote to $2 (a builtin: the count is the calling
+# shell's, not a subshell's; its second line is the children's).
 children_cpu() {
   awk 'function s(t, p) { split(t, p, "m"); return p[1] * 60 + p[2] }
-    NR == 2 { printf "%.6f", s($1) + s($2) }' "$1"
+    FNR == 2 { cpu[++n] = s($1) + s($2) } END { printf "%.6f", cpu[2] - cpu[1] }' "$1" "$2"
 }
 
 # load NAME PROTO PATH BODY TYPE [h2load options...]: one bounded run of BODY (empty for
@@ -164,8 +165,7 @@ load() {
   times >"${out}/${name}.after.times"
   local ticks=$(($(cpu_ticks) - before))
   local generator
-  generator="$(awk -v a="$(children_cpu "${out}/${name}.after.times")" \
-    -v b="$(children_cpu "${out}/${name}.before.times")" 'BEGIN { print a - b }')"
+  generator="$(children_cpu "${out}/${name}.before.times" "${out}/${name}.after.times")"
   local total
   # A command substitution does not stop on an error (set -e) by itself.
   total="$(requests_made "${name}" "${type}")" || exit 1
