@@ -3,11 +3,11 @@
 //! `add` does not create parents. The operations are typed: each value is one of the few
 //! shapes the webhook writes, written straight to the wire as JSON, each as it is made:
 //! their fixed parts as the bytes `serde_json` would write for them, the text that comes
-//! from the pod escaped by `serde_json`.
+//! from the pod escaped by `serde_json`, and the status annotation's JSON escaped into its
+//! string as `serde_json` escapes a string.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::fmt;
 use std::io;
 
 use serde::Serialize;
@@ -137,7 +137,7 @@ impl Value<'_> {
     fn write<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
         match self {
             Value::Text(text) => string(out, text),
-            Value::Status(status) => string(out, status),
+            Value::Status(status) => status.write(out),
             Value::Memory(memory) => {
                 out.write_all(br#"{"memory":"#)?;
                 string(out, memory)?;
@@ -175,7 +175,7 @@ impl Value<'_> {
                 out.write_all(b"{\"")?;
                 out.write_all(STATUS.as_bytes())?;
                 out.write_all(b"\":")?;
-                string(out, status)?;
+                status.write(out)?;
                 out.write_all(b"}")
             }
             Value::Metadata(status) => {
@@ -252,63 +252,81 @@ impl EnvEntry {
 #[derive(Debug, Clone, Copy)]
 struct StatusText<'a>(Merged<'a>);
 
-impl Serialize for StatusText<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+impl StatusText<'_> {
+    /// Writes the text as `serde_json` writes a string holding it.
+    fn write<W: io::Write>(&self, out: &mut W) -> io::Result<()> {
+        out.write_all(b"\"")?;
+        let mut text = Escaped::new(out);
+        serde_json::to_writer(&mut text, &self.0).map_err(io::Error::from)?;
+        text.pass()?;
+        out.write_all(b"\"")
     }
 }
 
-impl fmt::Display for StatusText<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = TextWriter::new(f);
-        serde_json::to_writer(&mut out, &self.0).map_err(|_| fmt::Error)?;
-        out.pass()
-    }
-}
+/// How many bytes of escaped text an [`Escaped`] gathers before passing them on.
+const ESCAPED_PIECE: usize = 256;
 
-/// How many bytes of JSON text a [`TextWriter`] gathers before passing them on.
-const TEXT_PIECE: usize = 256;
+/// The longest escape of one byte: `\u001f`.
+const LONGEST_ESCAPE: usize = 6;
 
-/// Passes JSON text to a formatter, which escapes it into a JSON string. `serde_json` writes
-/// whole UTF-8 pieces, most of them a few bytes long; they are gathered into pieces of up
-/// to [`TEXT_PIECE`] bytes, so that the escaping runs over a few long pieces instead of
-/// many short ones.
-struct TextWriter<'a, 'b> {
-    formatter: &'a mut fmt::Formatter<'b>,
-    buffer: [u8; TEXT_PIECE],
+/// Makes text the inside of a JSON string: each byte that `serde_json` escapes in a string
+/// (a quote, a backslash, a control character) escaped as it escapes it, the others as they
+/// are. The bytes are escaped one by one, so text may come in pieces of any size, split
+/// anywhere. `serde_json` writes its text a few bytes at a time; the escaped text is
+/// gathered and passed on in pieces of up to [`ESCAPED_PIECE`] bytes, the last by
+/// [`Escaped::pass`].
+struct Escaped<'a, W: io::Write> {
+    out: &'a mut W,
+    buffer: [u8; ESCAPED_PIECE],
     len: usize,
 }
 
-impl<'a, 'b> TextWriter<'a, 'b> {
-    fn new(formatter: &'a mut fmt::Formatter<'b>) -> Self {
-        TextWriter {
-            formatter,
-            buffer: [0; TEXT_PIECE],
+impl<'a, W: io::Write> Escaped<'a, W> {
+    fn new(out: &'a mut W) -> Self {
+        Escaped {
+            out,
+            buffer: [0; ESCAPED_PIECE],
             len: 0,
         }
     }
 
     /// Passes on what has been gathered.
-    fn pass(&mut self) -> fmt::Result {
+    fn pass(&mut self) -> io::Result<()> {
         let gathered = &self.buffer[..self.len];
         self.len = 0;
-        // Whole UTF-8 pieces, one after another.
-        let text = std::str::from_utf8(gathered).map_err(|_| fmt::Error)?;
-        self.formatter.write_str(text)
+        self.out.write_all(gathered)
     }
 }
 
-impl io::Write for TextWriter<'_, '_> {
+impl<W: io::Write> io::Write for Escaped<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.len + buf.len() > TEXT_PIECE {
-            self.pass().map_err(io::Error::other)?;
-        }
-        if buf.len() > TEXT_PIECE {
-            let text = std::str::from_utf8(buf).map_err(io::Error::other)?;
-            self.formatter.write_str(text).map_err(io::Error::other)?;
-        } else {
-            self.buffer[self.len..self.len + buf.len()].copy_from_slice(buf);
-            self.len += buf.len();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for &byte in buf {
+            if self.len > ESCAPED_PIECE - LONGEST_ESCAPE {
+                self.pass()?;
+            }
+            let mut unicode = *b"\\u0000";
+            let escape: &[u8] = match byte {
+                0x20.. if byte != b'"' && byte != b'\\' => {
+                    self.buffer[self.len] = byte;
+                    self.len += 1;
+                    continue;
+                }
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                _ => {
+                    unicode[4] = HEX[usize::from(byte >> 4)];
+                    unicode[5] = HEX[usize::from(byte & 0xf)];
+                    &unicode
+                }
+            };
+            self.buffer[self.len..self.len + escape.len()].copy_from_slice(escape);
+            self.len += escape.len();
         }
         Ok(buf.len())
     }
@@ -591,19 +609,6 @@ mod tests {
 
     use super::*;
 
-    /// Pieces written to a [`TextWriter`], as its formatter receives them.
-    struct Pieces<'a>(&'a [&'a str]);
-
-    impl fmt::Display for Pieces<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let mut out = TextWriter::new(f);
-            for piece in self.0 {
-                out.write_all(piece.as_bytes()).map_err(|_| fmt::Error)?;
-            }
-            out.pass()
-        }
-    }
-
     #[test]
     fn pointers_are_written_as_rfc_6901_says() {
         let container = Place::Container {
@@ -648,22 +653,34 @@ mod tests {
         }
     }
 
+    /// `text` written through [`Escaped`] in pieces of `piece` bytes, between quotes.
+    fn escaped(text: &str, piece: usize) -> String {
+        let mut out = b"\"".to_vec();
+        let mut escaped = Escaped::new(&mut out);
+        for chunk in text.as_bytes().chunks(piece) {
+            escaped.write_all(chunk).unwrap();
+        }
+        escaped.pass().unwrap();
+        out.push(b'"');
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
-    fn text_writer_passes_every_piece_whole_and_in_order() {
-        let wide = "é".repeat(200);
-        let almost = "x".repeat(TEXT_PIECE - 1);
-        let over = "ü".repeat(TEXT_PIECE);
-        let cases: [&[&str]; 5] = [
-            &[],
-            &["{", "\"a\"", ":", "1", "}"],
-            // A piece that fills the buffer to one byte short, then a two-byte character.
-            &[&almost, "ü", "}"],
-            // Pieces longer than the buffer, between short ones.
-            &["[", &wide, ",", &over, "]"],
-            &[&over, &over],
+    fn escapes_a_text_as_serde_json_escapes_a_string() {
+        let every_ascii: String = (0..=0x7f_u8).map(char::from).collect();
+        let texts = [
+            String::new(),
+            every_ascii.repeat(5),
+            // Longer than a piece, escapes across its end.
+            "\"x\u{1}".repeat(ESCAPED_PIECE),
+            r#"{"containers":{"a\"b":{"request":"1Gi"}},"pod":{"gogc":"off"}}"#.to_owned(),
+            "é, ü, 日本, 🦀 and \u{7f}\u{1}\n".to_owned(),
         ];
-        for pieces in cases {
-            assert_eq!(Pieces(pieces).to_string(), pieces.concat());
+        for text in &texts {
+            // Split anywhere, inside a character too.
+            for piece in [1, 2, 3, 7, 256] {
+                assert_eq!(escaped(text, piece), serde_json::to_string(text).unwrap());
+            }
         }
     }
 }
