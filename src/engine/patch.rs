@@ -274,7 +274,7 @@ const LONGEST_ESCAPE: usize = 6;
 /// are. The bytes are escaped one by one, so text may come in pieces of any size, split
 /// anywhere. `serde_json` writes its text a few bytes at a time; the escaped text is
 /// gathered and passed on in pieces of up to [`ESCAPED_PIECE`] bytes, the last by
-/// [`Escaped::pass`].
+/// [`Escaped::pass`] (or `flush`, which flushes the output too).
 struct Escaped<'a, W: io::Write> {
     out: &'a mut W,
     buffer: [u8; ESCAPED_PIECE],
@@ -332,7 +332,8 @@ impl<W: io::Write> io::Write for Escaped<'_, W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.pass()?;
+        self.out.flush()
     }
 }
 
@@ -660,7 +661,7 @@ mod tests {
         for chunk in text.as_bytes().chunks(piece) {
             escaped.write_all(chunk).unwrap();
         }
-        escaped.pass().unwrap();
+        escaped.flush().unwrap();
         out.push(b'"');
         String::from_utf8(out).unwrap()
     }
