@@ -14,6 +14,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 mod json;
+mod json_escape;
 pub mod live;
 mod manifests;
 pub mod metrics;

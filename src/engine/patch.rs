@@ -17,6 +17,7 @@ use super::read::{MetadataShape, Place};
 use super::status::Merged;
 use super::view::{GOGC, GOMEMLIMIT};
 use super::{GomemlimitValue, STATUS, Status};
+use crate::json_escape::{LONGEST_ESCAPE, escape};
 
 /// One JSONPatch operation, written as `{"op", "path", "value"}`.
 #[derive(Debug, Clone)]
@@ -266,9 +267,6 @@ impl StatusText<'_> {
 /// How many bytes of escaped text an [`Escaped`] gathers before passing them on.
 const ESCAPED_PIECE: usize = 256;
 
-/// The longest escape of one byte: `\u001f`.
-const LONGEST_ESCAPE: usize = 6;
-
 /// Makes text the inside of a JSON string: each byte that `serde_json` escapes in a string
 /// (a quote, a backslash, a control character) escaped as it escapes it, the others as they
 /// are. The bytes are escaped one by one, so text may come in pieces of any size, split
@@ -300,33 +298,21 @@ impl<'a, W: io::Write> Escaped<'a, W> {
 
 impl<W: io::Write> io::Write for Escaped<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         for &byte in buf {
             if self.len > ESCAPED_PIECE - LONGEST_ESCAPE {
                 self.pass()?;
             }
-            let mut unicode = *b"\\u0000";
-            let escape: &[u8] = match byte {
-                0x20.. if byte != b'"' && byte != b'\\' => {
+            match escape(byte) {
+                None => {
                     self.buffer[self.len] = byte;
                     self.len += 1;
-                    continue;
                 }
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                _ => {
-                    unicode[4] = HEX[usize::from(byte >> 4)];
-                    unicode[5] = HEX[usize::from(byte & 0xf)];
-                    &unicode
+                Some(escape) => {
+                    let escape = escape.as_bytes();
+                    self.buffer[self.len..self.len + escape.len()].copy_from_slice(escape);
+                    self.len += escape.len();
                 }
-            };
-            self.buffer[self.len..self.len + escape.len()].copy_from_slice(escape);
-            self.len += escape.len();
+            }
         }
         Ok(buf.len())
     }

@@ -16,6 +16,8 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::json_escape::escape;
+
 /// `{"timestamp", "level", the fields in order, "target"}`.
 #[derive(Debug, Default)]
 pub(super) struct JsonLine;
@@ -130,24 +132,14 @@ impl<W: Write> Write for Escaping<'_, W> {
         let bytes = text.as_bytes();
         let mut plain = 0;
         for (at, &byte) in bytes.iter().enumerate() {
-            let escape = match byte {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x08 => "\\b",
-                0x0c => "\\f",
-                0x00..=0x1f => "",
-                _ => continue,
+            let Some(escape) = escape(byte) else {
+                continue;
             };
-            // Every byte escaped is ASCII, so `plain..at` lies on character boundaries.
+            // Every byte escaped is ASCII, so `plain..at` lies on character boundaries; every
+            // escape is ASCII too.
             self.0.write_str(&text[plain..at])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{byte:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
+            self.0
+                .write_str(std::str::from_utf8(escape.as_bytes()).map_err(|_| fmt::Error)?)?;
             plain = at + 1;
         }
         self.0.write_str(&text[plain..])
