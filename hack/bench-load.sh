@@ -25,11 +25,11 @@
 #   - in bursts, as h2load --rps sends them: its rate timer fires no more often than every
 #     10 ms, and each connection sends what it released one request after another, so most
 #     of the load comes within about half of each 10 ms, at the highest rate;
-#   - evenly spaced, a request every 1 / RATE seconds: each connection an h2load process
-#     of its own with a --timing-script-file, offset from the others (see paced). The
-#     script prints the rate reached, within 3 % of the one asked unless three runs missed.
-#     BENCH_REPEATS runs, each followed by `GET /healthz` the same way: the medians, and
-#     the p99s' range.
+#   - evenly spaced, a request every 1 / RATE seconds, by benches/paced.rs (see paced):
+#     the rate reached, how busy the machine's CPUs were, p50 and p99 from each request's
+#     start (as h2load counts them), and p99 from each request's turn (with the wait of a
+#     request whose connection still awaits the answer before). BENCH_REPEATS
+#     runs, each followed by `GET /healthz` the same way: the medians, and the p99s' range.
 # Beside each, the p99 of `GET /healthz` sent the same way at the same rate: what the
 # machine, TLS and HTTP add to any answer at that rate (a sleeping core's wake-up, a
 # neighbour's time slice), against which the review's own share of its p99 shows.
@@ -90,6 +90,18 @@ if [[ ! -x "${bin}" ]]; then
 fi
 mkdir -p "${out}"
 rm -f "${out}"/*.log "${out}"/*.txt "${out}"/*.json "${out}"/*.script "${out}"/*.times
+
+# The evenly spaced load's generator (benches/paced.rs), built as `cargo bench` builds it.
+paced_bin="$(cd "${repo}" && "${CARGO:-cargo}" bench --locked --bench paced --no-run \
+  --message-format=json-render-diagnostics | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "paced" and m.get("executable"):
+        print(m["executable"])')"
+if [[ ! -x "${paced_bin}" ]]; then
+  echo "error: benches/paced.rs did not build" >&2
+  exit 1
+fi
 
 # Each body's file: tests/data/NAME, or NAME compacted into ${out} (NAME.compact.json).
 body_file() {
@@ -176,57 +188,50 @@ load() {
 }
 
 # paced NAME PROTO PATH BODY RATE: BODY (empty for none) to PATH evenly spaced, RATE req/s
-# in all, for settle_ms and then BENCH_DURATION seconds, checked by requests_made; its
-# latencies, after the first settle_ms, in NAME.log; prints the rate reached in them: the
-# requests over the time from the first start to the last. Each connection is an h2load
-# process of its own, sending a request every CONNECTIONS / RATE seconds from a timing
-# script, the i-th offset by i / RATE seconds, so that a request comes every 1 / RATE
-# seconds. One h2load with all the connections would send them together: whenever its loop
-# is late for two connections' timers, it re-arms both from the same moment, and they fire
-# together from then on. libev's select backend (LIBEV_FLAGS=1) times them to the
-# microsecond; its default, epoll, rounds each wait up to a whole millisecond. h2load times
-# each line from the one before, so the rate reached falls short of the one asked: a run
-# more than 3 % off is run again (twice at most), asking for RATE scaled by what it missed.
+# in all, for settle_ms and then BENCH_DURATION seconds, by benches/paced.rs: one thread
+# with the 8 connections, one request at a time on each, a timerfd handing the next
+# connection its turn every 1 / RATE seconds (to the microsecond). Its latencies, after
+# the first settle_ms, in NAME.log (h2load's columns, then the latency from the turn).
+# Prints the rate reached in them (the requests over the time from the first start to the
+# last), how busy the machine's CPUs were meanwhile (%), and p99 from the turn (ms).
+#
+# Eight h2load processes with timing scripts spent 2 to 2.5 times the CPU per request that
+# one h2load spends at its highest rate (about 110-140 us against 45 for the 28 KB pod): at
+# half the highest rate they and the server kept the two CPUs 75-90 % busy, and the p99
+# measured was mostly the load generator's share of the machine.
 paced() {
   local name="$1" proto="$2" path="$3" body="$4" rate="$5"
-  local asked="${rate}" reached i
-  for _ in 1 2 3; do
-    local pids=()
-    rm -f "${out}/${name}"-[0-9]*.log
-    for ((i = 0; i < clients; i++)); do
-      awk -v c="${clients}" -v r="${asked}" -v i="${i}" -v d="${duration}" -v s="${settle_ms}" \
-        -v url="https://${addr}${path}" 'BEGIN {
-          step = c / r * 1000
-          printf "0.000\t%s\n", url
-          for (k = 1; k * step < d * 1000 + s; k++) printf "%.3f\t%s\n", k * step + i * step / c, url
-        }' >"${out}/${name}-${i}.script"
-      LIBEV_FLAGS=1 run_clients=1 run_h2load "${name}-${i}" "${proto}" "${body}" \
-        application/json $((duration * 3 + 30)) --timing-script-file "${out}/${name}-${i}.script" &
-      pids+=("$!")
-    done
-    for i in "${!pids[@]}"; do
-      if ! wait "${pids[${i}]}"; then
-        echo "error: ${name}-${i}: h2load failed; see ${out}/${name}-${i}.txt" >&2
-        exit 1
-      fi
-      requests_made "${name}-${i}" application/json >/dev/null
-    done
-    # The first settle_ms (the processes starting, their TLS handshakes) is left out.
-    sort -n "${out}/${name}"-[0-9]*.log |
-      awk -v s="${settle_ms}" 'NR == 1 { from = $1 + s * 1000 } $1 >= from' >"${out}/${name}.log"
-    reached="$(awk 'NR == 1 || $1 < first { first = $1 } $1 > last { last = $1 }
-      END { printf "%.0f", (NR - 1) / ((last - first) / 1e6) }' "${out}/${name}.log")"
-    if awk -v a="${reached}" -v r="${rate}" 'BEGIN { exit !(a >= 0.97 * r && a <= 1.03 * r) }'; then
-      break
-    fi
-    asked="$(awk -v a="${asked}" -v g="${reached}" -v r="${rate}" 'BEGIN { printf "%.0f", a * r / g }')"
-  done
-  echo "${reached}"
+  local args=(--addr "${addr}" --ca "${out}/ca.crt" --path "${path}" --rate "${rate}"
+    --connections "${clients}" --duration "${duration}" --settle-ms "${settle_ms}"
+    --log "${out}/${name}.log")
+  [[ "${proto}" == h1 ]] && args+=(--http1)
+  [[ -n "${body}" ]] && args+=(--body "$(body_file "${body}")")
+  local before after
+  before="$(cpu_busy)"
+  if ! timeout $((duration * 3 + 30)) "${paced_bin}" --bench "${args[@]}" \
+    >"${out}/${name}.txt" 2>&1; then
+    echo "error: ${name}: the paced run failed; see ${out}/${name}.txt" >&2
+    exit 1
+  fi
+  after="$(cpu_busy)"
+  local reached busy
+  reached="$(awk 'NR == 1 || $1 < first { first = $1 } $1 > last { last = $1 }
+    END { printf "%.0f", (NR - 1) / ((last - first) / 1e6) }' "${out}/${name}.log")"
+  busy="$(awk -v b="${before}" -v a="${after}" 'BEGIN { split(b, x); split(a, y)
+    printf "%.0f", (y[1] - x[1]) * 100 / (y[2] - x[2]) }')"
+  echo "${reached} ${busy} $(percentile "${out}/${name}.log" 99 4)"
 }
 
-# Percentile P (0-100) of the latencies in an h2load log (microseconds), in milliseconds.
+# The machine's busy and total CPU time so far, in clock ticks (/proc/stat: all but idle
+# and iowait, and all).
+cpu_busy() {
+  awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# Percentile P (0-100) of the latencies in an h2load log (microseconds; column C, default
+# 3), in milliseconds.
 percentile() {
-  cut -f3 "$1" | sort -n | awk -v p="$2" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] / 1000 }'
+  cut -f"${3:-3}" "$1" | sort -n | awk -v p="$2" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] / 1000 }'
 }
 
 # Column C (1-based) of the lines in "$1" (the pairs, one line each: /healthz req/s and CPU,
@@ -239,9 +244,10 @@ spread() {
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; the server on ${workers} async worker(s); h2load -c ${clients} -m 1, ${duration} s per run, ${repeats} pairs per body"
-printf '%-6s %-34s %9s %17s %12s %10s %14s %17s %11s %9s %9s %12s %13s %9s %19s %12s\n' protocol body \
-  'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'h2load us/req' 'refused x healthz' 'half rate' 'p50 ms' \
-  'p99 ms' 'healthz p99' 'evenly at' 'p50 ms' 'p99 ms' 'healthz p99'
+printf '%-6s %-34s %9s %17s %12s %10s %14s %17s %11s %9s %9s %12s %13s %6s %9s %19s %12s %13s\n' \
+  protocol body 'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'h2load us/req' 'refused x healthz' \
+  'half rate' 'p50 ms' 'p99 ms' 'healthz p99' 'evenly at' 'busy %' 'p50 ms' 'p99 ms' \
+  'healthz p99' 'p99 from turn'
 for proto in h2 h1; do
   # Each run of a body follows a /healthz run of its own, and each ratio is taken within
   # its pair, so that what the machine's neighbours do between pairs does not enter it.
@@ -280,7 +286,7 @@ for proto in h2 h1; do
     load "${name}-half" "${proto}" /mutate "${body}" "" --rps "${per_client}" >/dev/null
     load "${name}-half-healthz" "${proto}" /healthz "" "" --rps "${per_client}" >/dev/null
     # Evenly spaced, BENCH_REPEATS pairs: the body, then /healthz at the same rate; per pair
-    # the rate reached, p50, p99 and /healthz's p99.
+    # the rate reached, CPUs busy, p99 from the turn, p50, p99 and /healthz's p99.
     evens=""
     for ((r = 1; r <= repeats; r++)); do
       even="$(paced "${name}-even-${r}" "${proto}" /mutate "${body}" "${half}")"
@@ -291,19 +297,22 @@ for proto in h2 h1; do
     done
     evens="${evens%$'\n'}"
     read -r _ even _ <<<"$(spread "${evens}" 1)"
-    read -r _ even_p50 _ <<<"$(spread "${evens}" 2)"
-    read -r even_low even_p99 even_high <<<"$(spread "${evens}" 3)"
-    read -r _ even_healthz _ <<<"$(spread "${evens}" 4)"
+    read -r _ even_busy _ <<<"$(spread "${evens}" 2)"
+    read -r _ even_turn _ <<<"$(spread "${evens}" 3)"
+    read -r _ even_p50 _ <<<"$(spread "${evens}" 4)"
+    read -r even_low even_p99 even_high <<<"$(spread "${evens}" 5)"
+    read -r _ even_healthz _ <<<"$(spread "${evens}" 6)"
     size="$(stat -c %s "$(body_file "${body}")")"
-    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %14.1f %17.2f %11s %9.3f %9.3f %12.3f %11.0f/s %9.3f %19s %12.3f\n' \
+    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %14.1f %17.2f %11s %9.3f %9.3f %12.3f %11.0f/s %6.0f %9.3f %19s %12.3f %13.3f\n' \
       "${proto}" \
       "${body} ($(((size + 500) / 1000)) kB)" "${max}" \
       "$(awk -v l="${low}" -v m="${mid}" -v h="${high}" 'BEGIN { printf "%.2f [%.2f-%.2f]", m, l, h }')" \
       "${cpu}" "${cpu_ratio}" "${generator}" "${refused}" "${half}/s" \
       "$(percentile "${out}/${name}-half.log" 50)" "$(percentile "${out}/${name}-half.log" 99)" \
-      "$(percentile "${out}/${name}-half-healthz.log" 99)" "${even}" "${even_p50}" \
+      "$(percentile "${out}/${name}-half-healthz.log" 99)" "${even}" "${even_busy}" \
+      "${even_p50}" \
       "$(awk -v l="${even_low}" -v m="${even_p99}" -v h="${even_high}" \
-        'BEGIN { printf "%.3f [%.2f-%.2f]", m, l, h }')" "${even_healthz}"
+        'BEGIN { printf "%.3f [%.2f-%.2f]", m, l, h }')" "${even_healthz}" "${even_turn}"
   done
   unset pairs
 done
