@@ -55,6 +55,7 @@ struct Args {
     /// Requests per second, over all the connections.
     #[arg(long)]
     rate: u32,
+    /// Keep-alive connections, one request at a time on each.
     #[arg(long, default_value_t = 8)]
     connections: usize,
     /// Seconds measured, after the settling time.
@@ -170,7 +171,7 @@ async fn pace(
     )
     .map_err(|e| format!("timerfd_create: {e}"))?;
     let spec = rustix::time::Timespec {
-        tv_sec: 0,
+        tv_sec: i64::try_from(period.as_secs()).map_err(|e| e.to_string())?,
         tv_nsec: i64::from(period.subsec_nanos()),
     };
     let spec = Itimerspec {
