@@ -89,7 +89,7 @@ if [[ ! -x "${bin}" ]]; then
   exit 1
 fi
 mkdir -p "${out}"
-rm -f "${out}"/*.log "${out}"/*.txt "${out}"/*.json "${out}"/*.script "${out}"/*.times
+rm -f "${out}"/*.log "${out}"/*.txt "${out}"/*.json "${out}"/*.times
 
 # The evenly spaced load's generator (benches/paced.rs), built as `cargo bench` builds it.
 paced_bin="$(cd "${repo}" && "${CARGO:-cargo}" bench --locked --bench paced --no-run \
@@ -143,13 +143,13 @@ requests_made() {
   sed -nE 's/^requests: ([0-9]+) total.*/\1/p' "${out}/${name}.txt"
 }
 
-# run_h2load NAME PROTO BODY TYPE SECONDS [h2load options...]: h2load on the 8 connections
-# (or run_clients of them), one request at a time on each, BODY (empty for none) sent as
-# TYPE, stopped after SECONDS; its output in NAME.txt, its latencies added to NAME.log.
+# run_h2load NAME PROTO BODY TYPE SECONDS [h2load options...]: h2load on the 8 connections,
+# one request at a time on each, BODY (empty for none) sent as TYPE, stopped after SECONDS;
+# its output in NAME.txt, its latencies added to NAME.log.
 run_h2load() {
   local name="$1" proto="$2" body="$3" type="$4" seconds="$5"
   shift 5
-  local args=(-c "${run_clients:-${clients}}" -m 1 -t 1 --log-file "${out}/${name}.log")
+  local args=(-c "${clients}" -m 1 -t 1 --log-file "${out}/${name}.log")
   [[ "${proto}" == h1 ]] && args+=(--h1)
   [[ -n "${body}" ]] && args+=(-d "$(body_file "${body}")" -H "content-type: ${type}")
   timeout "${seconds}" h2load "${args[@]}" "$@" >"${out}/${name}.txt"
@@ -195,10 +195,10 @@ load() {
 # Prints the rate reached in them (the requests over the time from the first start to the
 # last), how busy the machine's CPUs were meanwhile (%), and p99 from the turn (ms).
 #
-# Eight h2load processes with timing scripts spent 2 to 2.5 times the CPU per request that
-# one h2load spends at its highest rate (about 110-140 us against 45 for the 28 KB pod): at
-# half the highest rate they and the server kept the two CPUs 75-90 % busy, and the p99
-# measured was mostly the load generator's share of the machine.
+# It replaces eight h2load processes with timing scripts, one per connection: they spent 2
+# to 2.5 times the CPU per request that one h2load spends at its highest rate (about 110-140
+# us against 45 for the 28 KB pod), and h2load times each line from the one before, so a
+# late request moved the rest of its schedule, and the wait for a turn did not show.
 paced() {
   local name="$1" proto="$2" path="$3" body="$4" rate="$5"
   local args=(--addr "${addr}" --ca "${out}/ca.crt" --path "${path}" --rate "${rate}"
