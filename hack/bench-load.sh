@@ -170,6 +170,9 @@ load() {
   local name="$1" proto="$2" path="$3" body="$4" type="${5:-application/json}"
   shift 5
   local before
+  # The server's log keeps the last run's lines only: a JSON line per request, the runs
+  # would fill gigabytes.
+  : >"${out}/server.log"
   before="$(cpu_ticks)"
   times >"${out}/${name}.before.times"
   run_h2load "${name}" "${proto}" "${body}" "${type}" $((duration + 30)) -D "${duration}" \
@@ -207,6 +210,7 @@ paced() {
   [[ "${proto}" == h1 ]] && args+=(--http1)
   [[ -n "${body}" ]] && args+=(--body "$(body_file "${body}")")
   local before after
+  : >"${out}/server.log"
   before="$(cpu_busy)"
   if ! timeout $((duration * 3 + 30)) "${paced_bin}" --bench "${args[@]}" \
     >"${out}/${name}.txt" 2>&1; then

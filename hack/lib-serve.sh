@@ -3,16 +3,18 @@
 # started as `serve --self-signed` on loopback.
 
 # serve_locally BIN DIR NAME [serve options...]: BIN as `serve --self-signed` on free ports
-# of 127.0.0.1, its CA written to DIR/ca.crt and its log to DIR/NAME.log. Returns once it
-# has logged its addresses and answers /readyz, its process in served_pid, its addresses in
-# served_addr (the reviews, HTTPS) and served_metrics (metrics and probes); the caller stops
-# it. When it does not start, stops it and the script, with its log.
+# of 127.0.0.1, its CA written to DIR/ca.crt and its log appended to DIR/NAME.log, made
+# empty first (appended, so that the caller may empty it while the server runs). Returns
+# once it has logged its addresses and answers /readyz, its process in served_pid, its
+# addresses in served_addr (the reviews, HTTPS) and served_metrics (metrics and probes); the
+# caller stops it. When it does not start, stops it and the script, with its log.
 serve_locally() {
   local bin="$1" dir="$2" name="$3" line
   shift 3
+  : >"${dir}/${name}.log"
   "${bin}" serve --self-signed --ca-out "${dir}/ca.crt" \
     --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --shutdown-delay 0s "$@" \
-    2>"${dir}/${name}.log" &
+    2>>"${dir}/${name}.log" &
   served_pid=$!
   served_addr="" served_metrics=""
   for _ in $(seq 100); do
