@@ -16,8 +16,9 @@
 //!
 //! Not a test: under `cargo test` it does nothing.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -122,17 +123,20 @@ async fn run(args: &Args) -> Result<(), String> {
     let settle = Duration::from_millis(args.settle_ms.into());
     let total = (settle + Duration::from_secs(args.duration.into())).as_nanos() / period.as_nanos();
     let total = usize::try_from(total).map_err(|e| e.to_string())?;
+    let connector = connector(args)?;
+    let mut senders = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        senders.push(connect(&connector, args).await?);
+    }
     let answers = Rc::new(RefCell::new(Vec::with_capacity(total)));
-    let started = Rc::new(Cell::new(Instant::now()));
+    let (timer, started) = arm(period)?;
     let mut given = Vec::with_capacity(args.connections);
     let mut tasks = Vec::with_capacity(args.connections);
-    let connector = connector(args)?;
-    for i in 0..args.connections {
-        let sender = connect(&connector, args).await?;
+    for (i, sender) in senders.into_iter().enumerate() {
         let requester = Requester::new(args, body.clone());
         let turns = Turns {
             given: Rc::new(Semaphore::new(0)),
-            started: Rc::clone(&started),
+            started,
             first: i,
             connections: args.connections,
             period,
@@ -144,11 +148,11 @@ async fn run(args: &Args) -> Result<(), String> {
             sender, requester, turns, answers,
         )));
     }
-    pace(period, total, &given, &started).await?;
+    pace(&timer, total, &given).await?;
     for task in tasks {
         task.await.map_err(|e| e.to_string())??;
     }
-    let elapsed = started.get().elapsed().as_secs_f64();
+    let elapsed = started.elapsed().as_secs_f64();
     let answers = answers.take();
     write_log(&answers, args, settle)?;
     let count = answers.len();
@@ -157,14 +161,8 @@ async fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Gives the connections their turns, in order, one every `period` from `started` (set
-/// here), `total` in all.
-async fn pace(
-    period: Duration,
-    total: usize,
-    turns: &[Rc<Semaphore>],
-    started: &Cell<Instant>,
-) -> Result<(), String> {
+/// A timer firing every `period` from now on, and when it was set.
+fn arm(period: Duration) -> Result<(AsyncFd<OwnedFd>, Instant), String> {
     let timer = timerfd_create(
         TimerfdClockId::Monotonic,
         TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
@@ -178,16 +176,24 @@ async fn pace(
         it_interval: spec,
         it_value: spec,
     };
-    started.set(Instant::now());
+    let started = Instant::now();
     timerfd_settime(&timer, TimerfdTimerFlags::empty(), &spec)
         .map_err(|e| format!("timerfd_settime: {e}"))?;
     // `new` is deprecated for descriptors the value does not own; an `OwnedFd` owns its.
     #[allow(deprecated)]
     let timer = AsyncFd::new(timer).map_err(|e| e.to_string())?;
-    let mut given = 0;
-    // The first turn at once, the others as the timer fires.
+    Ok((timer, started))
+}
+
+/// Gives the connections their turns, in order: the first at once, the others as `timer`
+/// fires, `total` in all.
+async fn pace(
+    timer: &AsyncFd<OwnedFd>,
+    total: usize,
+    turns: &[Rc<Semaphore>],
+) -> Result<(), String> {
     turns[0].add_permits(1);
-    given += 1;
+    let mut given = 1;
     while given < total {
         let mut ready = timer.readable().await.map_err(|e| e.to_string())?;
         let mut expirations = [0u8; 8];
@@ -250,7 +256,7 @@ impl Requester {
 /// `started + (first + k * connections) * period`.
 struct Turns {
     given: Rc<Semaphore>,
-    started: Rc<Cell<Instant>>,
+    started: Instant,
     first: usize,
     connections: usize,
     period: Duration,
@@ -267,7 +273,7 @@ impl Turns {
 
     fn at(&self, k: usize) -> Instant {
         let index = u32::try_from(self.first + k * self.connections).unwrap_or(u32::MAX);
-        self.started.get() + self.period * index
+        self.started + self.period * index
     }
 }
 
