@@ -29,7 +29,11 @@
 #     the rate reached, how busy the machine's CPUs were, p50 and p99 from each request's
 #     start (as h2load counts them), and p99 from each request's turn (with the wait of a
 #     request whose connection still awaits the answer before). BENCH_REPEATS
-#     runs, each followed by `GET /healthz` the same way: the medians, and the p99s' range.
+#     runs, each followed by `GET /healthz` the same way: the medians, and the p99s' range;
+#     and p99 of the server's own time per review in the same runs, from its log
+#     (duration_ms: from the request's head, as the server read it, to its answer ready;
+#     without the TLS, HTTP and kernel work around it, or a wait for a CPU before the head
+#     was read, which the other p99s include).
 # Beside each, the p99 of `GET /healthz` sent the same way at the same rate: what the
 # machine, TLS and HTTP add to any answer at that rate (a sleeping core's wake-up, a
 # neighbour's time slice), against which the review's own share of its p99 shows.
@@ -232,6 +236,15 @@ cpu_busy() {
   awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 
+# Percentile P (0-100) of the reviews' durations in the server's log since it was last
+# emptied, in milliseconds; "-" when it has none (BENCH_LOG_LEVEL above info). The log
+# writer's last lines of a run may still be on their way (it writes every 10 ms).
+review_percentile() {
+  grep -oE 'duration_ms(=|":)[0-9.]+' "${out}/server.log" | sed -E 's/.*[=:]//' | sort -g |
+    awk -v p="$1" '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit }
+      i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] }'
+}
+
 # Percentile P (0-100) of the latencies in an h2load log (microseconds; column C, default
 # 3), in milliseconds.
 percentile() {
@@ -241,17 +254,18 @@ percentile() {
 # Column C (1-based) of the lines in "$1" (the pairs, one line each: /healthz req/s and CPU,
 # the body's req/s and CPU, the two ratios, the refused body's ratio, h2load's CPU for
 # /healthz and for the body; or the evenly spaced runs, one line each: the rate reached,
-# p50, p99, /healthz's p99): its min, median and max.
+# CPUs busy, p99 from the turn, the reviews' own p99, p50, p99, /healthz's p99): its min,
+# median and max.
 spread() {
   awk -v c="$2" '{ print $c }' <<<"$1" | sort -g | awk '{ v[NR] = $1 } END {
     print v[1], (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[NR] }'
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; the server on ${workers} async worker(s); h2load -c ${clients} -m 1, ${duration} s per run, ${repeats} pairs per body"
-printf '%-6s %-34s %9s %17s %12s %10s %14s %17s %11s %9s %9s %12s %13s %6s %9s %19s %12s %13s\n' \
+printf '%-6s %-34s %9s %17s %12s %10s %14s %17s %11s %9s %9s %12s %13s %6s %9s %19s %12s %13s %11s\n' \
   protocol body 'req/s' 'x healthz' 'CPU us/req' 'x healthz' 'h2load us/req' 'refused x healthz' \
   'half rate' 'p50 ms' 'p99 ms' 'healthz p99' 'evenly at' 'busy %' 'p50 ms' 'p99 ms' \
-  'healthz p99' 'p99 from turn'
+  'healthz p99' 'p99 from turn' 'review p99'
 for proto in h2 h1; do
   # Each run of a body follows a /healthz run of its own, and each ratio is taken within
   # its pair, so that what the machine's neighbours do between pairs does not enter it.
@@ -290,10 +304,12 @@ for proto in h2 h1; do
     load "${name}-half" "${proto}" /mutate "${body}" "" --rps "${per_client}" >/dev/null
     load "${name}-half-healthz" "${proto}" /healthz "" "" --rps "${per_client}" >/dev/null
     # Evenly spaced, BENCH_REPEATS pairs: the body, then /healthz at the same rate; per pair
-    # the rate reached, CPUs busy, p99 from the turn, p50, p99 and /healthz's p99.
+    # the rate reached, CPUs busy, p99 from the turn, the reviews' own p99, p50, p99 and
+    # /healthz's p99.
     evens=""
     for ((r = 1; r <= repeats; r++)); do
       even="$(paced "${name}-even-${r}" "${proto}" /mutate "${body}" "${half}")"
+      even+=" $(review_percentile 99)"
       paced "${name}-even-healthz-${r}" "${proto}" /healthz "" "${half}" >/dev/null
       evens+="${even} $(percentile "${out}/${name}-even-${r}.log" 50)"
       evens+=" $(percentile "${out}/${name}-even-${r}.log" 99)"
@@ -303,11 +319,12 @@ for proto in h2 h1; do
     read -r _ even _ <<<"$(spread "${evens}" 1)"
     read -r _ even_busy _ <<<"$(spread "${evens}" 2)"
     read -r _ even_turn _ <<<"$(spread "${evens}" 3)"
-    read -r _ even_p50 _ <<<"$(spread "${evens}" 4)"
-    read -r even_low even_p99 even_high <<<"$(spread "${evens}" 5)"
-    read -r _ even_healthz _ <<<"$(spread "${evens}" 6)"
+    read -r _ even_review _ <<<"$(spread "${evens}" 4)"
+    read -r _ even_p50 _ <<<"$(spread "${evens}" 5)"
+    read -r even_low even_p99 even_high <<<"$(spread "${evens}" 6)"
+    read -r _ even_healthz _ <<<"$(spread "${evens}" 7)"
     size="$(stat -c %s "$(body_file "${body}")")"
-    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %14.1f %17.2f %11s %9.3f %9.3f %12.3f %11.0f/s %6.0f %9.3f %19s %12.3f %13.3f\n' \
+    printf '%-6s %-34s %9.0f %17s %12.1f %10.2f %14.1f %17.2f %11s %9.3f %9.3f %12.3f %11.0f/s %6.0f %9.3f %19s %12.3f %13.3f %11s\n' \
       "${proto}" \
       "${body} ($(((size + 500) / 1000)) kB)" "${max}" \
       "$(awk -v l="${low}" -v m="${mid}" -v h="${high}" 'BEGIN { printf "%.2f [%.2f-%.2f]", m, l, h }')" \
@@ -316,7 +333,8 @@ for proto in h2 h1; do
       "$(percentile "${out}/${name}-half-healthz.log" 99)" "${even}" "${even_busy}" \
       "${even_p50}" \
       "$(awk -v l="${even_low}" -v m="${even_p99}" -v h="${even_high}" \
-        'BEGIN { printf "%.3f [%.2f-%.2f]", m, l, h }')" "${even_healthz}" "${even_turn}"
+        'BEGIN { printf "%.3f [%.2f-%.2f]", m, l, h }')" "${even_healthz}" "${even_turn}" \
+      "${even_review}"
   done
   unset pairs
 done
