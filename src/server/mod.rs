@@ -11,6 +11,7 @@
 
 mod conn;
 mod memory;
+mod priority;
 mod read_ahead;
 mod reload;
 mod routes;

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use super::LOG_TARGET;
 use super::memory;
+use super::priority;
 use super::streamed::ChunkWriter;
 use crate::admission::{
     self, Endpoint, HttpReply, MAX_BODY_BYTES, Outcome, Rejection, ReviewReport,
@@ -291,6 +292,8 @@ async fn evaluate_large(
     let (decided, decision) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        // Whenever an async worker wakes, it takes the CPU from this thread at once.
+        priority::lower_current_thread();
         let (prepared, report) =
             admission::prepare(endpoint, content_type(&headers), &body, &policy);
         let (mut out, answer) = ChunkWriter::new(runtime, Instant::now() + timeout);
