@@ -402,6 +402,65 @@ async fn answers_small_reviews_while_large_ones_are_evaluated() {
     server.stop().await;
 }
 
+/// Large reviews are evaluated on threads under the idle scheduling policy (`SCHED_IDLE`), so
+/// that an async worker that wakes takes the CPU from them at once; no other thread is moved.
+/// The test's runtime names its threads, so that those of tests running beside it, which
+/// may evaluate large reviews too, are not counted.
+#[cfg(target_os = "linux")]
+#[test]
+fn evaluates_large_reviews_under_the_idle_scheduling_policy() {
+    /// `SCHED_IDLE` in `<sched.h>`.
+    const SCHED_IDLE: &str = "5";
+    /// As the kernel keeps it: 15 bytes.
+    const NAME: &str = "idle-policy-tes";
+    /// The policies of this test's threads other than the calling one: the 41st field of
+    /// each `stat`, the 39th after the command name in parentheses.
+    fn policies() -> Vec<String> {
+        let tasks = std::fs::read_dir("/proc/self/task").expect("the threads");
+        let stats =
+            tasks.filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok());
+        stats
+            .filter_map(|stat| {
+                let (head, fields) = stat.rsplit_once(')')?;
+                let name = head.split_once('(')?.1;
+                let policy = fields.split_whitespace().nth(38)?;
+                (name == NAME).then(|| policy.to_owned())
+            })
+            .collect()
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(format!("{NAME}t"))
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let server = TestServer::start().await;
+        let client = server.http2();
+        let small = fixture("pod-create-small.json");
+        assert_eq!(
+            server.post(&client, "/mutate", JSON, small).await.status,
+            200
+        );
+        assert!(
+            policies().iter().all(|p| p != SCHED_IDLE),
+            "{:?}",
+            policies()
+        );
+        let large = Bytes::from(support::pods::many_containers_review(2_000));
+        assert_eq!(
+            server.post(&client, "/mutate", JSON, large).await.status,
+            200
+        );
+        let after = policies();
+        assert_eq!(
+            after.iter().filter(|p| *p == SCHED_IDLE).count(),
+            1,
+            "{after:?}"
+        );
+        server.stop().await;
+    });
+}
+
 #[tokio::test]
 async fn answers_408_when_the_body_does_not_arrive_in_time() {
     let server = TestServer::start_with(Options {
