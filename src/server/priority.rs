@@ -2,9 +2,9 @@
 //!
 //! They run under the idle policy (`SCHED_IDLE`): whenever another thread of the process
 //! wakes with work (an async worker with a small review or a probe), the kernel gives it the
-//! CPU at once. At the normal policy, a woken worker found both cores of a 2-core machine
-//! taken by large reviews and waited for the scheduler's next tick, up to 4 ms at 250 Hz, and
-//! more when that tick went to another large review. Measured in the README, Performance.
+//! CPU at once. At the normal policy (or with a higher nice value), a woken worker that found
+//! both cores of a 2-core machine taken by large reviews waited for the scheduler's next tick
+//! (4 ms at 250 Hz; in traces, up to 7 ms). Measured in the README, Performance.
 //!
 //! Under the idle policy a thread gets only what the process's other threads leave of the
 //! CPUs it may use: a large review waits while the small ones keep every core busy.
