@@ -441,11 +441,8 @@ fn evaluates_large_reviews_under_the_idle_scheduling_policy() {
             server.post(&client, "/mutate", JSON, small).await.status,
             200
         );
-        assert!(
-            policies().iter().all(|p| p != SCHED_IDLE),
-            "{:?}",
-            policies()
-        );
+        let before = policies();
+        assert!(before.iter().all(|p| p != SCHED_IDLE), "{before:?}");
         let large = Bytes::from(support::pods::many_containers_review(2_000));
         assert_eq!(
             server.post(&client, "/mutate", JSON, large).await.status,
