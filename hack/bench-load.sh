@@ -236,19 +236,26 @@ cpu_busy() {
   awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 
+# ranked P DIVISOR NONE: percentile P (0-100) of the numbers on standard input, divided by
+# DIVISOR (as read when empty), or NONE when there are none.
+ranked() {
+  sort -g | awk -v p="$1" -v d="$2" -v none="$3" '{ v[NR] = $1 } END {
+    if (NR == 0) { print none; exit }
+    i = int((NR * p + 99) / 100); if (i < 1) i = 1; print (d == "" ? v[i] : v[i] / d) }'
+}
+
 # Percentile P (0-100) of the reviews' durations in the server's log since it was last
 # emptied, in milliseconds; "-" when it has none (BENCH_LOG_LEVEL above info). The log
 # writer's last lines of a run may still be on their way (it writes every 10 ms).
 review_percentile() {
-  grep -oE 'duration_ms(=|":)[0-9.]+' "${out}/server.log" | sed -E 's/.*[=:]//' | sort -g |
-    awk -v p="$1" '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit }
-      i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] }'
+  grep -oE 'duration_ms(=|":)[0-9.]+' "${out}/server.log" | sed -E 's/.*[=:]//' |
+    ranked "$1" "" -
 }
 
 # Percentile P (0-100) of the latencies in an h2load log (microseconds; column C, default
 # 3), in milliseconds.
 percentile() {
-  cut -f"${3:-3}" "$1" | sort -n | awk -v p="$2" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] / 1000 }'
+  cut -f"${3:-3}" "$1" | ranked "$2" 1000 0
 }
 
 # Column C (1-based) of the lines in "$1" (the pairs, one line each: /healthz req/s and CPU,
